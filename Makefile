@@ -1,0 +1,35 @@
+# Two entry points: `make demo` and `make test`. Both create (or reuse) .venv and install into it.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The torch pair this project is tested with. On a machine with a GPU-less
+# network install you may prefer the CPU wheels:
+#   make TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cpu demo
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+TORCH_INDEX ?=
+
+.PHONY: install demo test lint bench-search clean
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_INDEX) $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/crossmodal demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+bench-search: install
+	$(BIN)/python benchmarks/bench_search.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,35 @@
+"""Dependencies shared by the routes, as ``Annotated`` aliases so signatures stay short."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.search import SearchState
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _session_factory(request: Request) -> sessionmaker:
+    return request.app.state.session_factory
+
+
+def _session(request: Request) -> Iterator[Session]:
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+def _search_state(request: Request) -> SearchState:
+    return request.app.state.search
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+SessionFactoryDep = Annotated[sessionmaker, Depends(_session_factory)]
+SessionDep = Annotated[Session, Depends(_session)]
+SearchStateDep = Annotated[SearchState, Depends(_search_state)]

@@ -1,0 +1,221 @@
+"""Search endpoints: a text or an image query against the image or text index."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from sqlalchemy.orm import sessionmaker
+
+from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
+from app.config import Settings
+from app.db import crud
+from app.errors import ApiError
+from app.images import decode_query_image
+from app.schemas import (
+    ErrorBody,
+    ImageSearchJSON,
+    IndexInfo,
+    ModelInfo,
+    SearchOptions,
+    SearchResponse,
+    SearchResult,
+    TextSearchRequest,
+)
+from app.search import NotReady, SearchState, search_vectors
+
+router = APIRouter(prefix="/search", tags=["search"])
+
+ERRORS = {
+    status: {"model": ErrorBody}
+    for status in (400, 413, 415, 422, 503)
+}
+
+
+def item_image_url(item_id: int) -> str:
+    return f"/v1/items/{item_id}/image"
+
+
+def run_search(
+    state: SearchState,
+    session_factory: sessionmaker,
+    settings: Settings,
+    encode: Callable[[object], np.ndarray],
+    opts: SearchOptions,
+) -> SearchResponse:
+    """Encode, search with overfetch for deleted rows and ``min_score``, hydrate, paginate."""
+    t0 = time.perf_counter()
+    if opts.k > settings.max_k:
+        raise ApiError(422, "k_too_large", f"k must be at most {settings.max_k}")
+    snap = state.refresh()
+    if snap.encoder is None:
+        raise ApiError(503, "model_not_loaded", "; ".join(snap.problems) or "model not loaded")
+    if opts.target not in snap.indexes:
+        raise ApiError(
+            503,
+            "nothing_indexed",
+            f"nothing is indexed for target {opts.target!r} yet: run `crossmodal ingest SOURCE` "
+            f"with {opts.target}s",
+        )
+    xq = encode(snap.encoder)
+    want = opts.offset + opts.k
+    fetch = want
+    while True:
+        try:
+            loaded, scores, ids = search_vectors(snap, xq, opts.target, fetch)
+        except NotReady as e:
+            raise ApiError(503, "nothing_indexed", str(e)) from e
+        if opts.min_score is not None:
+            keep = scores >= opts.min_score
+            scores, ids = scores[keep], ids[keep]
+        with session_factory() as session:
+            items = crud.get_items(session, ids.tolist())
+        hits = [(float(s), items[i]) for s, i in zip(scores, ids.tolist(), strict=True) if i in items]
+        exhausted = fetch >= loaded.index.ntotal or len(ids) < fetch
+        if len(hits) >= want or exhausted:
+            break
+        fetch = min(fetch * 2 + 16, loaded.index.ntotal)  # rows were deleted since indexing
+    page = hits[opts.offset : want]
+    return SearchResponse(
+        data=[
+            SearchResult(
+                id=item.id,
+                external_id=item.external_id,
+                score=score,
+                text=item.text,
+                image_url=item_image_url(item.id) if item.image_path else None,
+                metadata=item.meta,
+            )
+            for score, item in page
+        ],
+        count=len(page),
+        model=ModelInfo(id=snap.model_id, spec=snap.model_spec),
+        index=IndexInfo(id=loaded.id, modality=opts.target, ntotal=loaded.index.ntotal),
+        took_ms=round((time.perf_counter() - t0) * 1000, 3),
+    )
+
+
+@router.post("/text", response_model=SearchResponse, responses=ERRORS)
+def search_text(
+    body: TextSearchRequest,
+    state: SearchStateDep,
+    session_factory: SessionFactoryDep,
+    settings: SettingsDep,
+) -> SearchResponse:
+    """Find images (``target=image``) or texts (``target=text``) for a text query."""
+    query = body.query.strip()
+    if not query:
+        raise ApiError(422, "empty_query", "the query is empty")
+    if len(query) > settings.max_query_chars:
+        raise ApiError(
+            422, "query_too_long", f"the query has {len(query)} characters; the limit is {settings.max_query_chars}"
+        )
+    return run_search(state, session_factory, settings, lambda enc: enc.encode_texts([query]), body)
+
+
+_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "target": {"type": "string", "enum": ["image", "text"], "default": "image"},
+                        "k": {"type": "integer", "default": 10, "minimum": 1, "maximum": 1000},
+                        "offset": {"type": "integer", "default": 0, "minimum": 0},
+                        "min_score": {"type": "number"},
+                    },
+                }
+            },
+            "application/json": {"schema": ImageSearchJSON.model_json_schema()},
+        },
+    }
+}
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"the request body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"the request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _options(raw: dict, model=SearchOptions):
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ApiError(422, "invalid_request", f"{where}: {first['msg']}") from e
+
+
+async def _image_and_options(request: Request, settings: Settings) -> tuple[bytes, SearchOptions]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # base64 and multipart framing add overhead on top of the image's own byte limit
+    body_limit = settings.max_upload_bytes * 4 // 3 + 64 * 1024
+    if ctype == "application/json":
+        raw = await _read_capped(request, body_limit)
+        try:
+            payload = json.loads(raw)
+        except ValueError as e:
+            raise ApiError(422, "invalid_json", f"the body is not valid JSON: {e}") from e
+        if not isinstance(payload, dict):
+            raise ApiError(422, "invalid_json", "the body must be a JSON object")
+        opts = _options(payload, ImageSearchJSON)
+        b64 = opts.image_base64
+        if b64.startswith("data:") and "," in b64:
+            b64 = b64.split(",", 1)[1]
+        try:
+            data = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ApiError(422, "invalid_base64", "image_base64 is not valid base64") from e
+        return data, opts
+    if ctype == "multipart/form-data":
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > body_limit:
+            raise ApiError(413, "body_too_large", f"the request body is {declared} bytes; the limit is {body_limit}")
+        form = await request.form(max_files=1, max_fields=16)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(422, "missing_file", "send the image in a multipart file field named `file`")
+        data = await upload.read(settings.max_upload_bytes + 1)
+        opts = _options({k: v for k, v in form.items() if k != "file"})
+        return data, opts
+    raise ApiError(
+        415, "unsupported_media_type", "send multipart/form-data (field `file`) or JSON with `image_base64`"
+    )
+
+
+@router.post(
+    "/image", response_model=SearchResponse, responses=ERRORS, openapi_extra=_IMAGE_BODY
+)
+async def search_image(
+    request: Request,
+    state: SearchStateDep,
+    session_factory: SessionFactoryDep,
+    settings: SettingsDep,
+) -> SearchResponse:
+    """Find images or texts for an image query: a multipart upload or base64 JSON."""
+    data, opts = await _image_and_options(request, settings)
+    image = await run_in_threadpool(
+        decode_query_image, data, settings.max_upload_bytes, settings.max_image_pixels
+    )
+    return await run_in_threadpool(
+        run_search, state, session_factory, settings, lambda enc: enc.encode_images([image]), opts
+    )

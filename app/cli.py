@@ -1,0 +1,157 @@
+"""The ``crossmodal`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.config import Settings, get_settings, settings_markdown_table
+
+app = typer.Typer(help="crossmodal: search images and texts against each other.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _setup() -> Settings:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def _session_factory(settings: Settings):
+    from app.db.session import ensure_schema_current, make_engine, make_session_factory
+
+    engine = make_engine(settings.resolved_database_url)
+    ensure_schema_current(engine)
+    return make_session_factory(engine)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the Alembic migrations (creates the database on first use)."""
+    from app.db.session import upgrade
+
+    settings = _setup()
+    upgrade(settings.resolved_database_url, revision)
+    typer.echo(f"database at revision {revision}")
+
+
+@app.command()
+def ingest(
+    source: Annotated[Path, typer.Argument(help="A folder of images (+ .txt captions) or a .csv/.jsonl/.parquet manifest.")],
+) -> None:
+    """Add a source's items, embed them with the active model and publish the indexes."""
+    from app.ingest import ingest as run_ingest
+
+    settings = _setup()
+    report = run_ingest(source, settings, _session_factory(settings))
+    typer.echo(report.summary())
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the dataset into.")],
+    n: int = 2000,
+    seed: int = 0,
+    image_size: int = 128,
+) -> None:
+    """Generate the synthetic coloured-shapes dataset (images + manifest.csv + hard.csv)."""
+    from training.synthetic import generate_dataset
+
+    ds = generate_dataset(out, n=n, seed=seed, image_size=image_size)
+    typer.echo(f"manifest: {ds.manifest}\nhard split: {ds.hard}")
+
+
+@app.command()
+def bootstrap(
+    manifest: Annotated[Path, typer.Argument(help="Manifest with a `split` column; trains on split=train.")],
+    base: str = "builtin:lit-mini",
+    epochs: int = 60,
+) -> None:
+    """Train a model's projection heads (LiT-style) and make it the active model."""
+    from app.models_admin import bootstrap_model
+    from training.bootstrap import BootstrapConfig
+
+    settings = _setup()
+    cfg = BootstrapConfig(epochs=epochs, num_workers=settings.num_workers)
+    row = bootstrap_model(settings, _session_factory(settings), manifest, base, cfg)
+    typer.echo(f"model #{row.id} active: {row.spec}")
+    typer.echo(json.dumps(row.eval_report.get("held_out", {}), indent=2))
+
+
+@app.command()
+def serve(host: str | None = None, port: int | None = None) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = _setup()
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port)
+
+
+def _print_examples(settings: Settings) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    typer.echo(
+        f"""
+crossmodal is serving on {base}  (API docs: {base}/docs)
+
+Try:
+  curl -s {base}/readyz
+  curl -s -X POST {base}/v1/search/text -H 'content-type: application/json' \\
+       -d '{{"query": "a large red circle in the top left", "target": "image", "k": 5}}'
+  curl -s -X POST {base}/v1/search/text -H 'content-type: application/json' \\
+       -d '{{"query": "a blue square", "target": "text", "k": 3}}'
+  curl -s -X POST {base}/v1/search/image -F file=@{settings.data_dir.resolve()}/demo/images/000000.png -F target=text -F k=3
+  curl -s '{base}/v1/items?limit=2'
+  curl -s -o item1.png {base}/v1/items/1/image
+"""
+    )
+
+
+@app.command()
+def demo(n: int = 2000, serve_api: Annotated[bool, typer.Option("--serve/--no-serve")] = True) -> None:
+    """Synthetic data -> bootstrap builtin:lit-mini -> ingest -> serve. Reuses whatever exists."""
+    from app.db import crud
+    from app.db.session import upgrade
+    from app.ingest import ingest as run_ingest
+    from app.models_admin import bootstrap_model
+    from training.bootstrap import BootstrapConfig
+    from training.synthetic import generate_dataset
+
+    settings = _setup()
+    upgrade(settings.resolved_database_url)
+    session_factory = _session_factory(settings)
+    typer.echo("1/4 synthetic dataset")
+    ds = generate_dataset(settings.data_dir / "demo", n=n, seed=0)
+    with session_factory() as session:
+        active = crud.get_active_model(session)
+    if active is None or not active.checkpoint_path:
+        typer.echo("2/4 bootstrapping builtin:lit-mini (training its projection heads)")
+        row = bootstrap_model(
+            settings, session_factory, ds.manifest, cfg=BootstrapConfig(num_workers=settings.num_workers)
+        )
+        typer.echo(json.dumps(row.eval_report.get("held_out", {}), indent=2))
+    else:
+        typer.echo(f"2/4 reusing model #{active.id}: {active.spec}")
+    typer.echo("3/4 ingesting")
+    typer.echo(run_ingest(ds.manifest, settings, session_factory).summary())
+    if serve_api:
+        typer.echo("4/4 serving")
+        _print_examples(settings)
+        serve(None, None)
+
+
+@app.command("config-table")
+def config_table() -> None:
+    """Print the configuration table (the README's is generated from this)."""
+    typer.echo(settings_markdown_table())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,337 @@
+"""The data layer: plain functions over a Session.
+
+The caller owns the transaction and commits; these functions only flush, so
+several of them can make one atomic change (promote a model and its indexes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.db.models import (
+    Index,
+    IndexStatus,
+    Item,
+    Job,
+    JobStatus,
+    Modality,
+    Model,
+    ModelStatus,
+    utcnow,
+)
+
+# Rows per INSERT statement: keeps each statement well under SQLite's and
+# PostgreSQL's bound-parameter limits while amortising round trips.
+INSERT_CHUNK = 500
+FINISHED_JOB_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def _check(value: str, allowed: type[Any], what: str) -> str:
+    if value not in {v.value for v in allowed}:
+        raise ValueError(f"{what} must be one of {[v.value for v in allowed]}, got {value!r}")
+    return value
+
+
+# --- items ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewItem:
+    external_id: str
+    source: str | None = None
+    image_path: str | None = None
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def add_items(session: Session, items: Sequence[NewItem]) -> tuple[list[int], int]:
+    """Insert items, skipping external ids already present (re-running an ingest is safe).
+
+    Returns the ids of the rows inserted now (ascending) and how many were skipped.
+    A soft-deleted item still owns its external id and is skipped too.
+    """
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    table = Item.__table__
+    new_ids: list[int] = []
+    for start in range(0, len(items), INSERT_CHUNK):
+        rows = [
+            {
+                "external_id": it.external_id,
+                "source": it.source,
+                "image_path": it.image_path,
+                "text": it.text,
+                "metadata": it.metadata,
+            }
+            for it in items[start : start + INSERT_CHUNK]
+        ]
+        stmt = (
+            insert(table)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["external_id"])
+            .returning(table.c.id)
+        )
+        new_ids.extend(session.execute(stmt).scalars())
+    return sorted(new_ids), len(items) - len(new_ids)
+
+
+def _live_items():
+    return select(Item).where(Item.deleted_at.is_(None))
+
+
+def get_item(session: Session, item_id: int) -> Item | None:
+    return session.scalars(_live_items().where(Item.id == item_id)).first()
+
+
+def get_items(session: Session, ids: Sequence[int]) -> dict[int, Item]:
+    """Hydrate search hits in one query; deleted or unknown ids are simply absent."""
+    if not ids:
+        return {}
+    found = session.scalars(_live_items().where(Item.id.in_(set(ids))))
+    return {item.id: item for item in found}
+
+
+def count_items(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Item).where(Item.deleted_at.is_(None)))
+
+
+def list_items(session: Session, offset: int, limit: int) -> tuple[list[Item], int]:
+    page = session.scalars(_live_items().order_by(Item.id).offset(offset).limit(limit)).all()
+    return list(page), count_items(session)
+
+
+def iter_item_batches(
+    session: Session, batch_size: int, after_id: int = 0, modality: str | None = None
+) -> Iterator[list[Item]]:
+    """Walk all live items in id order without OFFSET, so millions of rows stay cheap.
+
+    A job can resume from the last id it finished (``after_id``). With a modality,
+    only items that have it: ``image`` needs an image path, ``text`` needs text.
+    """
+    query = _live_items().order_by(Item.id).limit(batch_size)
+    if modality is not None:
+        column = Item.image_path if _check(modality, Modality, "modality") == "image" else Item.text
+        query = query.where(column.is_not(None))
+    while True:
+        batch = list(session.scalars(query.where(Item.id > after_id)))
+        if not batch:
+            return
+        yield batch
+        after_id = batch[-1].id
+
+
+# --- models -----------------------------------------------------------------
+
+
+def get_active_model(session: Session) -> Model | None:
+    return session.scalars(select(Model).where(Model.status == ModelStatus.ACTIVE)).first()
+
+
+def create_model(
+    session: Session,
+    spec: str,
+    *,
+    name: str | None = None,
+    checkpoint_path: str | None = None,
+    parent_id: int | None = None,
+    status: str = ModelStatus.CANDIDATE,
+    eval_report: dict[str, Any] | None = None,
+) -> Model:
+    """Register a model version; ``status="active"`` goes through :func:`activate_model`."""
+    activate = _check(status, ModelStatus, "model status") == ModelStatus.ACTIVE
+    model = Model(
+        spec=spec,
+        name=name,
+        checkpoint_path=checkpoint_path,
+        parent_id=parent_id,
+        status=ModelStatus.CANDIDATE if activate else status,
+        eval_report=eval_report,
+    )
+    session.add(model)
+    session.flush()
+    return activate_model(session, model.id) if activate else model
+
+
+def activate_model(session: Session, model_id: int) -> Model:
+    """Make a model the only active one (promotion, or rollback to an older one)."""
+    model = session.get(Model, model_id, with_for_update=True)
+    if model is None:
+        raise LookupError(f"no model {model_id}")
+    # Retire first, in its own statement: the partial unique index allows one active row.
+    session.execute(
+        update(Model)
+        .where(Model.status == ModelStatus.ACTIVE, Model.id != model_id)
+        .values(status=ModelStatus.RETIRED)
+    )
+    model.status = ModelStatus.ACTIVE
+    model.promoted_at = utcnow()
+    session.flush()
+    return model
+
+
+# --- indexes ----------------------------------------------------------------
+
+
+def create_index(
+    session: Session,
+    *,
+    model_id: int,
+    modality: str,
+    path: str,
+    factory: str,
+    dim: int,
+    ntotal: int,
+    metric: str = "ip",
+    params: dict[str, Any] | None = None,
+    stats: dict[str, Any] | None = None,
+    status: str = IndexStatus.BUILDING,
+) -> Index:
+    """Register an index; ``status="active"`` goes through :func:`activate_index`."""
+    activate = _check(status, IndexStatus, "index status") == IndexStatus.ACTIVE
+    index = Index(
+        model_id=model_id,
+        modality=_check(modality, Modality, "modality"),
+        path=path,
+        factory=factory,
+        metric=metric,
+        dim=dim,
+        ntotal=ntotal,
+        status=IndexStatus.BUILDING if activate else status,
+        params=params,
+        stats=stats,
+    )
+    session.add(index)
+    session.flush()
+    return activate_index(session, index.id) if activate else index
+
+
+def activate_index(session: Session, index_id: int) -> Index:
+    """Publish an index: API processes of its model swap to it on their next refresh."""
+    index = session.get(Index, index_id, with_for_update=True)
+    if index is None:
+        raise LookupError(f"no index {index_id}")
+    session.execute(
+        update(Index)
+        .where(
+            Index.model_id == index.model_id,
+            Index.modality == index.modality,
+            Index.status == IndexStatus.ACTIVE,
+            Index.id != index_id,
+        )
+        .values(status=IndexStatus.RETIRED)
+    )
+    index.status = IndexStatus.ACTIVE
+    session.flush()
+    return index
+
+
+def get_active_indexes(session: Session, model_id: int) -> dict[str, Index]:
+    found = session.scalars(
+        select(Index).where(Index.model_id == model_id, Index.status == IndexStatus.ACTIVE)
+    )
+    return {index.modality: index for index in found}
+
+
+# --- jobs -------------------------------------------------------------------
+
+
+def create_job(session: Session, kind: str, params: dict[str, Any] | None = None) -> Job:
+    job = Job(kind=kind, params=params or {})
+    session.add(job)
+    session.flush()
+    return job
+
+
+def claim_job(session: Session, worker_id: str, kinds: Sequence[str] | None = None) -> Job | None:
+    """Take the oldest queued job for this worker, or None when there is nothing to do.
+
+    On PostgreSQL the candidate row is locked with SKIP LOCKED, so concurrent
+    workers pass over each other's picks instead of queueing behind them; the row
+    stays locked until the caller commits, which it should do at once. SQLite has
+    no row locks (FOR UPDATE renders as nothing); its single writer lock and the
+    ``status = 'queued'`` guard on the UPDATE keep a job from being claimed twice.
+    """
+    query = (
+        select(Job.id)
+        .where(Job.status == JobStatus.QUEUED)
+        .order_by(Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if kinds is not None:
+        query = query.where(Job.kind.in_(list(kinds)))
+    for _ in range(5):  # only loops if another writer took our pick in between
+        job_id = session.scalar(query)
+        if job_id is None:
+            return None
+        now = utcnow()
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(status=JobStatus.RUNNING, worker_id=worker_id, started_at=now, heartbeat_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount == 1:
+            return session.get(Job, job_id, populate_existing=True)
+    return None
+
+
+def heartbeat(
+    session: Session, job_id: int, progress: float | None = None, message: str | None = None
+) -> None:
+    """Record that the worker is alive (and how far it got), so it is not presumed dead."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if progress is not None:
+        values["progress"] = min(max(float(progress), 0.0), 1.0)
+    if message is not None:
+        values["message"] = message
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(**values)
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+def finish_job(
+    session: Session,
+    job_id: int,
+    status: str,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> Job:
+    if status not in FINISHED_JOB_STATUSES:
+        allowed = sorted(FINISHED_JOB_STATUSES)
+        raise ValueError(f"a job finishes as one of {allowed}, got {status!r}")
+    job = session.get(Job, job_id)
+    if job is None:
+        raise LookupError(f"no job {job_id}")
+    job.status = status
+    job.result = result
+    job.error = error
+    job.finished_at = utcnow()
+    if status == JobStatus.SUCCEEDED:
+        job.progress = 1.0
+    session.flush()
+    return job
+
+
+def requeue_stale_jobs(session: Session, stale_after: timedelta) -> int:
+    """Put running jobs whose worker stopped heart-beating back in the queue.
+
+    Job functions are resumable (they skip work already recorded), so re-running
+    one from the start is safe. Returns how many were requeued.
+    """
+    result = session.execute(
+        update(Job)
+        .where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < utcnow() - stale_after)
+        .values(status=JobStatus.QUEUED, worker_id=None, message="requeued: worker stopped")
+        .execution_options(synchronize_session="fetch")
+    )
+    return result.rowcount

@@ -1,0 +1,248 @@
+"""``crossmodal ingest``: source -> item rows -> embedding shards -> exact FAISS index per modality.
+
+Each stage is restartable: items are upserted by external id, embedding
+covers every live item that has no vector yet for the active model (so a
+crash mid-way is finished by the next run), and the index is rebuilt from
+the shards and published under a fresh folder before the DB points at it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+from tqdm.auto import tqdm
+
+from app.config import Settings
+from app.db import crud
+from app.db.models import Item, Model
+from index import flat, shards
+from index.embed import EmbedReport, embed_images, embed_texts
+from index.sources import Record, SourceReport, iter_source
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("image", "text")
+
+
+@dataclass
+class IngestReport:
+    source: str
+    read: int = 0
+    added: int = 0
+    already_present: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    failed_images: dict[str, str] = field(default_factory=dict)  # external id -> reason
+    embedded: dict[str, int] = field(default_factory=dict)
+    indexes: dict[str, int] = field(default_factory=dict)
+    model_id: int | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [
+            f"source:           {self.source}",
+            f"rows read:        {self.read}",
+            f"items added:      {self.added}",
+            f"already present:  {self.already_present}",
+        ]
+        for reason, n in sorted(self.skipped.items()):
+            lines.append(f"skipped ({reason}): {n}")
+        if self.failed_images:
+            lines.append(f"unreadable images (items removed): {len(self.failed_images)}")
+            for ext_id, reason in list(self.failed_images.items())[:10]:
+                lines.append(f"  - {ext_id}: {reason}")
+        for modality, n in self.embedded.items():
+            lines.append(f"{modality} embeddings added: {n}")
+        for modality, idx in self.indexes.items():
+            lines.append(f"{modality} index published: #{idx}")
+        lines.append(f"model: #{self.model_id}   took {self.seconds:.1f}s")
+        return "\n".join(lines)
+
+
+def _chunks(it: Iterable, n: int) -> Iterator[list]:
+    it = iter(it)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+def ensure_active_model(session: Session, settings: Settings) -> Model:
+    """The DB's active model; on a fresh DB, register ``settings.model_spec`` as active."""
+    model = crud.get_active_model(session)
+    if model is None:
+        model = crud.create_model(session, settings.model_spec, name="default")
+        session.flush()
+        model = crud.activate_model(session, model.id)
+        session.commit()
+    return model
+
+
+def add_records(session_factory: sessionmaker, records: Iterable[Record], report: IngestReport) -> None:
+    for chunk in _chunks(records, 1000):
+        with session_factory() as session:
+            new_ids, skipped = crud.add_items(
+                session,
+                [
+                    crud.NewItem(
+                        external_id=r.external_id,
+                        source=report.source,
+                        image_path=r.image_path,
+                        text=r.text,
+                        metadata=r.metadata or None,
+                    )
+                    for r in chunk
+                ],
+            )
+            session.commit()
+        report.added += len(new_ids)
+        report.already_present += skipped
+
+
+def _pending(session: Session, modality: str, done: np.ndarray) -> list[tuple[int, str]]:
+    pending = []
+    for batch in crud.iter_item_batches(session, 5000, modality=modality):
+        ids = np.fromiter((it.id for it in batch), dtype=np.int64, count=len(batch))
+        todo = ~np.isin(ids, done, assume_unique=True)
+        for it, need in zip(batch, todo, strict=True):
+            if need:
+                pending.append((it.id, it.image_path if modality == "image" else it.text))
+    return pending
+
+
+def _bar(desc: str, enabled: bool):
+    bar = tqdm(desc=desc, unit="item", disable=not enabled, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, update
+
+
+def embed_pending(
+    session_factory: sessionmaker,
+    encoder,
+    model: Model,
+    settings: Settings,
+    report: IngestReport,
+    show_progress: bool = True,
+) -> None:
+    """Embed every live item of each modality that has no vector yet for ``model``."""
+    for modality in MODALITIES:
+        out_dir = embeddings_dir(settings, model.id, modality)
+        with session_factory() as session:
+            pending = _pending(session, modality, shards.embedded_ids(out_dir))
+        if not pending:
+            report.embedded[modality] = 0
+            continue
+        bar, update = _bar(f"embed {modality}s", show_progress)
+        with bar:
+            if modality == "image":
+                result: EmbedReport = embed_images(
+                    encoder,
+                    pending,
+                    out_dir,
+                    batch_size=settings.batch_size,
+                    num_workers=settings.num_workers,
+                    progress=update,
+                )
+            else:
+                result = embed_texts(encoder, pending, out_dir, progress=update)
+        report.embedded[modality] = result.embedded
+        if result.failed:
+            _remove_unreadable(session_factory, result.failed, report)
+
+
+def _remove_unreadable(session_factory: sessionmaker, failed: dict[int, str], report: IngestReport):
+    # Remove the row outright so that a fixed file is picked up by the next ingest.
+    with session_factory() as session:
+        rows = session.execute(select(Item.id, Item.external_id).where(Item.id.in_(list(failed))))
+        for item_id, ext_id in rows:
+            report.failed_images[ext_id] = failed[item_id]
+        session.execute(delete(Item).where(Item.id.in_(list(failed))))
+        session.commit()
+
+
+def embeddings_dir(settings: Settings, model_id: int, modality: str) -> Path:
+    return settings.data_dir / "embeddings" / str(model_id) / modality
+
+
+def _live_ids(session: Session, modality: str) -> np.ndarray:
+    column = Item.image_path if modality == "image" else Item.text
+    ids = session.scalars(select(Item.id).where(Item.deleted_at.is_(None), column.is_not(None)))
+    return np.fromiter(ids, dtype=np.int64)
+
+
+def publish_indexes(
+    session_factory: sessionmaker, model: Model, settings: Settings, report: IngestReport, force=False
+) -> None:
+    """Rebuild and publish an exact index per modality when its content changed."""
+    for modality in MODALITIES:
+        ids, xb = shards.load_all(embeddings_dir(settings, model.id, modality))
+        with session_factory() as session:
+            live = _live_ids(session, modality)
+            keep = np.isin(ids, live)
+            ids, xb = ids[keep], xb[keep]
+            active = crud.get_active_indexes(session, model.id).get(modality)
+            if len(ids) == 0:
+                continue
+            unchanged = active is not None and active.ntotal == len(ids) and not report.embedded.get(modality)
+            if unchanged and not force and Path(active.path).is_dir():
+                continue
+            t0 = time.perf_counter()
+            index = flat.build_exact(xb, ids)
+            row = crud.create_index(
+                session,
+                model_id=model.id,
+                modality=modality,
+                path="",
+                factory="IDMap2,Flat",
+                dim=int(xb.shape[1]),
+                ntotal=int(index.ntotal),
+                params={},
+            )
+            session.flush()
+            path = settings.data_dir / "indexes" / str(row.id)
+            build_s = time.perf_counter() - t0
+            stats = {"recall_at_10": 1.0, "exact": True, "memory_bytes": int(xb.nbytes), "build_seconds": build_s}
+            flat.publish(index, path, {"index_id": row.id, "model_id": model.id, "modality": modality, **stats})
+            row.path = str(path.resolve())
+            row.stats = stats
+            crud.activate_index(session, row.id)
+            session.commit()
+            report.indexes[modality] = row.id
+
+
+def ingest(
+    source: str | Path,
+    settings: Settings,
+    session_factory: sessionmaker,
+    encoder=None,
+    show_progress: bool = True,
+) -> IngestReport:
+    """Ingest ``source`` for the active model and publish fresh indexes. Never stops on bad rows."""
+    t0 = time.perf_counter()
+    report = IngestReport(source=str(Path(source).expanduser().resolve()))
+    source_report = SourceReport()
+    add_records(session_factory, iter_source(source, source_report), report)
+    report.read = source_report.read
+    report.skipped.update(source_report.skipped)
+    with session_factory() as session:
+        model = ensure_active_model(session, settings)
+    report.model_id = model.id
+    if encoder is None:
+        from training.encoder import Encoder
+
+        encoder = Encoder.from_spec(model.spec, device=settings.device, batch_size=settings.batch_size)
+    embed_pending(session_factory, encoder, model, settings, report, show_progress)
+    publish_indexes(session_factory, model, settings, report)
+    report.seconds = time.perf_counter() - t0
+    return report

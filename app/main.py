@@ -1,0 +1,47 @@
+"""The FastAPI application: ``create_app()`` wires settings, DB, search state and routes."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.routes import health, items, search
+from app.config import Settings, get_settings
+from app.db.session import ensure_schema_current, make_engine, make_session_factory
+from app.errors import ApiError, api_error_handler
+from app.search import SearchState
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = make_engine(settings.resolved_database_url)
+        ensure_schema_current(engine)
+        app.state.settings = settings
+        app.state.session_factory = make_session_factory(engine)
+        app.state.search = SearchState(settings, app.state.session_factory, encoder_factory)
+        # Load the model and indexes before taking traffic; failures show in /readyz.
+        await run_in_threadpool(app.state.search.refresh, True)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="crossmodal",
+        version="0.1.0",
+        summary="Search images and texts against each other in one embedding space.",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(ApiError, api_error_handler)
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(search.router)
+    v1.include_router(items.router)
+    app.include_router(v1)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,97 @@
+"""Model lifecycle steps the CLI and (later) admin jobs share: bootstrap, evaluate, register."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import sessionmaker
+from tqdm.auto import tqdm
+
+from app.config import Settings
+from app.db import crud
+from app.db.models import Model
+from index.sources import SourceReport, iter_manifest
+from training.bootstrap import BootstrapConfig, bootstrap_heads, recall_at_k
+from training.data import open_image
+
+log = logging.getLogger(__name__)
+
+
+def manifest_pairs(manifest: Path, split: str | None) -> list[tuple[str, str]]:
+    """``(image path, caption)`` pairs of a manifest, optionally one ``split`` column value."""
+    pairs = []
+    for rec in iter_manifest(Path(manifest), SourceReport()):
+        if rec.image_path and rec.text and (split is None or rec.metadata.get("split") == split):
+            pairs.append((rec.image_path, rec.text))
+    return pairs
+
+
+def evaluate_pairs(encoder, pairs: Sequence[tuple[str, str]]) -> dict:
+    """Text->image and image->text Recall@1/5/10 on ``pairs``, counting duplicate captions as hits."""
+    images = [open_image(p) for p, _ in pairs]
+    captions = [t for _, t in pairs]
+    img = encoder.encode_images(images)
+    txt = encoder.encode_texts(captions)
+    report = {"pairs": len(pairs)}
+    for k in (1, 5, 10):
+        report[f"text_to_image_R@{k}"] = recall_at_k(img, txt, captions, k)
+        # image->text: the retrieved caption must equal the image's own caption
+        sims = img @ txt.T
+        top = np.argsort(-sims, axis=1)[:, :k]
+        caps = np.asarray(captions, dtype=object)
+        report[f"image_to_text_R@{k}"] = float(np.mean([caps[i] in set(caps[top[i]]) for i in range(len(caps))]))
+    return report
+
+
+def bootstrap_model(
+    settings: Settings,
+    session_factory: sessionmaker,
+    manifest: Path,
+    base_spec: str = "builtin:lit-mini",
+    cfg: BootstrapConfig | None = None,
+    activate: bool = True,
+    show_progress: bool = True,
+) -> Model:
+    """Train ``base_spec``'s projection heads on the manifest's train split and register the result."""
+    from training.encoder import Encoder
+    from training.models import load_model, save_checkpoint
+
+    train = manifest_pairs(manifest, "train")
+    held_out = manifest_pairs(manifest, "test") or manifest_pairs(manifest, "val")
+    if not train:
+        raise ValueError(f"{manifest} has no rows with split=train, an image and a text")
+    cfg = cfg or BootstrapConfig(num_workers=settings.num_workers)
+    loaded = load_model(base_spec, settings.device)
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(desc=stage, total=total, disable=not show_progress, dynamic_ncols=True)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        train_report = bootstrap_heads(loaded, train, cfg, progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    eval_report = evaluate_pairs(Encoder(loaded), held_out) if held_out else {}
+    with session_factory() as session:
+        row = crud.create_model(
+            session,
+            base_spec,
+            name=f"{base_spec} bootstrapped on {Path(manifest).name}",
+            eval_report={"bootstrap": train_report, "held_out": eval_report},
+        )
+        session.flush()
+        ckpt = save_checkpoint(loaded, settings.data_dir / "models" / str(row.id) / "checkpoint.pt")
+        row.checkpoint_path = str(ckpt.resolve())
+        row.spec = f"{base_spec}@{row.checkpoint_path}"
+        if activate:
+            crud.activate_model(session, row.id)
+        session.commit()
+        return row

@@ -1,0 +1,127 @@
+"""The per-process search state: the active model's encoder and its published indexes.
+
+Endpoints read one immutable :class:`Snapshot` per request. A refresh builds
+a whole new snapshot off to the side (loading a new encoder or index can take
+seconds) and swaps it in with one assignment, so a request never sees a model
+paired with another model's index, and the old index serves until the swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy.orm import sessionmaker
+
+from app.config import Settings
+from app.db import crud
+from index import flat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedIndex:
+    id: int
+    index: flat.PublishedIndex
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    model_id: int | None
+    model_spec: str
+    encoder: object | None
+    indexes: dict[str, LoadedIndex] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+
+class NotReady(RuntimeError):
+    """The service cannot answer searches yet; the message tells the user what to do."""
+
+
+class SearchState:
+    def __init__(self, settings: Settings, session_factory: sessionmaker, encoder_factory=None):
+        self.settings = settings
+        self.session_factory = session_factory
+        self._encoder_factory = encoder_factory or _default_encoder_factory(settings)
+        self._lock = threading.Lock()
+        self._checked_at = 0.0
+        self.snapshot = Snapshot(model_id=None, model_spec=settings.model_spec, encoder=None)
+
+    def refresh(self, force: bool = False) -> Snapshot:
+        """Reload from the DB when the active model or an active index changed."""
+        now = time.monotonic()
+        if not force and now - self._checked_at < self.settings.index_refresh_seconds:
+            return self.snapshot
+        with self._lock:  # one loader at a time; others keep serving the current snapshot
+            if not force and time.monotonic() - self._checked_at < self.settings.index_refresh_seconds:
+                return self.snapshot
+            try:
+                self.snapshot = self._load(self.snapshot)
+            finally:
+                self._checked_at = time.monotonic()
+        return self.snapshot
+
+    def _load(self, current: Snapshot) -> Snapshot:
+        with self.session_factory() as session:
+            model = crud.get_active_model(session)
+            rows = crud.get_active_indexes(session, model.id) if model else {}
+            rows = {m: (r.id, r.path) for m, r in rows.items()}
+        model_id = model.id if model else None
+        spec = model.spec if model else self.settings.model_spec
+        if model_id == current.model_id and current.encoder is not None and {
+            m: li.id for m, li in current.indexes.items()
+        } == {m: rid for m, (rid, _) in rows.items()}:
+            return current
+        if model is not None and not rows and current.indexes:
+            # A newly promoted model without indexes yet: keep serving the old pair.
+            return current
+        problems: list[str] = []
+        encoder = current.encoder if spec == current.model_spec else None
+        if encoder is None:
+            try:
+                encoder = self._encoder_factory(spec)
+            except Exception as e:  # surfaced through /readyz, not a crash
+                log.exception("could not load model %s", spec)
+                problems.append(f"model {spec!r} failed to load: {e}")
+        indexes: dict[str, LoadedIndex] = {}
+        for modality, (index_id, path) in rows.items():
+            reuse = current.indexes.get(modality)
+            if reuse is not None and reuse.id == index_id:
+                indexes[modality] = reuse
+                continue
+            try:
+                indexes[modality] = LoadedIndex(index_id, flat.load(path))
+                log.info("loaded %s index #%s (%d vectors)", modality, index_id, indexes[modality].index.ntotal)
+            except Exception as e:
+                log.exception("could not load index %s", path)
+                problems.append(f"{modality} index #{index_id} failed to load: {e}")
+        if not rows:
+            problems.append("nothing indexed yet: run `crossmodal ingest SOURCE`")
+        return Snapshot(model_id, spec, encoder, indexes, tuple(problems))
+
+
+def _default_encoder_factory(settings: Settings):
+    def factory(spec: str):
+        from training.encoder import Encoder
+
+        return Encoder.from_spec(spec, device=settings.device, batch_size=settings.batch_size)
+
+    return factory
+
+
+def search_vectors(
+    snapshot: Snapshot, xq: np.ndarray, target: str, want: int
+) -> tuple[LoadedIndex, np.ndarray, np.ndarray]:
+    """Top ``want`` (score, id) from the ``target`` modality's index for one query vector."""
+    loaded = snapshot.indexes.get(target)
+    if loaded is None:
+        raise NotReady(
+            f"no {target} index yet: ingest data with {target}s (`crossmodal ingest SOURCE`)"
+        )
+    D, I = flat.search(loaded.index.index, xq, want)
+    keep = I[0] >= 0
+    return loaded, D[0][keep], I[0][keep]

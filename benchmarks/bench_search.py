@@ -1,0 +1,164 @@
+"""End-to-end HTTP text->image search latency against the in-process floor, over 10,000 items.
+
+The floor is what a search cannot avoid: encode the query with the same model
+and search the same FAISS index, in one process. The HTTP figure adds
+everything the service does on top: uvicorn, FastAPI validation, the
+threadpool hop, DB hydration and JSON. Both run on the same machine in the
+same run, one request at a time, and the result is their ratio.
+
+    .venv/bin/python benchmarks/bench_search.py [--items 10000] [--queries 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.config import Settings  # noqa: E402
+from app.db import crud  # noqa: E402
+from app.db.session import make_engine, make_session_factory, upgrade  # noqa: E402
+from app.ingest import IngestReport, embeddings_dir, ensure_active_model, publish_indexes  # noqa: E402
+from benchmarks._report import record  # noqa: E402
+from index import flat, shards  # noqa: E402
+from training.encoder import Encoder  # noqa: E402
+from training.synthetic import COLOURS, POSITIONS, SHAPES, SIZES, Scene  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _queries(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
+    return [Scene(pick(list(COLOURS)), pick(SHAPES), pick(SIZES), pick(POSITIONS)).caption() for _ in range(n)]
+
+
+def populate(settings: Settings, n_items: int, encoder: Encoder) -> None:
+    """10k DB items with random unit image vectors: latency does not depend on vector content."""
+    upgrade(settings.resolved_database_url)
+    sf = make_session_factory(make_engine(settings.resolved_database_url))
+    image = settings.data_dir / "one.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
+    with sf() as session:
+        ids, _ = crud.add_items(
+            session,
+            [
+                crud.NewItem(external_id=f"item-{i}", image_path=str(image), text=f"item {i}", metadata={"i": i})
+                for i in range(n_items)
+            ],
+        )
+        session.commit()
+        model = ensure_active_model(session, settings)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((len(ids), encoder.embed_dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    shards.write_shard(embeddings_dir(settings, model.id, "image"), np.array(ids), x)
+    publish_indexes(sf, model, settings, IngestReport(source="bench", embedded={"image": len(ids)}))
+
+
+def percentiles(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=10_000)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--model", default="builtin:lit-mini")
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-search-"))
+    env = {**os.environ, "CROSSMODAL_DATA_DIR": str(tmp), "CROSSMODAL_MODEL_SPEC": args.model}
+    settings = Settings(data_dir=tmp, model_spec=args.model)
+    encoder = Encoder.from_spec(args.model, device="cpu")
+    populate(settings, args.items, encoder)
+    queries = _queries(args.queries + args.warmup, seed=1)
+
+    # floor: encode + FAISS search in this process (the server is not running yet)
+    with make_session_factory(make_engine(settings.resolved_database_url))() as s:
+        row = crud.get_active_indexes(s, crud.get_active_model(s).id)["image"]
+    index = flat.load(row.path).index
+    floor = []
+    for i, q in enumerate(queries):
+        t0 = time.perf_counter()
+        flat.search(index, encoder.encode_texts([q]), 10)
+        if i >= args.warmup:
+            floor.append((time.perf_counter() - t0) * 1000)
+    del encoder
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.asgi:app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning"],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    http = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            for _ in range(600):
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            else:
+                raise RuntimeError("server never became ready")
+            for i, q in enumerate(queries):
+                t0 = time.perf_counter()
+                r = client.post("/v1/search/text", json={"query": q, "target": "image", "k": 10})
+                elapsed = (time.perf_counter() - t0) * 1000
+                r.raise_for_status()
+                assert len(r.json()["data"]) == 10
+                if i >= args.warmup:
+                    http.append(elapsed)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    f, h = percentiles(floor), percentiles(http)
+    ratio = h["p50_ms"] / f["p50_ms"]
+    result = {"items": args.items, "queries": args.queries, "model": args.model, "floor": f, "http": h,
+              "p50_ratio": ratio, "p99_ratio": h["p99_ms"] / f["p99_ms"], "goal_p50_ratio": 1.3}
+    md = f"""## Search latency (`benchmarks/bench_search.py`)
+
+HTTP `POST /v1/search/text` (target image, k=10) at concurrency 1 over {args.items:,} items, against
+the in-process floor (encode the query + exact FAISS search) measured in the same run. Model
+`{args.model}`, SQLite, {args.queries} queries after {args.warmup} warm-up.
+
+| path | p50 ms | p99 ms |
+|---|---|---|
+| floor: encode + FAISS, in process | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} |
+| HTTP end to end | {h['p50_ms']:.2f} | {h['p99_ms']:.2f} |
+| **ratio HTTP / floor** | **{ratio:.2f}x** | {h['p99_ms'] / f['p99_ms']:.2f}x |
+
+Goal: p50 within 1.3x of the floor — {"met" if ratio <= 1.3 else "**not met**"}.
+Reproduce: `.venv/bin/python benchmarks/bench_search.py --items {args.items} --queries {args.queries}`
+"""
+    print(md)
+    if not args.no_record:
+        record("search", result, md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Shared fixtures.
+
+Database: ``db_url`` runs each test on SQLite and on PostgreSQL. PostgreSQL is the
+server at ``CROSSMODAL_TEST_POSTGRES_URL``; when it does not answer those cases
+are skipped, except under ``CI`` where they fail (CI always has one). Each
+PostgreSQL test gets its own freshly created database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+from app.db.session import make_engine, make_session_factory, upgrade
+
+POSTGRES_URL = os.environ.get(
+    "CROSSMODAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[Engine]:
+    """An autocommit engine on the server's maintenance database, for CREATE/DROP DATABASE."""
+    engine = create_engine(
+        POSTGRES_URL,
+        isolation_level="AUTOCOMMIT",
+        poolclass=NullPool,
+        connect_args={"connect_timeout": 3},
+    )
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+        engine.dispose()
+        why = str(getattr(exc, "orig", exc)).splitlines()[0]
+        reason = f"PostgreSQL at {make_url(POSTGRES_URL).render_as_string()} not reachable: {why}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI must run the PostgreSQL tests)")
+        pytest.skip(f"{reason}; set CROSSMODAL_TEST_POSTGRES_URL to run these")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """An empty database (no tables, not migrated) on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    admin: Engine = request.getfixturevalue("postgres_admin")
+    name = f"crossmodal_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on a database migrated to head (migrations, never ``create_all``)."""
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with make_session_factory(engine)() as session:
+        yield session

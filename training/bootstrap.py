@@ -1,0 +1,190 @@
+"""LiT-style bootstrap: train only the projection heads of a two-tower model on cached features.
+
+With both towers frozen, each image and caption goes through its tower once;
+the heads then train for many epochs on the cached pooled features, which
+takes seconds on a CPU. This is how ``builtin:lit-mini`` gets usable heads
+(Zhai et al., 2022, "LiT: Zero-Shot Transfer with Locked-image text Tuning").
+The full fine-tuning trainer lives elsewhere; this is the minimal one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from training.data import ImageFiles, collate_images, worker_context
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class BootstrapConfig:
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    seed: int = 0
+    encode_batch_size: int = 64
+    num_workers: int = 2
+
+
+def _heads(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The image and text projection heads of an open_clip timm + HF model."""
+    image_head = getattr(model.visual, "head", None)
+    text_head = getattr(getattr(model, "text", None), "proj", None)
+    if not isinstance(image_head, nn.Module) or not isinstance(text_head, nn.Module):
+        raise TypeError(
+            "LiT bootstrap needs a model with module projection heads "
+            "(open_clip timm image tower + HF text tower, e.g. builtin:lit-mini)"
+        )
+    return image_head, text_head
+
+
+class _Capture:
+    """Forward pre-hook that records the input of a head: the frozen pooled features."""
+
+    def __init__(self, module: nn.Module):
+        self.value: torch.Tensor | None = None
+        self.handle = module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, _module, args):
+        self.value = args[0].detach().float().cpu()
+
+
+@torch.inference_mode()
+def cache_features(
+    loaded,
+    pairs: Sequence[tuple[str, str]],
+    cfg: BootstrapConfig,
+    progress: Progress | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Pooled tower features for ``(image path, caption)`` pairs; unreadable images are dropped."""
+    model = loaded.model.eval()
+    image_head, text_head = _heads(model)
+    img_cap, txt_cap = _Capture(image_head), _Capture(text_head)
+    try:
+        loader = DataLoader(
+            ImageFiles(list(enumerate(p for p, _ in pairs)), loaded.preprocess),
+            batch_size=cfg.encode_batch_size,
+            num_workers=cfg.num_workers,
+            collate_fn=collate_images,
+            multiprocessing_context=worker_context(cfg.num_workers),
+        )
+        keys, img_feats = [], []
+        for ks, tensors, bad in loader:
+            for k, err in bad.items():
+                log.warning("skipping unreadable image %s: %s", pairs[k][0], err)
+            if tensors is not None:
+                model.encode_image(tensors.to(loaded.device))
+                img_feats.append(img_cap.value)
+                keys.extend(int(k) for k in ks)
+            if progress:
+                progress("encode images", len(keys), len(pairs))
+        texts = [pairs[k][1] for k in keys]
+        txt_feats = []
+        for start in range(0, len(texts), cfg.encode_batch_size * 4):
+            tokens = loaded.tokenizer(texts[start : start + cfg.encode_batch_size * 4])
+            model.encode_text(tokens.to(loaded.device))
+            txt_feats.append(txt_cap.value)
+            if progress:
+                progress("encode texts", min(start + cfg.encode_batch_size * 4, len(texts)), len(texts))
+    finally:
+        img_cap.handle.remove()
+        txt_cap.handle.remove()
+    if not keys:
+        raise ValueError("no readable training images")
+    return torch.cat(img_feats), torch.cat(txt_feats), keys
+
+
+def clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over the batch (Radford et al., 2021)."""
+    logits = logit_scale.exp().clamp(max=100) * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+    labels = torch.arange(len(img))
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def train_heads(
+    loaded,
+    img_feats: torch.Tensor,
+    txt_feats: torch.Tensor,
+    cfg: BootstrapConfig,
+    progress: Progress | None = None,
+) -> dict:
+    """Train copies of the heads on cached features, then load them into ``loaded.model``."""
+    torch.manual_seed(cfg.seed)
+    image_head, text_head = (copy.deepcopy(h).float().cpu().train() for h in _heads(loaded.model))
+    logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    params = [*image_head.parameters(), *text_head.parameters()]
+    opt = torch.optim.AdamW(
+        [{"params": params, "weight_decay": cfg.weight_decay}, {"params": [logit_scale], "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    n = len(img_feats)
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    total = cfg.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, t0, loss = 0, time.perf_counter(), torch.tensor(float("nan"))
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n, generator=gen)
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            loss = clip_loss(image_head(img_feats[idx]), text_head(txt_feats[idx]), logit_scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+        if progress:
+            progress("train heads", step, total)
+    live_image_head, live_text_head = _heads(loaded.model)
+    live_image_head.load_state_dict(image_head.state_dict())
+    live_text_head.load_state_dict(text_head.state_dict())
+    with torch.no_grad():
+        loaded.model.logit_scale.copy_(logit_scale.detach().clamp(max=math.log(100)))
+    loaded.model.eval()
+    return {
+        "final_loss": float(loss),
+        "steps": step,
+        "pairs": n,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "logit_scale": float(logit_scale.exp()),
+        "config": asdict(cfg),
+    }
+
+
+def bootstrap_heads(
+    loaded,
+    pairs: Sequence[tuple[str, str]],
+    cfg: BootstrapConfig | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Cache tower features for ``pairs``, train the heads, and return a small report."""
+    cfg = cfg or BootstrapConfig()
+    img, txt, keys = cache_features(loaded, pairs, cfg, progress)
+    report = train_heads(loaded, img, txt, cfg, progress)
+    report["skipped_images"] = len(pairs) - len(keys)
+    return report
+
+
+def recall_at_k(img_emb: np.ndarray, txt_emb: np.ndarray, captions: Sequence[str], k: int) -> float:
+    """Text->image Recall@k where an image whose caption equals the query's counts as a hit."""
+    sims = txt_emb @ img_emb.T
+    topk = np.argsort(-sims, axis=1)[:, :k]
+    caps = np.asarray(captions, dtype=object)
+    hits = [caps[i] in set(caps[topk[i]]) for i in range(len(captions))]
+    return float(np.mean(hits))

@@ -1,0 +1,296 @@
+"""A procedural world of coloured shapes with captions, deterministic by seed.
+
+Each image shows one object described by four attributes (colour, shape, size,
+position) on a light, tinted, slightly noisy background; its caption is a fixed
+function of the attributes ("a large red circle in the top left"). The world is
+small enough to learn on a CPU and rich enough to test what a retrieval model
+actually binds: the "hard" file pairs every test caption with a distractor that
+differs in exactly one attribute, so a model that only matches "red" or
+"circle" in isolation cannot tell the two apart.
+
+Everything is a pure function of the seed: each item draws from its own
+``numpy.random.default_rng([seed, stream, index])``, so an item never depends on
+the order in which the others were generated, and the same seed gives
+byte-identical PNGs and CSVs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# Saturated, mutually far-apart colours (pairwise RGB distance >= 85) that
+# all stand out against the light background; white and greys are left out
+# because the background is light grey.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 25, 30),
+    "orange": (245, 130, 15),
+    "yellow": (240, 215, 20),
+    "green": (30, 150, 45),
+    "blue": (25, 70, 215),
+    "purple": (125, 40, 170),
+    "pink": (245, 115, 190),
+    "black": (25, 25, 25),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "hexagon", "cross")
+SIZES: tuple[str, ...] = ("small", "large")
+POSITIONS: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right", "center")
+
+# Attributes the hard split swaps. Size is left out: with two values it makes
+# a much weaker (binary) distractor than the others.
+SWAPPABLE: tuple[str, ...] = ("colour", "shape", "position")
+
+# Bump when rendering or captions change, so cached datasets are regenerated.
+GENERATOR_VERSION = 1
+
+# Object centre (fraction of the image side) per position, and circumradius
+# (fraction of the side) per size. Corners sit at 0.3/0.7 so a large object
+# with maximal jitter still fits inside the frame.
+_CENTRES = {
+    "top left": (0.3, 0.3),
+    "top right": (0.7, 0.3),
+    "bottom left": (0.3, 0.7),
+    "bottom right": (0.7, 0.7),
+    "center": (0.5, 0.5),
+}
+_RADII = {"small": 0.13, "large": 0.23}
+_POSITION_JITTER = 0.04  # +- fraction of the side
+_SIZE_JITTER = 0.10  # +- relative
+_ROTATION_JITTER = 15.0  # +- degrees: small enough that a square never reads as a diamond
+_COLOUR_JITTER = 10  # +- per channel
+_SUPERSAMPLE = 4  # draw the mask at 4x and box-filter down: anti-aliased edges
+
+
+@dataclass(frozen=True)
+class Scene:
+    colour: str
+    shape: str
+    size: str
+    position: str
+
+    def caption(self) -> str:
+        """The canonical caption; evaluations match duplicates by this string."""
+        where = "the center" if self.position == "center" else f"the {self.position}"
+        return f"a {self.size} {self.colour} {self.shape} in {where}"
+
+
+_VOCAB = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES, "position": POSITIONS}
+
+
+def sample_scene(rng: np.random.Generator) -> Scene:
+    """Draw each attribute uniformly and independently."""
+    return Scene(**{name: str(rng.choice(values)) for name, values in _VOCAB.items()})
+
+
+def swap_attribute(scene: Scene, attribute: str, rng: np.random.Generator) -> Scene:
+    """Return ``scene`` with ``attribute`` replaced by a different, random value."""
+    if attribute not in _VOCAB:
+        raise ValueError(f"unknown attribute {attribute!r}; expected one of {tuple(_VOCAB)}")
+    current = getattr(scene, attribute)
+    others = [v for v in _VOCAB[attribute] if v != current]
+    return Scene(**{**asdict(scene), attribute: str(rng.choice(others))})
+
+
+def _outline(shape: str) -> np.ndarray:
+    """Polygon vertices in unit coordinates (y down), extent roughly [-1, 1]."""
+    def ring(k: int, radius: float | np.ndarray, start_deg: float) -> np.ndarray:
+        a = np.deg2rad(start_deg) + 2 * np.pi * np.arange(k) / k
+        return np.stack([np.cos(a), np.sin(a)], axis=1) * np.reshape(radius, (-1, 1))
+
+    if shape == "circle":
+        return ring(64, 1.0, 0)
+    if shape == "square":
+        return np.array([[-0.8, -0.8], [0.8, -0.8], [0.8, 0.8], [-0.8, 0.8]])
+    if shape == "triangle":  # pointing up, shifted so its bounding box is centred
+        return ring(3, 1.1, -90) + [0.0, 0.275]
+    if shape == "star":  # five points, inner radius 0.45
+        return ring(10, np.tile([1.0, 0.45], 5), -90)
+    if shape == "hexagon":
+        return ring(6, 0.95, 0)
+    if shape == "cross":  # a plus sign
+        w, L = 0.32, 0.95
+        return np.array([[-w, -L], [w, -L], [w, -w], [L, -w], [L, w], [w, w],
+                         [w, L], [-w, L], [-w, w], [-L, w], [-L, -w], [-w, -w]])
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
+def render(scene: Scene, image_size: int = 128, rng: np.random.Generator | None = None
+           ) -> Image.Image:
+    """Draw ``scene`` as an RGB image.
+
+    With ``rng`` the background tint and blotches and the object's exact
+    position, size, rotation and shade are jittered, so no two renders are
+    identical; with ``rng=None`` the canonical, jitter-free image is drawn.
+    """
+    S = image_size
+    cx, cy = _CENTRES[scene.position]
+    radius = _RADII[scene.size]
+    colour = np.array(COLOURS[scene.colour], dtype=np.float32)
+    angle = 0.0
+    if rng is None:
+        background = np.full((S, S, 3), 230.0, dtype=np.float32)
+    else:
+        cx, cy = np.array([cx, cy]) + rng.uniform(-_POSITION_JITTER, _POSITION_JITTER, 2)
+        radius *= 1 + rng.uniform(-_SIZE_JITTER, _SIZE_JITTER)
+        angle = rng.uniform(-_ROTATION_JITTER, _ROTATION_JITTER)
+        colour = colour + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, 3)
+        # Light grey, tinted per channel, with smooth colour blotches (a 4x4
+        # random field upsampled). Smooth rather than per-pixel noise: it
+        # keeps the PNGs small and fast to write.
+        base = (rng.uniform(205, 240) + rng.uniform(-12, 12, 3)).astype(np.float32)
+        field = np.clip(128 + rng.normal(0, 6, (4, 4, 3)), 0, 255).astype(np.uint8)
+        blotches = Image.fromarray(field, "RGB").resize((S, S), Image.BICUBIC)
+        background = base + np.asarray(blotches, dtype=np.float32) - 128
+
+    t = np.deg2rad(angle)
+    rotation = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    points = (_outline(scene.shape) @ rotation.T * radius + [cx, cy]) * S * _SUPERSAMPLE
+    mask = Image.new("L", (S * _SUPERSAMPLE, S * _SUPERSAMPLE), 0)
+    ImageDraw.Draw(mask).polygon([tuple(p) for p in points], fill=255)
+    alpha = np.asarray(mask.reduce(_SUPERSAMPLE), dtype=np.float32)[..., None] / 255.0
+
+    colour = np.clip(colour, 0, 255).astype(np.float32)
+    pixels = background + (colour - background) * alpha
+    return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
+@dataclass
+class SyntheticDataset:
+    """A generated dataset on disk; image paths in the CSVs are relative to ``root``."""
+
+    root: Path
+    manifest: Path
+    hard: Path
+
+    def rows(self, split: str | None = None) -> list[dict]:
+        """Manifest rows (all values strings, as in the CSV), optionally one split."""
+        rows = _read_csv(self.manifest)
+        return rows if split is None else [r for r in rows if r["split"] == split]
+
+    def hard_rows(self) -> list[dict]:
+        """Rows of hard.csv: id, image, text, distractor, swapped."""
+        return _read_csv(self.hard)
+
+    def image_path(self, row: dict) -> Path:
+        return self.root / row["image"]
+
+
+MANIFEST_COLUMNS = ("id", "image", "text", "split", "colour", "shape", "size", "position")
+HARD_COLUMNS = ("id", "image", "text", "distractor", "swapped")
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def load_dataset(root: str | Path) -> SyntheticDataset:
+    """Reopen a generated dataset; a folder without a manifest is not one (or is half-written)."""
+    root = Path(root)
+    if not (root / "manifest.csv").is_file():
+        raise FileNotFoundError(f"no complete synthetic dataset in {root} (manifest.csv missing)")
+    return SyntheticDataset(root=root, manifest=root / "manifest.csv", hard=root / "hard.csv")
+
+
+def generate_dataset(
+    out_dir: str | Path,
+    n: int = 2000,
+    seed: int = 0,
+    image_size: int = 128,
+    splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    progress: Callable[[int, int], None] | None = None,
+) -> SyntheticDataset:
+    """Write ``n`` images, ``manifest.csv``, ``hard.csv`` and ``dataset.json`` to ``out_dir``.
+
+    If the folder already holds a complete dataset with the same parameters it
+    is returned untouched. The manifest is removed first and written last, so
+    a run that was interrupted leaves no manifest and is redone next time.
+    """
+    if n < 1 or seed < 0 or image_size < 8:
+        raise ValueError("need n >= 1, seed >= 0 and image_size >= 8")
+    if len(splits) != 3 or min(splits) < 0 or not np.isclose(sum(splits), 1.0):
+        raise ValueError(f"splits must be three non-negative fractions summing to 1, got {splits}")
+    root = Path(out_dir)
+    params = {"version": GENERATOR_VERSION, "n": n, "seed": seed,
+              "image_size": image_size, "splits": [float(f) for f in splits]}
+    if _is_complete(root, params):
+        return load_dataset(root)
+
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    (root / "manifest.csv").unlink(missing_ok=True)
+
+    split_of = _assign_splits(n, splits, seed)
+    rows, hard = [], []
+    for i in range(n):
+        rng = np.random.default_rng([seed, 0, i])
+        scene = sample_scene(rng)
+        image = f"images/{i:06d}.png"
+        # Fastest zlib level: the images are simple and this keeps 2,000 of them to seconds.
+        render(scene, image_size, rng).save(root / image, compress_level=1)
+        row = {"id": f"{i:06d}", "image": image, "text": scene.caption(),
+               "split": split_of[i], **asdict(scene)}
+        rows.append(row)
+        if row["split"] == "test":
+            # Rotate the swapped attribute over the test items (offset by the
+            # seed) so each kind of distractor is equally represented.
+            swapped = SWAPPABLE[(len(hard) + seed) % len(SWAPPABLE)]
+            distractor = swap_attribute(scene, swapped, np.random.default_rng([seed, 1, i]))
+            hard.append({"id": row["id"], "image": image, "text": row["text"],
+                         "distractor": distractor.caption(), "swapped": swapped})
+        if progress is not None:
+            progress(i + 1, n)
+
+    for stale in images.glob("*.png"):  # left over from an earlier, larger dataset
+        if stale.stem.isdigit() and int(stale.stem) >= n:
+            stale.unlink()
+    _write_atomic(root / "hard.csv", lambda f: _write_csv(f, HARD_COLUMNS, hard))
+    _write_atomic(root / "dataset.json", lambda f: json.dump(params, f, indent=2))
+    _write_atomic(root / "manifest.csv", lambda f: _write_csv(f, MANIFEST_COLUMNS, rows))
+    return load_dataset(root)
+
+
+def _assign_splits(n: int, fractions: tuple[float, float, float], seed: int) -> list[str]:
+    """Exact split sizes (rounded), members chosen by a seeded permutation."""
+    n_train = round(n * fractions[0])
+    n_val = min(round(n * fractions[1]), n - n_train)
+    labels = np.array(["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val))
+    split_of = np.empty(n, dtype=object)
+    split_of[np.random.default_rng([seed, 2]).permutation(n)] = labels
+    return [str(label) for label in split_of]
+
+
+def _is_complete(root: Path, params: dict) -> bool:
+    try:
+        saved = json.loads((root / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return saved == params and (root / "manifest.csv").is_file() and (root / "hard.csv").is_file()
+
+
+def _write_atomic(path: Path, write: Callable) -> None:
+    """Write through a temporary name and rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def _write_csv(f, columns: tuple[str, ...], rows: list[dict]) -> None:
+    writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+__all__ = [
+    "COLOURS", "SHAPES", "SIZES", "POSITIONS", "SWAPPABLE", "Scene", "SyntheticDataset",
+    "sample_scene", "swap_attribute", "render", "generate_dataset", "load_dataset",
+]
