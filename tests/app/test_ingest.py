@@ -1,0 +1,107 @@
+"""Ingestion: idempotence, bad data, crash recovery, and index publication."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.db import crud
+from app.db.session import make_engine, make_session_factory, upgrade
+from app.ingest import embeddings_dir, ingest
+from app.main import create_app
+from index import shards
+from tests.app.conftest import make_settings
+
+
+@pytest.fixture
+def env(db_url, tmp_path):
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    yield make_settings(tmp_path, db_url), make_session_factory(engine)
+    engine.dispose()
+
+
+def _folder(root, n=6):
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text(f"caption {i}")
+    return root
+
+
+def test_second_ingest_adds_nothing(env, tmp_path):
+    settings, sf = env
+    folder = _folder(tmp_path / "imgs")
+    first = ingest(folder, settings, sf, show_progress=False)
+    assert first.added == 6 and first.embedded == {"image": 6, "text": 6}
+    second = ingest(folder, settings, sf, show_progress=False)
+    assert second.added == 0 and second.already_present == 6
+    assert second.embedded == {"image": 0, "text": 0}
+    assert second.indexes == {}  # nothing changed, nothing republished
+    with sf() as s:
+        assert crud.count_items(s) == 6
+
+
+def test_corrupt_and_missing_images_are_skipped_and_counted(env, tmp_path):
+    settings, sf = env
+    folder = _folder(tmp_path / "imgs", n=3)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "empty.jpg").write_bytes(b"")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"image,text\n{folder}/0.png,zero\nnope.png,missing\n,,\n,just text\n")
+    report = ingest(folder, settings, sf, show_progress=False)
+    assert len(report.failed_images) == 2
+    assert report.embedded["image"] == 3
+    report2 = ingest(manifest, settings, sf, show_progress=False)
+    assert report2.skipped == {"image file missing": 1, "row has neither image nor text": 1}
+    assert report2.added == 2
+    with sf() as s:
+        # the unreadable images were removed; a fixed file would be picked up next time
+        assert crud.count_items(s) == 3 + 2
+        assert crud.get_active_indexes(s, crud.get_active_model(s).id)["image"].ntotal == 4
+
+
+def test_a_crash_after_adding_rows_is_finished_by_the_next_run(env, tmp_path, monkeypatch):
+    settings, sf = env
+    folder = _folder(tmp_path / "imgs")
+    import app.ingest as ingest_mod
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(ingest_mod, "embed_texts", boom)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(folder, settings, sf, show_progress=False)
+    monkeypatch.undo()
+    with sf() as s:
+        model = crud.get_active_model(s)
+        assert crud.count_items(s) == 6 and not crud.get_active_indexes(s, model.id)
+    assert len(shards.embedded_ids(embeddings_dir(settings, model.id, "image"))) == 6
+    report = ingest(folder, settings, sf, show_progress=False)
+    assert report.added == 0 and report.embedded == {"image": 0, "text": 6}
+    assert set(report.indexes) == {"image", "text"}
+
+
+def test_nothing_indexed_answers_503_with_a_hint(env):
+    settings, _ = env
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert any("crossmodal ingest" in p for p in ready.json()["problems"])
+        resp = client.post("/v1/search/text", json={"query": "a red circle"})
+        assert resp.status_code == 503 and "crossmodal ingest" in resp.json()["detail"]
+
+
+def test_running_service_picks_up_a_new_index(env, tmp_path):
+    settings, sf = env
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/search/text", json={"query": "caption 1"}).status_code == 503
+        ingest(_folder(tmp_path / "a", n=3), settings, sf, show_progress=False)
+        first = client.post("/v1/search/text", json={"query": "caption 1", "k": 10}).json()
+        assert first["count"] == 3
+        ingest(_folder(tmp_path / "b", n=4), settings, sf, show_progress=False)
+        second = client.post("/v1/search/text", json={"query": "caption 1", "k": 10}).json()
+        assert second["count"] == 7 and second["index"]["id"] != first["index"]["id"]
