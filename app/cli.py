@@ -43,7 +43,9 @@ def db_upgrade(revision: str = "head") -> None:
 
 @app.command()
 def ingest(
-    source: Annotated[Path, typer.Argument(help="A folder of images (+ .txt captions) or a .csv/.jsonl/.parquet manifest.")],
+    source: Annotated[
+        Path, typer.Argument(help="A folder of images (+ .txt captions) or a .csv/.jsonl/.parquet manifest.")
+    ],
 ) -> None:
     """Add a source's items, embed them with the active model and publish the indexes."""
     from app.ingest import ingest as run_ingest
@@ -107,7 +109,8 @@ Try:
        -d '{{"query": "a large red circle in the top left", "target": "image", "k": 5}}'
   curl -s -X POST {base}/v1/search/text -H 'content-type: application/json' \\
        -d '{{"query": "a blue square", "target": "text", "k": 3}}'
-  curl -s -X POST {base}/v1/search/image -F file=@{settings.data_dir.resolve()}/demo/images/000000.png -F target=text -F k=3
+  curl -s -X POST {base}/v1/search/image -F target=text -F k=3 \\
+       -F file=@{settings.data_dir.resolve()}/demo/images/000000.png
   curl -s '{base}/v1/items?limit=2'
   curl -s -o item1.png {base}/v1/items/1/image
 """

@@ -121,8 +121,7 @@ def _bar(desc: str, enabled: bool):
 
     def update(done: int, total: int) -> None:
         bar.total = total
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)
 
     return bar, update
 
@@ -212,8 +211,15 @@ def publish_indexes(
             session.flush()
             path = settings.data_dir / "indexes" / str(row.id)
             build_s = time.perf_counter() - t0
-            stats = {"recall_at_10": 1.0, "exact": True, "memory_bytes": int(xb.nbytes), "build_seconds": build_s}
-            flat.publish(index, path, {"index_id": row.id, "model_id": model.id, "modality": modality, **stats})
+            stats = {
+                "recall_at_10": 1.0,
+                "exact": True,
+                "memory_bytes": int(xb.nbytes),
+                "build_seconds": build_s,
+            }
+            flat.publish(
+                index, path, {"index_id": row.id, "model_id": model.id, "modality": modality, **stats}
+            )
             row.path = str(path.resolve())
             row.stats = stats
             crud.activate_index(session, row.id)

@@ -42,7 +42,9 @@ def evaluate_pairs(encoder, pairs: Sequence[tuple[str, str]]) -> dict:
         sims = img @ txt.T
         top = np.argsort(-sims, axis=1)[:, :k]
         caps = np.asarray(captions, dtype=object)
-        report[f"image_to_text_R@{k}"] = float(np.mean([caps[i] in set(caps[top[i]]) for i in range(len(caps))]))
+        report[f"image_to_text_R@{k}"] = float(
+            np.mean([caps[i] in set(caps[top[i]]) for i in range(len(caps))])
+        )
     return report
 
 
@@ -71,8 +73,7 @@ def bootstrap_model(
         bar = bars.get(stage)
         if bar is None:
             bar = bars[stage] = tqdm(desc=stage, total=total, disable=not show_progress, dynamic_ncols=True)
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)
 
     try:
         train_report = bootstrap_heads(loaded, train, cfg, progress)

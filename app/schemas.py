@@ -19,12 +19,16 @@ class SearchOptions(BaseModel):
 
 
 class TextSearchRequest(SearchOptions):
-    model_config = ConfigDict(json_schema_extra={"example": {"query": "a red circle", "target": "image", "k": 5}})
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"query": "a red circle", "target": "image", "k": 5}}
+    )
     query: str = Field(..., description="The query text.")
 
 
 class ImageSearchJSON(SearchOptions):
-    image_base64: str = Field(..., description="The query image, base64-encoded (a data: URL prefix is allowed).")
+    image_base64: str = Field(
+        ..., description="The query image, base64-encoded (a data: URL prefix is allowed)."
+    )
 
 
 class SearchResult(BaseModel):

@@ -72,9 +72,11 @@ class SearchState:
             rows = {m: (r.id, r.path) for m, r in rows.items()}
         model_id = model.id if model else None
         spec = model.spec if model else self.settings.model_spec
-        if model_id == current.model_id and current.encoder is not None and {
-            m: li.id for m, li in current.indexes.items()
-        } == {m: rid for m, (rid, _) in rows.items()}:
+        if (
+            model_id == current.model_id
+            and current.encoder is not None
+            and {m: li.id for m, li in current.indexes.items()} == {m: rid for m, (rid, _) in rows.items()}
+        ):
             return current
         if model is not None and not rows and current.indexes:
             # A newly promoted model without indexes yet: keep serving the old pair.
@@ -95,7 +97,9 @@ class SearchState:
                 continue
             try:
                 indexes[modality] = LoadedIndex(index_id, flat.load(path))
-                log.info("loaded %s index #%s (%d vectors)", modality, index_id, indexes[modality].index.ntotal)
+                log.info(
+                    "loaded %s index #%s (%d vectors)", modality, index_id, indexes[modality].index.ntotal
+                )
             except Exception as e:
                 log.exception("could not load index %s", path)
                 problems.append(f"{modality} index #{index_id} failed to load: {e}")
@@ -119,9 +123,7 @@ def search_vectors(
     """Top ``want`` (score, id) from the ``target`` modality's index for one query vector."""
     loaded = snapshot.indexes.get(target)
     if loaded is None:
-        raise NotReady(
-            f"no {target} index yet: ingest data with {target}s (`crossmodal ingest SOURCE`)"
-        )
+        raise NotReady(f"no {target} index yet: ingest data with {target}s (`crossmodal ingest SOURCE`)")
     D, I = flat.search(loaded.index.index, xq, want)
     keep = I[0] >= 0
     return loaded, D[0][keep], I[0][keep]

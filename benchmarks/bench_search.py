@@ -44,7 +44,9 @@ def _free_port() -> int:
 def _queries(n: int, seed: int) -> list[str]:
     rng = np.random.default_rng(seed)
     pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
-    return [Scene(pick(list(COLOURS)), pick(SHAPES), pick(SIZES), pick(POSITIONS)).caption() for _ in range(n)]
+    return [
+        Scene(pick(list(COLOURS)), pick(SHAPES), pick(SIZES), pick(POSITIONS)).caption() for _ in range(n)
+    ]
 
 
 def populate(settings: Settings, n_items: int, encoder: Encoder) -> None:
@@ -59,7 +61,9 @@ def populate(settings: Settings, n_items: int, encoder: Encoder) -> None:
         ids, _ = crud.add_items(
             session,
             [
-                crud.NewItem(external_id=f"item-{i}", image_path=str(image), text=f"item {i}", metadata={"i": i})
+                crud.NewItem(
+                    external_id=f"item-{i}", image_path=str(image), text=f"item {i}", metadata={"i": i}
+                )
                 for i in range(n_items)
             ],
         )
@@ -74,7 +78,11 @@ def populate(settings: Settings, n_items: int, encoder: Encoder) -> None:
 
 def percentiles(ms: list[float]) -> dict:
     a = np.asarray(ms)
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean())}
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "mean_ms": float(a.mean()),
+    }
 
 
 def main() -> None:
@@ -107,8 +115,18 @@ def main() -> None:
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.asgi:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.asgi:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         env=env,
         cwd=Path(__file__).resolve().parent.parent,
     )
@@ -138,8 +156,16 @@ def main() -> None:
 
     f, h = percentiles(floor), percentiles(http)
     ratio = h["p50_ms"] / f["p50_ms"]
-    result = {"items": args.items, "queries": args.queries, "model": args.model, "floor": f, "http": h,
-              "p50_ratio": ratio, "p99_ratio": h["p99_ms"] / f["p99_ms"], "goal_p50_ratio": 1.3}
+    result = {
+        "items": args.items,
+        "queries": args.queries,
+        "model": args.model,
+        "floor": f,
+        "http": h,
+        "p50_ratio": ratio,
+        "p99_ratio": h["p99_ms"] / f["p99_ms"],
+        "goal_p50_ratio": 1.3,
+    }
     md = f"""## Search latency (`benchmarks/bench_search.py`)
 
 HTTP `POST /v1/search/text` (target image, k=10) at concurrency 1 over {args.items:,} items, against
@@ -148,9 +174,9 @@ the in-process floor (encode the query + exact FAISS search) measured in the sam
 
 | path | p50 ms | p99 ms |
 |---|---|---|
-| floor: encode + FAISS, in process | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} |
-| HTTP end to end | {h['p50_ms']:.2f} | {h['p99_ms']:.2f} |
-| **ratio HTTP / floor** | **{ratio:.2f}x** | {h['p99_ms'] / f['p99_ms']:.2f}x |
+| floor: encode + FAISS, in process | {f["p50_ms"]:.2f} | {f["p99_ms"]:.2f} |
+| HTTP end to end | {h["p50_ms"]:.2f} | {h["p99_ms"]:.2f} |
+| **ratio HTTP / floor** | **{ratio:.2f}x** | {h["p99_ms"] / f["p99_ms"]:.2f}x |
 
 Goal: p50 within 1.3x of the floor — {"met" if ratio <= 1.3 else "**not met**"}.
 Reproduce: `.venv/bin/python benchmarks/bench_search.py --items {args.items} --queries {args.queries}`

@@ -59,9 +59,7 @@ def iter_shards(directory: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
 
 def embedded_ids(directory: Path) -> np.ndarray:
     """All ids that already have an embedding in ``directory`` (sorted, unique)."""
-    parts = [
-        np.load(directory / f"shard-{n:05d}.ids.npy") for n in shard_numbers(directory)
-    ]
+    parts = [np.load(directory / f"shard-{n:05d}.ids.npy") for n in shard_numbers(directory)]
     if not parts:
         return np.empty(0, dtype=np.int64)
     return np.unique(np.concatenate(parts))

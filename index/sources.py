@@ -153,8 +153,6 @@ def iter_source(source: str | Path, report: SourceReport) -> Iterator[Record]:
         return iter_folder(path, report)
     if path.is_file():
         if path.suffix.lower() not in MANIFEST_EXTENSIONS:
-            raise ValueError(
-                f"{path} is neither a folder nor a manifest (.csv, .jsonl, .parquet)"
-            )
+            raise ValueError(f"{path} is neither a folder nor a manifest (.csv, .jsonl, .parquet)")
         return iter_manifest(path, report)
     raise FileNotFoundError(f"no such folder or manifest: {path}")

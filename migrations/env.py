@@ -25,9 +25,7 @@ if config.config_file_name is not None:  # the alembic CLI, not programmatic use
 
 
 def _url() -> str:
-    return context.get_x_argument(as_dictionary=True).get("url") or (
-        get_settings().resolved_database_url
-    )
+    return context.get_x_argument(as_dictionary=True).get("url") or (get_settings().resolved_database_url)
 
 
 def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:

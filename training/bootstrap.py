@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from training.data import ImageFiles, collate_images, worker_context
+from training.encoder import trim_padding
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def cache_features(
         texts = [pairs[k][1] for k in keys]
         txt_feats = []
         for start in range(0, len(texts), cfg.encode_batch_size * 4):
-            tokens = loaded.tokenizer(texts[start : start + cfg.encode_batch_size * 4])
+            tokens = trim_padding(model, loaded.tokenizer(texts[start : start + cfg.encode_batch_size * 4]))
             model.encode_text(tokens.to(loaded.device))
             txt_feats.append(txt_cap.value)
             if progress:
@@ -128,7 +129,10 @@ def train_heads(
     logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     params = [*image_head.parameters(), *text_head.parameters()]
     opt = torch.optim.AdamW(
-        [{"params": params, "weight_decay": cfg.weight_decay}, {"params": [logit_scale], "weight_decay": 0.0}],
+        [
+            {"params": params, "weight_decay": cfg.weight_decay},
+            {"params": [logit_scale], "weight_decay": 0.0},
+        ],
         lr=cfg.lr,
     )
     n = len(img_feats)
@@ -158,11 +162,11 @@ def train_heads(
         loaded.model.logit_scale.copy_(logit_scale.detach().clamp(max=math.log(100)))
     loaded.model.eval()
     return {
-        "final_loss": float(loss),
+        "final_loss": float(loss.detach()),
         "steps": step,
         "pairs": n,
         "seconds": round(time.perf_counter() - t0, 2),
-        "logit_scale": float(logit_scale.exp()),
+        "logit_scale": float(logit_scale.detach().exp()),
         "config": asdict(cfg),
     }
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip.hf_model import HFTextEncoder
 from PIL import Image
 
 from training.models import LoadedModel, load_model
@@ -40,11 +41,7 @@ class Encoder:
         self.device = loaded.device
         self.batch_size = batch_size
         # Mixed precision only pays (and is only well supported) on CUDA.
-        self.amp = (
-            (self.device.type == "cuda")
-            if amp is None
-            else (bool(amp) and self.device.type == "cuda")
-        )
+        self.amp = (self.device.type == "cuda") if amp is None else (bool(amp) and self.device.type == "cuda")
         self._forward_lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()
 
@@ -82,6 +79,7 @@ class Encoder:
         for start in range(0, len(texts), self.batch_size):
             with self._tokenizer_lock:
                 tokens = self.tokenizer(texts[start : start + self.batch_size])
+            tokens = trim_padding(self.model, tokens)
             chunks.append(self._forward(self.model.encode_text, tokens))
         return self._concat(chunks)
 
@@ -100,13 +98,25 @@ class Encoder:
         return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
 
 
+def trim_padding(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Drop the all-padding tail columns for HF text towers, which mask padding anyway.
+
+    Tokenizers pad every batch to the full context length; a short query then pays for
+    64 positions instead of ~12. Only HF towers are trimmed: their attention mask comes
+    from the pad id, so the output is unchanged. CLIP's own towers are left alone.
+    """
+    text = getattr(model, "text", None)
+    if not isinstance(text, HFTextEncoder):
+        return tokens
+    used = (tokens != text.config.pad_token_id).any(dim=0).nonzero()
+    return tokens[:, : int(used.max()) + 1] if len(used) else tokens
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB view of any PIL image; transparent pixels become white, not the colour under them."""
     if image.mode == "RGB":
         return image
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
-        return Image.alpha_composite(
-            Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba
-        ).convert("RGB")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     return image.convert("RGB")

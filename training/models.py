@@ -29,6 +29,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.timm_model import TimmModel
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
 ACCEPTED_FORMS = (
@@ -90,8 +91,7 @@ def parse_spec(spec: str) -> ModelSpec:
     if kind == "open_clip":
         if not tag and not checkpoint:
             raise bad(
-                "an open_clip architecture needs a pretrained tag (ARCH/TAG) "
-                "or a checkpoint (ARCH@/path)"
+                "an open_clip architecture needs a pretrained tag (ARCH/TAG) or a checkpoint (ARCH@/path)"
             )
         return ModelSpec(kind, name, tag or None, checkpoint or None)
     known = BUILTINS if kind == "builtin" else TEST_MODELS
@@ -123,9 +123,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {device} requested but CUDA is not available (use 'auto' or 'cpu')"
-        )
+        raise ValueError(f"device {device} requested but CUDA is not available (use 'auto' or 'cpu')")
     return device
 
 
@@ -147,6 +145,9 @@ def load_model(spec: str, device: str | torch.device | None = "auto") -> LoadedM
         if apply_checkpoint is not None:
             apply_checkpoint(model)
     model.to(target).eval()
+    if isinstance(model.visual, TimmModel):
+        # Convolutional towers run ~1.5x faster channels-last on CPU (oneDNN) and on CUDA.
+        model.visual.to(memory_format=torch.channels_last)
     pp = PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(), model.visual.preprocess_cfg))
     size = pp.size if isinstance(pp.size, int) else pp.size[0]
     return LoadedModel(
@@ -227,15 +228,11 @@ def _build_open_clip(spec: ModelSpec, with_weights: bool) -> tuple[torch.nn.Modu
     models = open_clip.list_models()
     if arch not in models:
         close = difflib.get_close_matches(arch, models, n=5) or models[:8]
-        raise ValueError(
-            f"unknown open_clip architecture {arch!r}; for example: {', '.join(close)}"
-        )
+        raise ValueError(f"unknown open_clip architecture {arch!r}; for example: {', '.join(close)}")
     tag_cfg = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
     if tag and not tag_cfg:
         tags = open_clip.list_pretrained_tags_by_model(arch)
-        raise ValueError(
-            f"unknown pretrained tag {tag!r} for {arch}; available: {', '.join(tags) or 'none'}"
-        )
+        raise ValueError(f"unknown pretrained tag {tag!r} for {arch}; available: {', '.join(tags) or 'none'}")
     weights = _fetch_pretrained(str(spec), tag_cfg) if (tag and with_weights) else None
     with _network_errors_as_download_errors(str(spec)):
         model = open_clip.create_model(
@@ -276,8 +273,7 @@ def _build_local_dir(path: Path) -> tuple[torch.nn.Module, Callable]:
             tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
         return model, tokenizer
     raise FileNotFoundError(
-        f"{path} is not a model folder: expected {EXPORT_CONFIG} (from export_model) "
-        "or open_clip_config.json"
+        f"{path} is not a model folder: expected {EXPORT_CONFIG} (from export_model) or open_clip_config.json"
     )
 
 
@@ -347,9 +343,7 @@ def _build_lit_mini(pretrained: bool = True) -> tuple[torch.nn.Module, Callable]
     return model, tokenizer
 
 
-def load_efficientnet_lite0(
-    trunk: torch.nn.Module, source: dict[str, torch.Tensor] | None = None
-) -> None:
+def load_efficientnet_lite0(trunk: torch.nn.Module, source: dict[str, torch.Tensor] | None = None) -> None:
     """Copy the packaged EfficientNet-Lite0 tensors into a timm trunk, or raise.
 
     The file uses the `_conv_stem/_bn0/_blocks.N` naming of the original PyTorch
@@ -367,8 +361,7 @@ def load_efficientnet_lite0(
     target = trunk.state_dict()
     if len(source) != len(target):
         raise RuntimeError(
-            f"EfficientNet-Lite0 weights have {len(source)} tensors (without _fc), "
-            f"the trunk {len(target)}"
+            f"EfficientNet-Lite0 weights have {len(source)} tensors (without _fc), the trunk {len(target)}"
         )
     mapped = {}
     for (src_key, tensor), (dst_key, slot) in zip(source.items(), target.items(), strict=True):
@@ -391,9 +384,7 @@ def _read_checkpoint(spec: ModelSpec) -> Callable[[torch.nn.Module], None]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if spec.kind == "open_clip":
         if path.suffix not in (".safetensors", ".npz", ".npy"):
-            _check_saved_spec(
-                torch.load(path, map_location="cpu", weights_only=True, mmap=True), spec, path
-            )
+            _check_saved_spec(torch.load(path, map_location="cpu", weights_only=True, mmap=True), spec, path)
         # open_clip's loader takes its own and foreign formats ("module." prefixes, old layouts).
         return lambda model: open_clip.load_checkpoint(model, str(path), strict=True)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -410,9 +401,7 @@ def _check_saved_spec(checkpoint: object, spec: ModelSpec, path: Path) -> None:
     if isinstance(saved, str):
         base = parse_spec(saved)
         if (base.kind, base.name) != (spec.kind, spec.name):
-            raise ValueError(
-                f"checkpoint {path} was saved from {saved}, not {spec.kind}:{spec.name}"
-            )
+            raise ValueError(f"checkpoint {path} was saved from {saved}, not {spec.kind}:{spec.name}")
 
 
 def _offline() -> bool:
@@ -420,9 +409,7 @@ def _offline() -> bool:
     from huggingface_hub import constants
 
     flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
-    return constants.HF_HUB_OFFLINE or any(
-        f and f.upper() in ("1", "ON", "YES", "TRUE") for f in flags
-    )
+    return constants.HF_HUB_OFFLINE or any(f and f.upper() in ("1", "ON", "YES", "TRUE") for f in flags)
 
 
 def _fetch_pretrained(spec: str, tag_cfg: dict) -> str:
@@ -451,9 +438,7 @@ def _fetch_pretrained(spec: str, tag_cfg: dict) -> str:
             for name in (safe, filename):
                 with contextlib.suppress(Exception):
                     return hf_hub_download(repo, name, local_files_only=True)
-            raise FileNotFoundError(
-                f"{hub} is not in the Hugging Face cache and HF_HUB_OFFLINE is set"
-            )
+            raise FileNotFoundError(f"{hub} is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
         cached = Path("~/.cache/clip").expanduser() / os.path.basename(url)
         if cached.is_file():
             return str(cached)
@@ -475,9 +460,7 @@ def _is_network_error(error: BaseException | None) -> bool:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(
-            error, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)
-        ):
+        if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
             return True
         if type(error).__module__.split(".")[0] in ("httpx", "httpcore", "requests", "urllib3"):
             return True
@@ -529,9 +512,7 @@ def _base_spec(loaded: LoadedModel) -> str:
 
 def _preprocess_from_json(cfg: dict) -> dict:
     """JSON turns tuples into lists; PreprocessCfg expects tuples."""
-    return {
-        k: tuple(v) if isinstance(v, list) else v for k, v in merge_preprocess_dict({}, cfg).items()
-    }
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in merge_preprocess_dict({}, cfg).items()}
 
 
 def _embed_dim(model: torch.nn.Module) -> int:
@@ -540,9 +521,5 @@ def _embed_dim(model: torch.nn.Module) -> int:
             return module.output_dim
     projection = getattr(model, "text_projection", None)
     if projection is not None:
-        return (
-            projection.shape[-1]
-            if isinstance(projection, torch.Tensor)
-            else projection.out_features
-        )
+        return projection.shape[-1] if isinstance(projection, torch.Tensor) else projection.out_features
     raise TypeError(f"cannot tell the embedding size of {type(model).__name__}")

@@ -100,6 +100,7 @@ def swap_attribute(scene: Scene, attribute: str, rng: np.random.Generator) -> Sc
 
 def _outline(shape: str) -> np.ndarray:
     """Polygon vertices in unit coordinates (y down), extent roughly [-1, 1]."""
+
     def ring(k: int, radius: float | np.ndarray, start_deg: float) -> np.ndarray:
         a = np.deg2rad(start_deg) + 2 * np.pi * np.arange(k) / k
         return np.stack([np.cos(a), np.sin(a)], axis=1) * np.reshape(radius, (-1, 1))
@@ -116,13 +117,26 @@ def _outline(shape: str) -> np.ndarray:
         return ring(6, 0.95, 0)
     if shape == "cross":  # a plus sign
         w, L = 0.32, 0.95
-        return np.array([[-w, -L], [w, -L], [w, -w], [L, -w], [L, w], [w, w],
-                         [w, L], [-w, L], [-w, w], [-L, w], [-L, -w], [-w, -w]])
+        return np.array(
+            [
+                [-w, -L],
+                [w, -L],
+                [w, -w],
+                [L, -w],
+                [L, w],
+                [w, w],
+                [w, L],
+                [-w, L],
+                [-w, w],
+                [-L, w],
+                [-L, -w],
+                [-w, -w],
+            ]
+        )
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-def render(scene: Scene, image_size: int = 128, rng: np.random.Generator | None = None
-           ) -> Image.Image:
+def render(scene: Scene, image_size: int = 128, rng: np.random.Generator | None = None) -> Image.Image:
     """Draw ``scene`` as an RGB image.
 
     With ``rng`` the background tint and blotches and the object's exact
@@ -214,8 +228,13 @@ def generate_dataset(
     if len(splits) != 3 or min(splits) < 0 or not np.isclose(sum(splits), 1.0):
         raise ValueError(f"splits must be three non-negative fractions summing to 1, got {splits}")
     root = Path(out_dir)
-    params = {"version": GENERATOR_VERSION, "n": n, "seed": seed,
-              "image_size": image_size, "splits": [float(f) for f in splits]}
+    params = {
+        "version": GENERATOR_VERSION,
+        "n": n,
+        "seed": seed,
+        "image_size": image_size,
+        "splits": [float(f) for f in splits],
+    }
     if _is_complete(root, params):
         return load_dataset(root)
 
@@ -231,16 +250,28 @@ def generate_dataset(
         image = f"images/{i:06d}.png"
         # Fastest zlib level: the images are simple and this keeps 2,000 of them to seconds.
         render(scene, image_size, rng).save(root / image, compress_level=1)
-        row = {"id": f"{i:06d}", "image": image, "text": scene.caption(),
-               "split": split_of[i], **asdict(scene)}
+        row = {
+            "id": f"{i:06d}",
+            "image": image,
+            "text": scene.caption(),
+            "split": split_of[i],
+            **asdict(scene),
+        }
         rows.append(row)
         if row["split"] == "test":
             # Rotate the swapped attribute over the test items (offset by the
             # seed) so each kind of distractor is equally represented.
             swapped = SWAPPABLE[(len(hard) + seed) % len(SWAPPABLE)]
             distractor = swap_attribute(scene, swapped, np.random.default_rng([seed, 1, i]))
-            hard.append({"id": row["id"], "image": image, "text": row["text"],
-                         "distractor": distractor.caption(), "swapped": swapped})
+            hard.append(
+                {
+                    "id": row["id"],
+                    "image": image,
+                    "text": row["text"],
+                    "distractor": distractor.caption(),
+                    "swapped": swapped,
+                }
+            )
         if progress is not None:
             progress(i + 1, n)
 
@@ -291,6 +322,16 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 __all__ = [
-    "COLOURS", "SHAPES", "SIZES", "POSITIONS", "SWAPPABLE", "Scene", "SyntheticDataset",
-    "sample_scene", "swap_attribute", "render", "generate_dataset", "load_dataset",
+    "COLOURS",
+    "SHAPES",
+    "SIZES",
+    "POSITIONS",
+    "SWAPPABLE",
+    "Scene",
+    "SyntheticDataset",
+    "sample_scene",
+    "swap_attribute",
+    "render",
+    "generate_dataset",
+    "load_dataset",
 ]

@@ -292,10 +292,7 @@ def heartbeat(
     if message is not None:
         values["message"] = message
     session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(**values)
-        .execution_options(synchronize_session="fetch")
+        update(Job).where(Job.id == job_id).values(**values).execution_options(synchronize_session="fetch")
     )
 
 

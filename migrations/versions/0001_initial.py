@@ -72,9 +72,7 @@ def upgrade() -> None:
         _created_at(),
         sa.Column("promoted_at", TS),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_models")),
-        sa.ForeignKeyConstraint(
-            ["parent_id"], ["models.id"], name=op.f("fk_models_parent_id_models")
-        ),
+        sa.ForeignKeyConstraint(["parent_id"], ["models.id"], name=op.f("fk_models_parent_id_models")),
         _one_of("status", "candidate", "active", "retired"),
     )
     op.create_index("uq_models_one_active", "models", ["status"], unique=True, **_active_where())
@@ -94,15 +92,11 @@ def upgrade() -> None:
         sa.Column("stats", JSON),
         _created_at(),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_indexes")),
-        sa.ForeignKeyConstraint(
-            ["model_id"], ["models.id"], name=op.f("fk_indexes_model_id_models")
-        ),
+        sa.ForeignKeyConstraint(["model_id"], ["models.id"], name=op.f("fk_indexes_model_id_models")),
         _one_of("modality", "image", "text"),
         _one_of("status", "building", "active", "retired"),
     )
-    op.create_index(
-        "ix_indexes_model_id_modality_status", "indexes", ["model_id", "modality", "status"]
-    )
+    op.create_index("ix_indexes_model_id_modality_status", "indexes", ["model_id", "modality", "status"])
     op.create_index(
         "uq_indexes_one_active", "indexes", ["model_id", "modality"], unique=True, **_active_where()
     )

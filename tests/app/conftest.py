@@ -27,15 +27,8 @@ class Service:
 
 
 def make_settings(tmp, url: str, **overrides) -> Settings:
-    return Settings(
-        data_dir=tmp,
-        database_url=url,
-        model_spec="test:tiny",
-        device="cpu",
-        num_workers=0,
-        index_refresh_seconds=0,
-        **overrides,
-    )
+    values = dict(model_spec="test:tiny", device="cpu", num_workers=0, index_refresh_seconds=0)
+    return Settings(data_dir=tmp, database_url=url, **{**values, **overrides})
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

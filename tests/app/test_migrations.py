@@ -48,9 +48,7 @@ def test_upgrade_creates_all_tables_and_columns(db_url):
         assert set(inspector.get_table_names()) - {"alembic_version"} == set(EXPECTED_COLUMNS)
         for table, columns in EXPECTED_COLUMNS.items():
             assert {c["name"] for c in inspector.get_columns(table)} == columns, table
-        assert any(
-            u["column_names"] == ["external_id"] for u in inspector.get_unique_constraints("items")
-        )
+        assert any(u["column_names"] == ["external_id"] for u in inspector.get_unique_constraints("items"))
     finally:
         engine.dispose()
 

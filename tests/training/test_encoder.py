@@ -17,9 +17,7 @@ def encoder():
 
 def _images(n):
     rng = np.random.default_rng(0)
-    return [
-        Image.fromarray(rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)) for i in range(n)
-    ]
+    return [Image.fromarray(rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)) for i in range(n)]
 
 
 def _assert_unit_rows(x, n, d):
@@ -48,9 +46,7 @@ def test_batching_matches_one_by_one(encoder):
     single = np.concatenate([encoder.encode_images([im]) for im in images])
     np.testing.assert_allclose(batched, single, atol=1e-5)
     texts = encoder.encode_texts(TEXTS)
-    np.testing.assert_allclose(
-        texts, np.concatenate([encoder.encode_texts([t]) for t in TEXTS]), atol=1e-5
-    )
+    np.testing.assert_allclose(texts, np.concatenate([encoder.encode_texts([t]) for t in TEXTS]), atol=1e-5)
     big = Encoder(encoder.loaded, batch_size=64)
     np.testing.assert_allclose(big.encode_images(images), batched, atol=1e-5)
 
@@ -112,3 +108,18 @@ def test_thread_safe(encoder):
 def test_batch_size_is_validated(encoder):
     with pytest.raises(ValueError, match="batch_size"):
         Encoder(encoder.loaded, batch_size=0)
+
+
+@pytest.mark.slow
+def test_trimming_padding_leaves_hf_text_embeddings_unchanged():
+    from training.encoder import trim_padding
+    from training.models import load_model
+
+    loaded = load_model("builtin:lit-mini", "cpu")
+    tokens = loaded.tokenizer(["a red circle", "a much longer caption about a small blue star at the top"])
+    trimmed = trim_padding(loaded.model, tokens)
+    assert trimmed.shape[1] < tokens.shape[1]
+    with torch.inference_mode():
+        full = loaded.model.encode_text(tokens)
+        short = loaded.model.encode_text(trimmed)
+    torch.testing.assert_close(full, short, atol=1e-5, rtol=1e-4)

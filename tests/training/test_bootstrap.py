@@ -1,0 +1,72 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.bootstrap import BootstrapConfig, clip_loss, recall_at_k, train_heads
+
+
+def test_clip_loss_matches_a_naive_transcription():
+    torch.manual_seed(0)
+    img, txt = torch.randn(5, 8), torch.randn(5, 8)
+    scale = torch.tensor(math.log(10.0))
+    a, b = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+    naive = 0.0
+    for i in range(5):
+        row = [10.0 * float(a[i] @ b[j]) for j in range(5)]
+        col = [10.0 * float(a[j] @ b[i]) for j in range(5)]
+        naive += -row[i] + math.log(sum(math.exp(v) for v in row))
+        naive += -col[i] + math.log(sum(math.exp(v) for v in col))
+    assert float(clip_loss(img, txt, scale)) == pytest.approx(naive / 10, rel=1e-5)
+
+
+def test_clip_loss_of_perfectly_aligned_orthogonal_pairs_is_small():
+    e = torch.eye(4)
+    assert float(clip_loss(e, e, torch.tensor(math.log(100.0)))) < 1e-3
+
+
+class _Fake:
+    """Just enough of a LoadedModel for train_heads: heads at model.visual.head / model.text.proj."""
+
+    def __init__(self):
+        self.model = torch.nn.Module()
+        self.model.visual = torch.nn.Module()
+        self.model.visual.head = torch.nn.Linear(6, 4, bias=False)
+        self.model.text = torch.nn.Module()
+        self.model.text.proj = torch.nn.Linear(5, 4, bias=False)
+        self.model.logit_scale = torch.nn.Parameter(torch.tensor(0.0))
+
+
+def test_train_heads_learns_an_alignment_and_installs_the_heads():
+    rng = np.random.default_rng(0)
+    latent = torch.tensor(rng.standard_normal((64, 4)), dtype=torch.float32)
+    img = latent @ torch.tensor(rng.standard_normal((4, 6)), dtype=torch.float32)
+    txt = latent @ torch.tensor(rng.standard_normal((4, 5)), dtype=torch.float32)
+    fake = _Fake()
+    before = fake.model.visual.head.weight.clone()
+    report = train_heads(fake, img, txt, BootstrapConfig(epochs=150, batch_size=32, lr=1e-2))
+    assert not torch.equal(before, fake.model.visual.head.weight)
+    with torch.no_grad():
+        a = F.normalize(fake.model.visual.head(img), dim=-1).numpy()
+        b = F.normalize(fake.model.text.proj(txt), dim=-1).numpy()
+    assert recall_at_k(a, b, [str(i) for i in range(64)], 1) > 0.9
+    assert report["steps"] == 150 * 2 and report["final_loss"] < 1.0
+
+
+def test_train_heads_rejects_models_without_module_heads():
+    class NoHeads:
+        model = torch.nn.Module()
+
+    NoHeads.model.visual = torch.nn.Module()
+    with pytest.raises(TypeError, match="projection heads"):
+        train_heads(NoHeads(), torch.zeros(2, 3), torch.zeros(2, 3), BootstrapConfig(epochs=1))
+
+
+def test_recall_counts_duplicate_captions_as_hits():
+    img = np.eye(3, dtype=np.float32)
+    # query 0 is closest to image 1, which carries the same caption as image 0
+    txt = np.array([[0.1, 1, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    assert recall_at_k(img, txt, ["red", "red", "blue"], 1) == 1.0
+    assert recall_at_k(img, txt, ["red", "green", "blue"], 1) == pytest.approx(2 / 3)
