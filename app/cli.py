@@ -10,6 +10,9 @@ from typing import Annotated
 import typer
 
 from app.config import Settings, get_settings, settings_markdown_table
+from app.runtime import apply_runtime_defaults
+
+apply_runtime_defaults()  # before any command imports torch or faiss
 
 app = typer.Typer(help="crossmodal: search images and texts against each other.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)

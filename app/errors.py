@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 
@@ -16,3 +18,18 @@ class ApiError(Exception):
 
 async def api_error_handler(_request: Request, exc: ApiError) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content={"detail": exc.message, "code": exc.code})
+
+
+async def validation_error_handler(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, in the same shape as every other error, with the full list kept in ``errors``."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+    return JSONResponse(
+        status_code=422,
+        content={
+            "detail": f"{where}: {first['msg']}",
+            "code": "invalid_request",
+            "errors": jsonable_encoder(errors),
+        },
+    )

@@ -7,11 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 
 from app.api.routes import health, items, search
 from app.config import Settings, get_settings
 from app.db.session import ensure_schema_current, make_engine, make_session_factory
-from app.errors import ApiError, api_error_handler
+from app.errors import ApiError, api_error_handler, validation_error_handler
 from app.search import SearchState
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAP
         lifespan=lifespan,
     )
     app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
     v1 = APIRouter(prefix="/v1")
     v1.include_router(search.router)
     v1.include_router(items.router)

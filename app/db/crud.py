@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -95,6 +95,20 @@ def get_items(session: Session, ids: Sequence[int]) -> dict[int, Item]:
         return {}
     found = session.scalars(_live_items().where(Item.id.in_(set(ids))))
     return {item.id: item for item in found}
+
+
+# Built once: search hydration runs on every request, and building the statement
+# (not executing it) was a third of its cost.
+_HITS = select(Item.id, Item.external_id, Item.text, Item.image_path, Item.meta).where(
+    Item.id.in_(bindparam("ids", expanding=True)), Item.deleted_at.is_(None)
+)
+
+
+def get_hits(session: Session, ids: Sequence[int]) -> dict[int, Row]:
+    """The fields a search result shows, for live ``ids``, as light rows (not ORM objects)."""
+    if not ids:
+        return {}
+    return {row.id: row for row in session.execute(_HITS, {"ids": list(set(ids))})}
 
 
 def count_items(session: Session) -> int:

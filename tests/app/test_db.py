@@ -325,3 +325,22 @@ def test_claim_skips_rows_locked_by_another_worker(engine):
         worker_b.commit()
         assert crud.claim_job(worker_b, "b").id == ids[0]
         worker_b.commit()
+
+
+def test_get_hits_returns_light_rows_for_live_items_only(session):
+    from datetime import UTC, datetime
+
+    ids, _ = crud.add_items(
+        session,
+        [
+            crud.NewItem(external_id=f"h{i}", text=f"t{i}", image_path=f"/x/{i}.png", metadata={"i": i})
+            for i in range(3)
+        ],
+    )
+    session.get(Item, ids[1]).deleted_at = datetime.now(UTC)
+    session.commit()
+    hits = crud.get_hits(session, [ids[0], ids[1], ids[2], ids[0], 10**9])
+    assert sorted(hits) == [ids[0], ids[2]]
+    row = hits[ids[2]]
+    assert (row.external_id, row.text, row.image_path, row.meta) == ("h2", "t2", "/x/2.png", {"i": 2})
+    assert crud.get_hits(session, []) == {}
