@@ -19,6 +19,16 @@ db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 
+# Errors that are the user's to fix (a bad path or spec, an un-migrated database, a
+# model that needs a download): print the message, not a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, RuntimeError)
+
+
+def _fail(error: BaseException) -> typer.Exit:
+    typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+    return typer.Exit(2)
+
+
 def _setup() -> Settings:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -54,7 +64,10 @@ def ingest(
     from app.ingest import ingest as run_ingest
 
     settings = _setup()
-    report = run_ingest(source, settings, _session_factory(settings))
+    try:
+        report = run_ingest(source, settings, _session_factory(settings))
+    except USER_ERRORS as e:
+        raise _fail(e) from e
     typer.echo(report.summary())
 
 
@@ -84,7 +97,10 @@ def bootstrap(
 
     settings = _setup()
     cfg = BootstrapConfig(epochs=epochs, num_workers=settings.num_workers)
-    row = bootstrap_model(settings, _session_factory(settings), manifest, base, cfg)
+    try:
+        row = bootstrap_model(settings, _session_factory(settings), manifest, base, cfg)
+    except USER_ERRORS as e:
+        raise _fail(e) from e
     typer.echo(f"model #{row.id} active: {row.spec}")
     typer.echo(json.dumps(row.eval_report.get("held_out", {}), indent=2))
 
