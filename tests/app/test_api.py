@@ -195,3 +195,32 @@ def test_openapi_documents_both_image_bodies(service):
     spec = service.client.get("/openapi.json").json()
     content = spec["paths"]["/v1/search/image"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(content)
+
+
+def test_slow_encoding_does_not_block_the_event_loop(service):
+    import threading
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from training.encoder import Encoder
+
+    class SlowEncoder:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def encode_texts(self, texts):
+            time.sleep(1.0)
+            return self.inner.encode_texts(texts)
+
+    slow_app = create_app(service.settings, encoder_factory=lambda spec: SlowEncoder(Encoder.from_spec(spec)))
+    with TestClient(slow_app) as client:
+        search = threading.Thread(target=lambda: client.post("/v1/search/text", json={"query": "a red circle"}))
+        search.start()
+        time.sleep(0.2)  # the search is now inside the slow encoder
+        t0 = time.perf_counter()
+        assert client.get("/healthz").status_code == 200
+        health_s = time.perf_counter() - t0
+        search.join()
+    assert health_s < 0.5, f"/healthz waited {health_s:.2f}s behind a search"
