@@ -26,7 +26,7 @@ from app.db import crud
 from app.db.models import Item, Model
 from index import flat, shards
 from index.embed import EmbedReport, embed_images, embed_texts
-from index.sources import Record, SourceReport, iter_source
+from training.sources import Record, SourceReport, iter_source
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 from app.config import Settings
 from app.db import crud
 from app.db.models import Model
-from index.sources import SourceReport, iter_manifest
 from training.bootstrap import BootstrapConfig, bootstrap_heads, recall_at_k
 from training.data import open_image
+from training.sources import SourceReport, iter_manifest
 
 log = logging.getLogger(__name__)
 

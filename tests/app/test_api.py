@@ -216,7 +216,9 @@ def test_slow_encoding_does_not_block_the_event_loop(service):
 
     slow_app = create_app(service.settings, encoder_factory=lambda spec: SlowEncoder(Encoder.from_spec(spec)))
     with TestClient(slow_app) as client:
-        search = threading.Thread(target=lambda: client.post("/v1/search/text", json={"query": "a red circle"}))
+        search = threading.Thread(
+            target=lambda: client.post("/v1/search/text", json={"query": "a red circle"})
+        )
         search.start()
         time.sleep(0.2)  # the search is now inside the slow encoder
         t0 = time.perf_counter()

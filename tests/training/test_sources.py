@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from index.sources import SourceReport, derive_external_id, iter_source
+from training.sources import SourceReport, derive_external_id, iter_source
 
 
 def _png(path, colour=(255, 0, 0)):

@@ -1,0 +1,95 @@
+"""The fine-tuning configuration: one pydantic model, loaded from YAML, validated up front.
+
+Every field has the value a first run should use; a YAML file only names what it changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    manifest: Path = Field(..., description="CSV / JSONL / Parquet with `image` and `text` columns.")
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share held out by a stable hash of the pair."
+    )
+    split_column: str | None = Field(
+        None, description="Use this manifest column (values train/val) instead of the hash split."
+    )
+    num_workers: int = Field(2, ge=0)
+
+
+class AugmentConfig(_Strict):
+    """Which image augmentations the training transform applies (each switchable)."""
+
+    crop_scale: tuple[float, float] = (0.9, 1.0)
+    flip: bool = False  # off by default: captions often name left and right
+    colour_jitter: float = Field(
+        0.0, ge=0.0, le=1.0, description="0 disables; colour is often in the caption."
+    )
+    grayscale: float = Field(0.0, ge=0.0, le=1.0, description="Probability of a grayscale copy.")
+    blur: float = Field(0.0, ge=0.0, le=1.0, description="Probability of a Gaussian blur.")
+
+    @model_validator(mode="after")
+    def _scale(self):
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        return self
+
+
+class LossConfig(_Strict):
+    kind: Literal["clip", "siglip"] = "clip"
+
+
+class LockConfig(_Strict):
+    """LiT-style locking: ``None`` trains the whole tower, 0 locks it, N unlocks its last N groups/layers."""
+
+    image_unlocked_groups: int | None = Field(0, ge=0)
+    text_unlocked_layers: int | None = Field(0, ge=0)
+    freeze_bn_stats: bool = True
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(64, ge=2)
+    grad_clip: float | None = Field(1.0, gt=0)
+    amp: bool = Field(True, description="Mixed precision (only used on CUDA).")
+
+
+class TrainConfig(_Strict):
+    model: str = "builtin:lit-mini"
+    output_dir: Path = Path("runs/finetune")
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig
+    augment: AugmentConfig = AugmentConfig()
+    loss: LossConfig = LossConfig()
+    lock: LockConfig = LockConfig()
+    optim: OptimConfig = OptimConfig()
+    checkpoint_every: int = Field(50, ge=1)
+    eval_every: int = Field(50, ge=1)
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without a better val R@1."
+    )
+    wise_ft_alpha: float = Field(
+        1.0, ge=0.0, le=1.0, description="WiSE-FT: final = (1-a)·base + a·fine-tuned; 1 keeps the fine-tuned."
+    )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: the top level must be a mapping")
+        return cls.model_validate(raw)

@@ -1,0 +1,114 @@
+"""Image–caption pairs for training: read, split by a stable hash, decode with seeded augmentation."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+
+from training.config import AugmentConfig
+from training.data import open_image
+from training.sources import SourceReport, iter_manifest
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: str
+    text: str
+
+
+def stable_fraction(key: str) -> float:
+    """A number in [0, 1) fixed by ``key`` alone: the same pair lands in the same split on every run."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def load_pairs(
+    manifest: Path, val_fraction: float, split_column: str | None, report: SourceReport
+) -> tuple[list[Pair], list[Pair]]:
+    """``(train, val)`` pairs from a manifest; rows without both an image and a text are counted, not kept."""
+    train, val = [], []
+    for rec in iter_manifest(Path(manifest), report):
+        if not rec.image_path or not rec.text:
+            report.skip("pair needs both an image and a text")
+            continue
+        pair = Pair(rec.image_path, rec.text)
+        if split_column:
+            split = str(rec.metadata.get(split_column, "")).lower()
+            if split in ("train", ""):
+                train.append(pair)
+            elif split in ("val", "valid", "validation"):
+                val.append(pair)
+        elif stable_fraction(f"{rec.image_path}\0{rec.text}") < val_fraction:
+            val.append(pair)
+        else:
+            train.append(pair)
+    return train, val
+
+
+def train_transform(cfg: AugmentConfig, image_size: int, mean, std) -> Callable:
+    """The augmentation policy of ``cfg`` (each part switchable) followed by the model's normalisation."""
+    steps: list = [
+        T.RandomResizedCrop(image_size, scale=cfg.crop_scale, interpolation=T.InterpolationMode.BICUBIC)
+    ]
+    if cfg.flip:
+        steps.append(T.RandomHorizontalFlip())
+    if cfg.colour_jitter > 0:
+        j = cfg.colour_jitter
+        steps.append(T.RandomApply([T.ColorJitter(0.4 * j, 0.4 * j, 0.4 * j, 0.1 * j)], p=0.8))
+    if cfg.grayscale > 0:
+        steps.append(T.RandomGrayscale(p=cfg.grayscale))
+    if cfg.blur > 0:
+        steps.append(T.RandomApply([T.GaussianBlur(kernel_size=9, sigma=(0.1, 2.0))], p=cfg.blur))
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(steps)
+
+
+class PairDataset(Dataset):
+    """Decodes pair ``i`` with augmentation seeded by ``(seed, epoch, i)``.
+
+    Seeding per sample (not per worker) makes a batch's pixels independent of
+    which worker decoded it, so a resumed run sees exactly the batches an
+    uninterrupted one would have.
+    """
+
+    def __init__(self, pairs: Sequence[Pair], transform: Callable, seed: int):
+        self.pairs = pairs
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        pair = self.pairs[i]
+        try:
+            image = open_image(pair.image)
+        except Exception:  # a bad file must not stop training; the collate drops it
+            return None
+        state = torch.random.get_rng_state()
+        torch.manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
+        try:
+            pixels = self.transform(image)
+        finally:
+            torch.random.set_rng_state(state)
+        return pixels, pair.text
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """A permutation per epoch from ``(seed, epoch)``, started at ``start``: exact resume mid-epoch."""
+
+    def __init__(self, n: int, seed: int, epoch: int = 0, start: int = 0):
+        self.n, self.seed, self.epoch, self.start = n, seed, epoch, start
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(self.n, generator=g)[self.start :].tolist()
+
+    def __len__(self) -> int:
+        return self.n - self.start
