@@ -106,6 +106,85 @@ def bootstrap(
 
 
 @app.command()
+def finetune(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML training configuration.")],
+    register: Annotated[bool, typer.Option(help="Record the result as a candidate model in the DB.")] = True,
+) -> None:
+    """Fine-tune a model (resumes when the output folder holds a checkpoint)."""
+    from tqdm.auto import tqdm
+
+    from training.config import TrainConfig
+    from training.trainer import finetune as run_finetune
+
+    settings = _setup()
+    try:
+        cfg = TrainConfig.from_yaml(config)
+    except (OSError, ValueError) as e:
+        raise _fail(e) from e
+    bar = tqdm(total=cfg.optim.steps, desc="finetune", unit="step", dynamic_ncols=True)
+
+    def progress(entry: dict) -> None:
+        bar.update(entry["step"] - bar.n)
+        bar.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}", sps=f"{entry['samples_per_s']:.1f}")
+
+    try:
+        with bar:
+            result = run_finetune(cfg, progress=progress)
+    except USER_ERRORS as e:
+        raise _fail(e) from e
+    typer.echo(f"checkpoint: {result.checkpoint}  (steps {result.steps}, best val t2i R@1 {result.best_val_r1})")
+    if result.skipped_rows:
+        typer.echo(f"skipped rows: {dict(result.skipped_rows)}")
+    if register and result.checkpoint:
+        from app.db import crud
+        from training.models import parse_spec
+
+        base = parse_spec(cfg.model)
+        spec = str(base.with_checkpoint(str(result.checkpoint.resolve())))
+        with _session_factory(settings)() as session:
+            active = crud.get_active_model(session)
+            row = crud.create_model(
+                session,
+                spec,
+                name=f"finetune of {cfg.model}",
+                checkpoint_path=str(result.checkpoint.resolve()),
+                parent_id=active.id if active is not None and active.spec == cfg.model else None,
+                eval_report={"val": result.evals[-1] if result.evals else None},
+            )
+            session.commit()
+            typer.echo(f"registered candidate model #{row.id}: {spec}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="Model spec to evaluate.")],
+    dataset: Annotated[Path, typer.Option(help="A synthetic dataset folder (with manifest.csv + hard.csv).")],
+    split: str = "test",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+    markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write the report as markdown.")] = None,
+) -> None:
+    """Recall@K both ways, median rank, hard-split binding, linear probe and zero-shot accuracy."""
+    from training.encoder import Encoder
+    from training.evaluate import evaluate_synthetic, report_markdown
+    from training.synthetic import load_dataset
+
+    settings = _setup()
+    try:
+        ds = load_dataset(dataset)
+        encoder = Encoder.from_spec(model, device=settings.device)
+        report = evaluate_synthetic(encoder, ds, split)
+    except USER_ERRORS as e:
+        raise _fail(e) from e
+    report = {"model": model, **report}
+    md = report_markdown(report)
+    typer.echo(md)
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2))
+    if markdown_out:
+        markdown_out.write_text(md)
+
+
+@app.command()
 def serve(host: str | None = None, port: int | None = None) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs)."""
     import uvicorn

@@ -57,3 +57,49 @@ def test_ingest_errors_are_messages_not_tracebacks(env):
     missing = run("ingest", str(env / "nope"))
     assert missing.exit_code == 2 and "no such folder or manifest" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_finetune_registers_a_candidate_and_evaluate_reports(env):
+    import json
+
+    import yaml
+
+    from app.db.models import Model
+    from app.db.session import make_engine, make_session_factory
+
+    assert run("db", "upgrade").exit_code == 0
+    assert run("synth", str(env / "ds"), "--n", "40", "--image-size", "32").exit_code == 0
+    config = env / "ft.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": "test:tiny",
+                "device": "cpu",
+                "output_dir": str(env / "run"),
+                "data": {"manifest": str(env / "ds" / "manifest.csv"), "split_column": "split", "num_workers": 0},
+                "lock": {"image_unlocked_groups": None, "text_unlocked_layers": None},
+                "optim": {"steps": 4, "batch_size": 8, "warmup_steps": 1},
+                "eval_every": 2,
+            }
+        )
+    )
+    result = run("finetune", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "registered candidate model #1" in result.output
+    with make_session_factory(make_engine(get_settings().resolved_database_url))() as s:
+        row = s.get(Model, 1)
+        assert row.status == "candidate" and row.spec == f"test:tiny@{env / 'run' / 'final.pt'}"
+
+    out = env / "report.json"
+    result = run("evaluate", "--model", row.spec, "--dataset", str(env / "ds"), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["model"] == row.spec and 0 <= report["t2i_R@1"] <= 1 and "binding_acc" in report
+    assert "R@1" in result.output
+
+
+def test_finetune_with_a_bad_config_is_a_message(env, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: test:tiny\noptim: {stepz: 3}\n")
+    result = run("finetune", "--config", str(bad))
+    assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
