@@ -18,9 +18,7 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     manifest: Path = Field(..., description="CSV / JSONL / Parquet with `image` and `text` columns.")
-    val_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Share held out by a stable hash of the pair."
-    )
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share held out by a stable hash of the pair.")
     split_column: str | None = Field(
         None, description="Use this manifest column (values train/val) instead of the hash split."
     )
@@ -32,9 +30,7 @@ class AugmentConfig(_Strict):
 
     crop_scale: tuple[float, float] = (0.9, 1.0)
     flip: bool = False  # off by default: captions often name left and right
-    colour_jitter: float = Field(
-        0.0, ge=0.0, le=1.0, description="0 disables; colour is often in the caption."
-    )
+    colour_jitter: float = Field(0.0, ge=0.0, le=1.0, description="0 disables; colour is often in the caption.")
     grayscale: float = Field(0.0, ge=0.0, le=1.0, description="Probability of a grayscale copy.")
     blur: float = Field(0.0, ge=0.0, le=1.0, description="Probability of a Gaussian blur.")
 
@@ -48,6 +44,21 @@ class AugmentConfig(_Strict):
 
 class LossConfig(_Strict):
     kind: Literal["clip", "siglip"] = "clip"
+
+
+class SSLConfig(_Strict):
+    """A self-supervised image objective on two augmented views, weighted beside the cross-modal loss."""
+
+    kind: Literal["simclr", "byol", "barlow_twins"] | None = None
+    weight: float = Field(0.5, ge=0.0)
+    image_only: bool = Field(
+        False, description="Adapt the image tower on images alone: no captions needed, no cross-modal loss."
+    )
+    projector_hidden: int = Field(512, ge=8)
+    projector_dim: int = Field(128, ge=8)
+    temperature: float = Field(0.5, gt=0.0, description="SimCLR NT-Xent temperature.")
+    lambda_offdiag: float = Field(5e-3, gt=0.0, description="Barlow Twins off-diagonal weight.")
+    momentum: float = Field(0.996, gt=0.0, lt=1.0, description="BYOL base EMA momentum (cosine to 1).")
 
 
 class LockConfig(_Strict):
@@ -76,6 +87,7 @@ class TrainConfig(_Strict):
     data: DataConfig
     augment: AugmentConfig = AugmentConfig()
     loss: LossConfig = LossConfig()
+    ssl: SSLConfig = SSLConfig()
     lock: LockConfig = LockConfig()
     optim: OptimConfig = OptimConfig()
     checkpoint_every: int = Field(50, ge=1)
@@ -86,6 +98,12 @@ class TrainConfig(_Strict):
     wise_ft_alpha: float = Field(
         1.0, ge=0.0, le=1.0, description="WiSE-FT: final = (1-a)·base + a·fine-tuned; 1 keeps the fine-tuned."
     )
+
+    @model_validator(mode="after")
+    def _ssl_needs_a_kind(self):
+        if self.ssl.image_only and self.ssl.kind is None:
+            raise ValueError("ssl.image_only needs an ssl.kind (simclr, byol or barlow_twins)")
+        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:

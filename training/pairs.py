@@ -19,7 +19,7 @@ from training.sources import SourceReport, iter_manifest
 @dataclass(frozen=True)
 class Pair:
     image: str
-    text: str
+    text: str | None
 
 
 def stable_fraction(key: str) -> float:
@@ -28,13 +28,20 @@ def stable_fraction(key: str) -> float:
 
 
 def load_pairs(
-    manifest: Path, val_fraction: float, split_column: str | None, report: SourceReport
+    manifest: Path,
+    val_fraction: float,
+    split_column: str | None,
+    report: SourceReport,
+    images_only: bool = False,
 ) -> tuple[list[Pair], list[Pair]]:
-    """``(train, val)`` pairs from a manifest; rows without both an image and a text are counted, not kept."""
+    """``(train, val)`` pairs from a manifest; unusable rows are counted, not kept.
+
+    A row needs an image and a text, or just an image when ``images_only``.
+    """
     train, val = [], []
     for rec in iter_manifest(Path(manifest), report):
-        if not rec.image_path or not rec.text:
-            report.skip("pair needs both an image and a text")
+        if not rec.image_path or not (rec.text or images_only):
+            report.skip("image-only rows need ssl.image_only" if rec.image_path else "row has no image")
             continue
         pair = Pair(rec.image_path, rec.text)
         if split_column:
@@ -43,7 +50,7 @@ def load_pairs(
                 train.append(pair)
             elif split in ("val", "valid", "validation"):
                 val.append(pair)
-        elif stable_fraction(f"{rec.image_path}\0{rec.text}") < val_fraction:
+        elif stable_fraction(f"{rec.image_path}\0{rec.text or ''}") < val_fraction:
             val.append(pair)
         else:
             train.append(pair)
@@ -52,9 +59,7 @@ def load_pairs(
 
 def train_transform(cfg: AugmentConfig, image_size: int, mean, std) -> Callable:
     """The augmentation policy of ``cfg`` (each part switchable) followed by the model's normalisation."""
-    steps: list = [
-        T.RandomResizedCrop(image_size, scale=cfg.crop_scale, interpolation=T.InterpolationMode.BICUBIC)
-    ]
+    steps: list = [T.RandomResizedCrop(image_size, scale=cfg.crop_scale, interpolation=T.InterpolationMode.BICUBIC)]
     if cfg.flip:
         steps.append(T.RandomHorizontalFlip())
     if cfg.colour_jitter > 0:
@@ -76,10 +81,11 @@ class PairDataset(Dataset):
     uninterrupted one would have.
     """
 
-    def __init__(self, pairs: Sequence[Pair], transform: Callable, seed: int):
+    def __init__(self, pairs: Sequence[Pair], transform: Callable, seed: int, views: int = 1):
         self.pairs = pairs
         self.transform = transform
         self.seed = seed
+        self.views = views
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -94,7 +100,7 @@ class PairDataset(Dataset):
         state = torch.random.get_rng_state()
         torch.manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
         try:
-            pixels = self.transform(image)
+            pixels = [self.transform(image) for _ in range(self.views)]
         finally:
             torch.random.set_rng_state(state)
         return pixels, pair.text

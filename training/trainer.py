@@ -28,6 +28,7 @@ from training.encoder import Encoder, trim_padding
 from training.models import LoadedModel, load_model, save_checkpoint
 from training.pairs import EpochSampler, Pair, PairDataset, load_pairs, train_transform
 from training.sources import SourceReport
+from training.ssl import ImageSSL
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _collate(tokenizer, model):
+def _collate(tokenizer, model, with_text: bool):
+    """``(views, tokens | None)``: one (N, 3, H, W) tensor per augmented view."""
+
     def collate(batch):
         batch = [b for b in batch if b is not None]
         if not batch:
             return None
-        images = torch.stack([b[0] for b in batch])
-        return images, trim_padding(model, tokenizer([b[1] for b in batch]))
+        views = [torch.stack([b[0][v] for b in batch]) for v in range(len(batch[0][0]))]
+        tokens = trim_padding(model, tokenizer([b[1] for b in batch])) if with_text else None
+        return views, tokens
 
     return collate
 
@@ -66,9 +70,7 @@ def _collate(tokenizer, model):
 def apply_locks(model: torch.nn.Module, cfg: TrainConfig) -> None:
     """Lock towers through open_clip's own API; projection heads stay trainable."""
     if cfg.lock.image_unlocked_groups is not None:
-        model.lock_image_tower(
-            unlocked_groups=cfg.lock.image_unlocked_groups, freeze_bn_stats=cfg.lock.freeze_bn_stats
-        )
+        model.lock_image_tower(unlocked_groups=cfg.lock.image_unlocked_groups, freeze_bn_stats=cfg.lock.freeze_bn_stats)
     if cfg.lock.text_unlocked_layers is not None:
         model.lock_text_tower(unlocked_layers=cfg.lock.text_unlocked_layers)
 
@@ -184,32 +186,37 @@ def finetune(
     out = Path(cfg.output_dir)
     state_path = out / "checkpoints" / "last.pt"
     report = SourceReport()
+    image_only = cfg.ssl.image_only
     train_pairs, val_pairs = load_pairs(
-        cfg.data.manifest, cfg.data.val_fraction, cfg.data.split_column, report
+        cfg.data.manifest, cfg.data.val_fraction, cfg.data.split_column, report, images_only=image_only
     )
+    if image_only:
+        val_pairs = []  # no captions to measure retrieval with
     if len(train_pairs) < cfg.optim.batch_size:
-        raise ValueError(
-            f"{len(train_pairs)} training pairs is fewer than one batch of {cfg.optim.batch_size}"
-        )
+        raise ValueError(f"{len(train_pairs)} training pairs is fewer than one batch of {cfg.optim.batch_size}")
     loaded = load_model(cfg.model, cfg.device)
     model, device = loaded.model, loaded.device
     base_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
     apply_locks(model, cfg)
     loss_fn, temperature = make_loss(cfg, model)
     loss_fn.to(device)
+    ssl = ImageSSL(cfg.ssl, loaded.embed_dim, model.visual).to(device) if cfg.ssl.kind else None
     optimizer = make_optimizer(model, cfg)
     loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
     if loss_params:
         optimizer.add_param_group({"params": loss_params, "weight_decay": 0.0})
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(cfg.optim.warmup_steps, cfg.optim.steps)
-    )
+    if ssl is not None:
+        optimizer.add_param_group({"params": ssl.trainable_parameters(), "weight_decay": cfg.optim.weight_decay})
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.optim.warmup_steps, cfg.optim.steps))
     use_amp = cfg.optim.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     pp = model.visual.preprocess_cfg
     dataset = PairDataset(
-        train_pairs, train_transform(cfg.augment, loaded.image_size, pp["mean"], pp["std"]), cfg.seed
+        train_pairs,
+        train_transform(cfg.augment, loaded.image_size, pp["mean"], pp["std"]),
+        cfg.seed,
+        views=2 if ssl is not None else 1,
     )
     result = TrainResult(steps=0, checkpoint=None, skipped_rows=dict(report.skipped))
     step, epoch, position, best, stale = 0, 0, 0, -1.0, 0
@@ -219,6 +226,8 @@ def finetune(
             raise ValueError(f"{state_path} was written by another configuration; use a new output_dir")
         model.load_state_dict(ckpt["model"])
         loss_fn.load_state_dict(ckpt["loss"])
+        if ssl is not None:
+            ssl.load_state_dict(ckpt["ssl"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -234,6 +243,7 @@ def finetune(
                 "config": json.loads(cfg.model_dump_json()),
                 "model": model.state_dict(),
                 "loss": loss_fn.state_dict(),
+                "ssl": ssl.state_dict() if ssl is not None else None,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -259,20 +269,24 @@ def finetune(
             batch_size=bs,
             sampler=EpochSampler(len(dataset), cfg.seed, epoch, start=position),
             num_workers=cfg.data.num_workers,
-            collate_fn=_collate(loaded.tokenizer, model),
+            collate_fn=_collate(loaded.tokenizer, model, with_text=not image_only),
             drop_last=True,
             multiprocessing_context=worker_context(cfg.data.num_workers),
         )
         for batch in loader:
             position += bs
-            if batch is None or len(batch[0]) < 2:
+            if batch is None or len(batch[0][0]) < 2:
                 continue
             model.train()
-            images, tokens = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+            views = [v.to(device, non_blocking=True) for v in batch[0]]
             with torch.autocast(device_type=device.type, enabled=use_amp):
-                img = model.encode_image(images, normalize=True)
-                txt = model.encode_text(tokens, normalize=True)
-                terms = loss_fn(img, txt, **temperature())
+                terms = {}
+                if not image_only:
+                    img = model.encode_image(views[0], normalize=True)
+                    txt = model.encode_text(batch[1].to(device, non_blocking=True), normalize=True)
+                    terms.update(loss_fn(img, txt, **temperature()))
+                if ssl is not None:
+                    terms.update(ssl(model.visual, views[0], views[1]))
                 loss = sum(v for k, v in terms.items() if k.endswith("_loss"))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -286,12 +300,15 @@ def finetune(
             scaler.update()
             scheduler.step()
             step += 1
-            samples += len(images)
+            if ssl is not None:
+                ssl.after_step(model.visual, step, cfg.optim.steps)
+            samples += len(views[0])
             elapsed = time.perf_counter() - t_start
             rate = samples / elapsed if elapsed > 0 else 0.0
             entry = {
                 "step": step,
                 "loss": float(loss.detach()),
+                **{k: float(v.detach()) for k, v in terms.items()},
                 "lr": lr,
                 "samples_per_s": rate,
                 "eta_s": (cfg.optim.steps - step) * bs / rate if rate else None,

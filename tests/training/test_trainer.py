@@ -74,9 +74,7 @@ def test_resume_after_a_kill_continues_exactly(manifest, tmp_path):
     assert first.cancelled and first.steps == 3 and first.checkpoint is None
     resumed = finetune(cfg)
     assert resumed.steps == 6 and [h["step"] for h in resumed.history] == list(range(1, 7))
-    assert [h["loss"] for h in resumed.history] == pytest.approx(
-        [h["loss"] for h in straight.history], abs=1e-6
-    )
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in straight.history], abs=1e-6)
     a, b = _weights(straight.checkpoint), _weights(resumed.checkpoint)
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
@@ -124,3 +122,56 @@ def test_config_rejects_typos_and_bad_values(manifest, tmp_path):
         _cfg(manifest, tmp_path, optim={"batch_sise": 8})
     with pytest.raises(ValueError):
         _cfg(manifest, tmp_path, augment={"crop_scale": (0.9, 0.2)})
+
+
+@pytest.mark.parametrize(
+    "kind, key", [("simclr", "ntxent_loss"), ("byol", "byol_loss"), ("barlow_twins", "barlow_twins_loss")]
+)
+def test_self_supervised_auxiliaries_train_beside_the_contrastive_loss(manifest, tmp_path, kind, key):
+    cfg = _cfg(
+        manifest,
+        tmp_path,
+        ssl={"kind": kind, "weight": 0.5, "projector_hidden": 32, "projector_dim": 16},
+        augment={"crop_scale": (0.5, 1.0), "flip": True},
+    )
+    result = finetune(cfg)
+    last = result.history[-1]
+    assert {"contrastive_loss", key} <= set(last)
+    assert last["loss"] == pytest.approx(last["contrastive_loss"] + last[key], rel=1e-5)
+
+
+def test_byol_resume_restores_the_momentum_target(manifest, tmp_path):
+    over = {"ssl": {"kind": "byol", "projector_hidden": 32, "projector_dim": 16}}
+    straight = finetune(_cfg(manifest, tmp_path / "a", **over))
+    calls = {"n": 0}
+
+    def cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] == 2
+
+    cfg = _cfg(manifest, tmp_path / "b", **over)
+    finetune(cfg, cancel=cancel)
+    resumed = finetune(cfg)
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in straight.history], abs=1e-6)
+
+
+def test_image_only_adaptation_needs_no_captions(tmp_path):
+    ds = generate_dataset(tmp_path / "ds", n=24, seed=1, image_size=32)
+    images_only = tmp_path / "images.csv"
+    images_only.write_text("image\n" + "\n".join(str(ds.root / r["image"]) for r in ds.rows()) + "\n")
+    cfg = _cfg(
+        images_only,
+        tmp_path / "run",
+        ssl={"kind": "simclr", "image_only": True, "projector_hidden": 32, "projector_dim": 16},
+    )
+    result = finetune(cfg)
+    assert result.steps == 6 and "contrastive_loss" not in result.history[-1]
+    base = load_model("test:tiny", "cpu").model.state_dict()
+    tuned = _weights(result.checkpoint)
+    assert not torch.equal(base["visual.conv1.weight"], tuned["visual.conv1.weight"])
+    assert torch.equal(base["text_projection"], tuned["text_projection"])
+
+
+def test_image_only_needs_an_ssl_kind(manifest, tmp_path):
+    with pytest.raises(ValueError, match="needs an ssl.kind"):
+        _cfg(manifest, tmp_path, ssl={"image_only": True})
