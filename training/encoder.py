@@ -54,9 +54,7 @@ class Encoder:
         images = list(images)
         chunks = []
         for start in range(0, len(images), self.batch_size):
-            batch = torch.stack(
-                [self.preprocess(to_rgb(im)) for im in images[start : start + self.batch_size]]
-            )
+            batch = torch.stack([self.preprocess(to_rgb(im)) for im in images[start : start + self.batch_size]])
             chunks.append(self._forward(self.model.encode_image, batch))
         return self._concat(chunks)
 

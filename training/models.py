@@ -90,9 +90,7 @@ def parse_spec(spec: str) -> ModelSpec:
         raise bad("empty name or tag")
     if kind == "open_clip":
         if not tag and not checkpoint:
-            raise bad(
-                "an open_clip architecture needs a pretrained tag (ARCH/TAG) or a checkpoint (ARCH@/path)"
-            )
+            raise bad("an open_clip architecture needs a pretrained tag (ARCH/TAG) or a checkpoint (ARCH@/path)")
         return ModelSpec(kind, name, tag or None, checkpoint or None)
     known = BUILTINS if kind == "builtin" else TEST_MODELS
     if slash:
@@ -265,9 +263,7 @@ def _build_local_dir(path: Path) -> tuple[torch.nn.Module, Callable]:
     if (path / "open_clip_config.json").is_file():
         if not any(any(path.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.pth")):
             # open_clip would quietly hand back a random model.
-            raise FileNotFoundError(
-                f"{path} has open_clip_config.json but no weights (.safetensors/.bin/.pth)"
-            )
+            raise FileNotFoundError(f"{path} has open_clip_config.json but no weights (.safetensors/.bin/.pth)")
         with _network_errors_as_download_errors(f"local-dir:{path}"):
             model = open_clip.create_model(f"local-dir:{path}")
             tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
@@ -333,9 +329,7 @@ def _build_lit_mini(pretrained: bool = True) -> tuple[torch.nn.Module, Callable]
                 context_length=LIT_CONTEXT_LENGTH,
             ),
         )
-        tokenizer = open_clip.tokenizer.HFTokenizer(
-            text_path, context_length=LIT_CONTEXT_LENGTH, local_files_only=True
-        )
+        tokenizer = open_clip.tokenizer.HFTokenizer(text_path, context_length=LIT_CONTEXT_LENGTH, local_files_only=True)
     if pretrained:
         load_efficientnet_lite0(model.visual.trunk)
     preprocess = PreprocessCfg(size=224, mean=LIT_MEAN, std=LIT_STD, interpolation="bicubic")
@@ -430,11 +424,7 @@ def _fetch_pretrained(spec: str, tag_cfg: dict) -> str:
             repo, filename = os.path.split(hub)
             filename = filename or HF_WEIGHTS_NAME
             # Same preference as open_clip: a .safetensors twin first.
-            safe = (
-                HF_SAFE_WEIGHTS_NAME
-                if filename == HF_WEIGHTS_NAME
-                else filename.rsplit(".", 1)[0] + ".safetensors"
-            )
+            safe = HF_SAFE_WEIGHTS_NAME if filename == HF_WEIGHTS_NAME else filename.rsplit(".", 1)[0] + ".safetensors"
             for name in (safe, filename):
                 with contextlib.suppress(Exception):
                     return hf_hub_download(repo, name, local_files_only=True)

@@ -100,9 +100,7 @@ class ClipLoss(nn.Module):
         texts = text_features
         if extra_text_features is not None:
             if extra_text_features.ndim != 2 or extra_text_features.shape[1] != d:
-                raise ValueError(
-                    f"extra_text_features must be (M, {d}), got {tuple(extra_text_features.shape)}"
-                )
+                raise ValueError(f"extra_text_features must be (M, {d}), got {tuple(extra_text_features.shape)}")
             texts = torch.cat([text_features, extra_text_features])
         if self.normalize:
             image_features = F.normalize(image_features, dim=-1)

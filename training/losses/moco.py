@@ -16,9 +16,7 @@ from training.losses._checks import check_pair, check_positive
 from training.losses.memory_bank import MAX_QUEUE_SIZE, FeatureQueue
 
 
-def queue_info_nce(
-    query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor, temperature: float
-) -> torch.Tensor:
+def queue_info_nce(query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
     """InfoNCE with one positive key per query and shared negatives; keys get no gradient.
 
     ``query``/``key``: (N, D), normalised here; ``negatives``: (K, D), already
@@ -67,9 +65,7 @@ class MoCoLoss(nn.Module):
         self.temperature = temperature
         self.queue = FeatureQueue(queue_size, dim)
 
-    def forward(
-        self, query: torch.Tensor, key: torch.Tensor, enqueue: bool = True
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, query: torch.Tensor, key: torch.Tensor, enqueue: bool = True) -> dict[str, torch.Tensor]:
         """
         Args:
             query: (N, D) from the online encoder.
