@@ -61,6 +61,41 @@ class SSLConfig(_Strict):
     momentum: float = Field(0.996, gt=0.0, lt=1.0, description="BYOL base EMA momentum (cosine to 1).")
 
 
+class HardNegativeConfig(_Strict):
+    """Hard-negative methods; each is off at its default and any combination may be switched on."""
+
+    beta: float = Field(
+        0.0, ge=0.0, description="In-batch hardness weighting (Robinson et al. 2021); ~0.1-0.2 at CLIP scales."
+    )
+    tau_plus: float = Field(0.0, ge=0.0, lt=1.0, description="Debiasing class prior (Chuang et al. 2020).")
+    queue_size: int = Field(
+        0, ge=0, le=65_536, description="Memory queue of momentum-encoded keys used as extra negatives."
+    )
+    queue_momentum: float = Field(0.999, gt=0.0, lt=1.0)
+    mochi: bool = Field(False, description="Synthetic negatives by mixing the hardest ones (Kalantidis et al. 2020).")
+    mochi_hardest: int = Field(16, ge=2)
+    mochi_synthetic: int = Field(16, ge=1)
+    perturb_captions: int = Field(
+        0, ge=0, description="NegCLIP: perturbed copies of each caption added as extra text negatives."
+    )
+    ann_mining: bool = Field(False, description="Mine each pair's nearest non-matching pairs and batch them together.")
+    ann_k: int = Field(8, ge=1)
+    ann_margin: float = Field(0.05, ge=0.0, description="Skip candidates within this of the positive's score.")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(
+            self.beta or self.tau_plus or self.queue_size or self.mochi or self.perturb_captions or self.ann_mining
+        )
+
+
+class DistributedConfig(_Strict):
+    local_loss: bool = Field(
+        False, description="Each rank scores only its own rows against the gathered batch (plain CLIP only)."
+    )
+    gather_with_grad: bool = True
+
+
 class LockConfig(_Strict):
     """LiT-style locking: ``None`` trains the whole tower, 0 locks it, N unlocks its last N groups/layers."""
 
@@ -74,7 +109,10 @@ class OptimConfig(_Strict):
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(20, ge=0)
     steps: int = Field(300, ge=1)
-    batch_size: int = Field(64, ge=2)
+    batch_size: int = Field(64, ge=2, description="The global contrastive batch (split across torchrun ranks).")
+    chunk_size: int | None = Field(
+        None, ge=1, description="GradCache: encode at most this many examples with autograd at once; same gradients."
+    )
     grad_clip: float | None = Field(1.0, gt=0)
     amp: bool = Field(True, description="Mixed precision (only used on CUDA).")
 
@@ -88,6 +126,8 @@ class TrainConfig(_Strict):
     augment: AugmentConfig = AugmentConfig()
     loss: LossConfig = LossConfig()
     ssl: SSLConfig = SSLConfig()
+    hard_negatives: HardNegativeConfig = HardNegativeConfig()
+    distributed: DistributedConfig = DistributedConfig()
     lock: LockConfig = LockConfig()
     optim: OptimConfig = OptimConfig()
     checkpoint_every: int = Field(50, ge=1)
@@ -100,9 +140,15 @@ class TrainConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _ssl_needs_a_kind(self):
+    def _combinations(self):
         if self.ssl.image_only and self.ssl.kind is None:
             raise ValueError("ssl.image_only needs an ssl.kind (simclr, byol or barlow_twins)")
+        if self.hard_negatives.enabled and self.loss.kind != "clip":
+            raise ValueError("hard_negatives work with loss.kind 'clip' (the InfoNCE family)")
+        if self.hard_negatives.enabled and self.ssl.image_only:
+            raise ValueError("hard_negatives need captions; ssl.image_only has none")
+        if self.distributed.local_loss and (self.loss.kind != "clip" or self.hard_negatives.enabled):
+            raise ValueError("distributed.local_loss is implemented for plain CLIP loss only")
         return self
 
     @classmethod

@@ -1,13 +1,18 @@
 """Fine-tuning: ``finetune(config, progress, cancel)`` — a plain function that jobs and the CLI call.
 
 Step-based loop with AdamW, linear warmup then cosine decay, gradient clipping,
-mixed precision on CUDA, LiT-style tower locking, checkpoints that resume
-exactly (model, optimizer, scheduler, scaler, step, data position and RNG),
-early stopping on validation recall, and WiSE-FT interpolation at the end.
+mixed precision on CUDA, LiT-style tower locking, gradient caching (the loss
+sees the whole batch while towers see chunks), hard negatives (in-batch
+weighting, a momentum-encoded queue, MoCHi mixing, NegCLIP caption
+perturbations, ANN-mined batches), self-supervised image auxiliaries,
+torchrun data parallelism with features gathered across ranks, checkpoints
+that resume exactly (model, optimizer, scheduler, scaler, step, data position,
+queues and RNG), early stopping on validation recall, and WiSE-FT at the end.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -20,11 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 
 from training.config import TrainConfig
 from training.data import open_image, worker_context
+from training.distributed import DistInfo, average_gradients, distributed_clip_loss, gather_features, init_distributed
 from training.encoder import Encoder, trim_padding
+from training.evaluate import retrieval_metrics
+from training.gradcache import gradcache_backward
 from training.models import LoadedModel, load_model, save_checkpoint
 from training.pairs import EpochSampler, Pair, PairDataset, load_pairs, train_transform
 from training.sources import SourceReport
@@ -53,20 +61,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _collate(tokenizer, model, with_text: bool):
-    """``(views, tokens | None)``: one (N, 3, H, W) tensor per augmented view."""
-
-    def collate(batch):
-        batch = [b for b in batch if b is not None]
-        if not batch:
-            return None
-        views = [torch.stack([b[0][v] for b in batch]) for v in range(len(batch[0][0]))]
-        tokens = trim_padding(model, tokenizer([b[1] for b in batch])) if with_text else None
-        return views, tokens
-
-    return collate
-
-
 def apply_locks(model: torch.nn.Module, cfg: TrainConfig) -> None:
     """Lock towers through open_clip's own API; projection heads stay trainable."""
     if cfg.lock.image_unlocked_groups is not None:
@@ -85,10 +79,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     if not decay and not no_decay:
         raise ValueError("every parameter is locked: unlock something (see `lock` in the config)")
     return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.optim.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
+        [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.optim.lr,
     )
 
@@ -108,8 +99,10 @@ def make_loss(cfg: TrainConfig, model: torch.nn.Module) -> tuple[torch.nn.Module
 
     A model that carries its own logit scale (and, for SigLIP, bias) keeps training
     it; a model without a SigLIP bias gets the loss's own, initialised for the batch size.
+    Any hard-negative option selects the hard-negative InfoNCE, which with beta = tau+ = 0
+    is exactly CLIP's loss and takes the extra negatives.
     """
-    from training.losses import ClipLoss, SigLipLoss
+    from training.losses import ClipLoss, HardNegativeClipLoss, SigLipLoss
 
     scale = getattr(model, "logit_scale", None)
     bias = getattr(model, "logit_bias", None)
@@ -117,9 +110,11 @@ def make_loss(cfg: TrainConfig, model: torch.nn.Module) -> tuple[torch.nn.Module
         if scale is not None and bias is not None:
             return SigLipLoss(learnable=False), lambda: {"logit_scale": scale.exp(), "logit_bias": bias}
         return SigLipLoss.for_batch_size(cfg.optim.batch_size), dict
+    hn = cfg.hard_negatives
+    make = functools.partial(HardNegativeClipLoss, hn.beta, hn.tau_plus) if hn.enabled else ClipLoss
     if scale is not None:
-        return ClipLoss(learnable=False), lambda: {"logit_scale": scale.exp()}
-    return ClipLoss(), dict
+        return make(learnable=False), lambda: {"logit_scale": scale.exp()}
+    return make(), dict
 
 
 def _rng_state() -> dict:
@@ -146,10 +141,7 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def evaluate_recall(loaded: LoadedModel, pairs: list[Pair], batch_size: int = 64) -> dict:
-    """Text->image and image->text R@1/R@5 on ``pairs``, duplicate-caption aware."""
-    from training.bootstrap import recall_at_k
-
+def embed_pairs(loaded: LoadedModel, pairs: list[Pair], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     encoder = Encoder(loaded, batch_size=batch_size)
     img = np.concatenate(
         [
@@ -157,13 +149,13 @@ def evaluate_recall(loaded: LoadedModel, pairs: list[Pair], batch_size: int = 64
             for i in range(0, len(pairs), batch_size)
         ]
     )
-    captions = [p.text for p in pairs]
-    txt = encoder.encode_texts(captions)
-    return {
-        "t2i_R@1": recall_at_k(img, txt, captions, 1),
-        "t2i_R@5": recall_at_k(img, txt, captions, 5),
-        "i2t_R@1": recall_at_k(txt, img, captions, 1),
-    }
+    return img, encoder.encode_texts([p.text for p in pairs])
+
+
+def evaluate_recall(loaded: LoadedModel, pairs: list[Pair], batch_size: int = 64) -> dict:
+    """Retrieval metrics on ``pairs``; a result with the query's exact caption counts as a hit."""
+    img, txt = embed_pairs(loaded, pairs, batch_size)
+    return retrieval_metrics(img, txt, list(range(len(pairs))), keys=[p.text for p in pairs])
 
 
 def _wise_ft(model: torch.nn.Module, base: dict[str, torch.Tensor], alpha: float) -> None:
@@ -176,13 +168,140 @@ def _wise_ft(model: torch.nn.Module, base: dict[str, torch.Tensor], alpha: float
             value.copy_((1 - alpha) * base[name].to(value.device) + alpha * value)
 
 
+class _RankBatches(torch.utils.data.Sampler[list[int]]):
+    """Rank r's slice ``batch[r::W]`` of every global batch: the ranks together see the global batch."""
+
+    def __init__(self, batches, rank: int, world_size: int):
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield batch[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _collate(tokenizer, model, with_text: bool):
+    """``(views, tokens | None, texts)``: one (N, 3, H, W) tensor per augmented view."""
+
+    def collate(batch):
+        batch = [b for b in batch if b is not None]
+        if not batch:
+            return None
+        views = [torch.stack([b[0][v] for b in batch]) for v in range(len(batch[0][0]))]
+        texts = [b[1] for b in batch]
+        tokens = trim_padding(model, tokenizer(texts)) if with_text else None
+        return views, tokens, texts
+
+    return collate
+
+
+class _HardNegatives:
+    """The per-step machinery of the hard-negative options that need state: queue, MoCHi, perturbations."""
+
+    def __init__(self, cfg: TrainConfig, model: torch.nn.Module, embed_dim: int, device: torch.device):
+        from training.losses import FeatureQueue
+        from training.losses.moco import MomentumEncoder
+
+        self.cfg = cfg.hard_negatives
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.momentum = self.image_queue = self.text_queue = None
+        if self.cfg.queue_size:
+            self.momentum = MomentumEncoder(model, momentum=self.cfg.queue_momentum).to(device)
+            self.image_queue = FeatureQueue(self.cfg.queue_size, embed_dim).to(device)
+            self.text_queue = FeatureQueue(self.cfg.queue_size, embed_dim).to(device)
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.get_state(),
+            "rng": self.rng.bit_generator.state,
+            "momentum": self.momentum.state_dict() if self.momentum else None,
+            "image_queue": self.image_queue.state_dict() if self.image_queue else None,
+            "text_queue": self.text_queue.state_dict() if self.text_queue else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.rng.bit_generator.state = state["rng"]
+        if self.momentum:
+            self.momentum.load_state_dict(state["momentum"])
+            self.image_queue.load_state_dict(state["image_queue"])
+            self.text_queue.load_state_dict(state["text_queue"])
+
+    def perturbed(self, texts: list[str]) -> list[str]:
+        from training.negatives import perturbation_negatives
+
+        if not self.cfg.perturb_captions:
+            return []
+        return perturbation_negatives(texts, self.rng, per_caption=self.cfg.perturb_captions)
+
+    def queue_kwargs(self) -> dict:
+        if not self.momentum:
+            return {}
+        return {"extra_text_features": self.text_queue.features(), "extra_image_features": self.image_queue.features()}
+
+    def mochi(self, img: torch.Tensor, txt: torch.Tensor) -> dict:
+        from training.negatives import batch_mixed_negatives
+
+        if not self.cfg.mochi:
+            return {}
+        return batch_mixed_negatives(
+            img.detach(),
+            txt.detach(),
+            generator=self.generator,
+            n_hardest=self.cfg.mochi_hardest,
+            n_synth=self.cfg.mochi_synthetic,
+        )
+
+    @torch.no_grad()
+    def after_step(self, model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, dist_info: DistInfo):
+        """Encode the batch with the momentum model, enqueue the (gathered) keys, then follow the model."""
+        if not self.momentum:
+            return
+        keys_img = self.momentum.module.encode_image(images, normalize=True)
+        keys_txt = self.momentum.module.encode_text(tokens, normalize=True)
+        if dist_info.world_size > 1:
+            keys_img, keys_txt = gather_features(
+                keys_img, keys_txt, gather_with_grad=False, rank=dist_info.rank, world_size=dist_info.world_size
+            )
+        self.image_queue.enqueue(keys_img)
+        self.text_queue.enqueue(keys_txt)
+        self.momentum.update(model)
+
+
+def _mined_batches(loaded: LoadedModel, pairs: list[Pair], cfg: TrainConfig, epoch: int, start: int):
+    """ANN mining: each image's hardest non-matching captions, composed into shared batches."""
+    from training.mining import HardNegativeBatchSampler, mine_hard_negatives
+
+    img, txt = embed_pairs(loaded, pairs)
+    captions = [p.text for p in pairs]
+    mined = mine_hard_negatives(
+        img, txt, anchor_keys=captions, candidate_keys=captions, k=cfg.hard_negatives.ann_k,
+        margin=cfg.hard_negatives.ann_margin,
+    )  # fmt: skip
+    return HardNegativeBatchSampler(
+        mined, cfg.optim.batch_size, seed=cfg.seed, epoch=epoch, drop_last=True, start=start
+    )
+
+
 def finetune(
     cfg: TrainConfig,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Fine-tune ``cfg.model`` on ``cfg.data``; resumes from ``output_dir`` when a checkpoint is there."""
+    """Fine-tune ``cfg.model`` on ``cfg.data``; resumes from ``output_dir`` when a checkpoint is there.
+
+    Under torchrun every rank runs this; rank 0 evaluates, reports and writes files.
+    """
+    dist_info = init_distributed()
     seed_everything(cfg.seed)
+    world, rank = dist_info.world_size, dist_info.rank
+    if cfg.optim.batch_size % world:
+        raise ValueError(f"batch_size {cfg.optim.batch_size} must divide evenly across {world} ranks")
+    if world > 1 and cfg.hard_negatives.perturb_captions:
+        raise ValueError("hard_negatives.perturb_captions is not supported under torchrun yet")
     out = Path(cfg.output_dir)
     state_path = out / "checkpoints" / "last.pt"
     report = SourceReport()
@@ -194,19 +313,21 @@ def finetune(
         val_pairs = []  # no captions to measure retrieval with
     if len(train_pairs) < cfg.optim.batch_size:
         raise ValueError(f"{len(train_pairs)} training pairs is fewer than one batch of {cfg.optim.batch_size}")
-    loaded = load_model(cfg.model, cfg.device)
+    loaded = load_model(cfg.model, dist_info.device if world > 1 else cfg.device)
     model, device = loaded.model, loaded.device
     base_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
     apply_locks(model, cfg)
     loss_fn, temperature = make_loss(cfg, model)
     loss_fn.to(device)
     ssl = ImageSSL(cfg.ssl, loaded.embed_dim, model.visual).to(device) if cfg.ssl.kind else None
+    hard = _HardNegatives(cfg, model, loaded.embed_dim, device)
     optimizer = make_optimizer(model, cfg)
     loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
     if loss_params:
         optimizer.add_param_group({"params": loss_params, "weight_decay": 0.0})
     if ssl is not None:
         optimizer.add_param_group({"params": ssl.trainable_parameters(), "weight_decay": cfg.optim.weight_decay})
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.optim.warmup_steps, cfg.optim.steps))
     use_amp = cfg.optim.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -219,7 +340,7 @@ def finetune(
         views=2 if ssl is not None else 1,
     )
     result = TrainResult(steps=0, checkpoint=None, skipped_rows=dict(report.skipped))
-    step, epoch, position, best, stale = 0, 0, 0, -1.0, 0
+    step, epoch, position, best, stale = 0, 0, 0, -1.0, 0  # position: global batches done this epoch
     if state_path.exists():
         ckpt = torch.load(state_path, map_location="cpu", weights_only=False)
         if ckpt["config"] != json.loads(cfg.model_dump_json()):
@@ -228,6 +349,7 @@ def finetune(
         loss_fn.load_state_dict(ckpt["loss"])
         if ssl is not None:
             ssl.load_state_dict(ckpt["ssl"])
+        hard.load_state_dict(ckpt["hard_negatives"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -238,12 +360,15 @@ def finetune(
         log.info("resumed from %s at step %d", state_path, step)
 
     def save_state() -> None:
+        if not dist_info.is_main:
+            return
         _save_atomic(
             {
                 "config": json.loads(cfg.model_dump_json()),
                 "model": model.state_dict(),
                 "loss": loss_fn.state_dict(),
                 "ssl": ssl.state_dict() if ssl is not None else None,
+                "hard_negatives": hard.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -259,42 +384,87 @@ def finetune(
             state_path,
         )
 
+    def autocast():
+        return torch.autocast(device_type=device.type, enabled=use_amp)
+
+    def contrastive(img: torch.Tensor, txt_all: torch.Tensor, n_texts: int, **kwargs) -> dict:
+        """The cross-modal loss on the (gathered) global batch, with any extra negatives."""
+        txt, extra = txt_all[:n_texts], txt_all[n_texts:]
+        if world > 1 and cfg.distributed.local_loss:
+            return distributed_clip_loss(img, txt, kwargs["logit_scale"], local_loss=True, rank=rank, world_size=world)
+        if world > 1:
+            img, txt = gather_features(
+                img, txt, gather_with_grad=cfg.distributed.gather_with_grad, rank=rank, world_size=world
+            )
+        if len(extra):
+            queued = kwargs.pop("extra_text_features", None)
+            kwargs["extra_text_features"] = extra if queued is None else torch.cat([extra, queued])
+        return loss_fn(img, txt, **kwargs, **hard.mochi(img, txt))
+
     t_start, samples = time.perf_counter(), 0
     bs = cfg.optim.batch_size
     done = step >= cfg.optim.steps
     while not done:
         dataset.epoch = epoch
+        if cfg.hard_negatives.ann_mining:
+            global_batches = _mined_batches(loaded, train_pairs, cfg, epoch, start=position)
+        else:
+            global_batches = BatchSampler(
+                EpochSampler(len(dataset), cfg.seed, epoch, start=position * bs), bs, drop_last=True
+            )
         loader = DataLoader(
             dataset,
-            batch_size=bs,
-            sampler=EpochSampler(len(dataset), cfg.seed, epoch, start=position),
+            batch_sampler=_RankBatches(global_batches, rank, world),
             num_workers=cfg.data.num_workers,
             collate_fn=_collate(loaded.tokenizer, model, with_text=not image_only),
-            drop_last=True,
             multiprocessing_context=worker_context(cfg.data.num_workers),
         )
         for batch in loader:
-            position += bs
+            position += 1
             if batch is None or len(batch[0][0]) < 2:
                 continue
             model.train()
             views = [v.to(device, non_blocking=True) for v in batch[0]]
-            with torch.autocast(device_type=device.type, enabled=use_amp):
-                terms = {}
-                if not image_only:
-                    img = model.encode_image(views[0], normalize=True)
-                    txt = model.encode_text(batch[1].to(device, non_blocking=True), normalize=True)
-                    terms.update(loss_fn(img, txt, **temperature()))
-                if ssl is not None:
-                    terms.update(ssl(model.visual, views[0], views[1]))
-                loss = sum(v for k, v in terms.items() if k.endswith("_loss"))
+            tokens = batch[1].to(device, non_blocking=True) if batch[1] is not None else None
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            terms: dict[str, torch.Tensor] = {}
+            if not image_only:
+                n_texts = len(tokens)
+                perturbed = hard.perturbed(batch[2])
+                all_tokens = tokens
+                if perturbed:
+                    extra = trim_padding(model, loaded.tokenizer(perturbed)).to(device)
+                    width = max(tokens.shape[1], extra.shape[1])
+                    pad = torch.nn.functional.pad
+                    all_tokens = torch.cat(
+                        [pad(tokens, (0, width - tokens.shape[1])), pad(extra, (0, width - extra.shape[1]))]
+                    )
+                kwargs = {**temperature(), **hard.queue_kwargs()}
+                loss_on = functools.partial(contrastive, n_texts=n_texts)
+                terms.update(
+                    gradcache_backward(
+                        functools.partial(model.encode_image, normalize=True),
+                        functools.partial(model.encode_text, normalize=True),
+                        views[0],
+                        all_tokens,
+                        loss_on,
+                        chunk_size=cfg.optim.chunk_size or max(len(views[0]), len(all_tokens)),
+                        loss_kwargs=kwargs,
+                        autocast=autocast,
+                        scaler=scaler if use_amp else None,
+                    )
+                )
+            if ssl is not None:
+                with autocast():
+                    ssl_terms = ssl(model.visual, views[0], views[1])
+                scaler.scale(sum(ssl_terms.values())).backward()
+                terms.update({k: v.detach() for k, v in ssl_terms.items()})
+            loss = sum(v for k, v in terms.items() if k.endswith("_loss"))
+            if world > 1:
+                average_gradients(params, world)
             if cfg.optim.grad_clip:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in optimizer.param_groups for p in g["params"]], cfg.optim.grad_clip
-                )
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             scaler.step(optimizer)
             scaler.update()
@@ -302,19 +472,21 @@ def finetune(
             step += 1
             if ssl is not None:
                 ssl.after_step(model.visual, step, cfg.optim.steps)
-            samples += len(views[0])
+            if tokens is not None:
+                hard.after_step(model, views[0], tokens, dist_info)
+            samples += len(views[0]) * world
             elapsed = time.perf_counter() - t_start
             rate = samples / elapsed if elapsed > 0 else 0.0
             entry = {
                 "step": step,
-                "loss": float(loss.detach()),
-                **{k: float(v.detach()) for k, v in terms.items()},
+                "loss": float(loss),
+                **{k: float(v) for k, v in terms.items()},
                 "lr": lr,
                 "samples_per_s": rate,
                 "eta_s": (cfg.optim.steps - step) * bs / rate if rate else None,
             }
             result.history.append(entry)
-            if progress:
+            if progress and dist_info.is_main:
                 progress({"total": cfg.optim.steps, **entry})
             if val_pairs and (step % cfg.eval_every == 0 or step == cfg.optim.steps):
                 model.eval()
@@ -343,8 +515,8 @@ def finetune(
         return result
     _wise_ft(model, base_state, cfg.wise_ft_alpha)
     model.eval()
-    result.checkpoint = save_checkpoint(loaded, out / "final.pt", train_result={"steps": step})
-    (out / "result.json").write_text(
-        json.dumps({**asdict(result), "checkpoint": str(result.checkpoint)}, indent=2, default=str)
-    )
+    if dist_info.is_main:
+        result.checkpoint = save_checkpoint(loaded, out / "final.pt", train_result={"steps": step})
+        summary = {**asdict(result), "checkpoint": str(result.checkpoint)}
+        (out / "result.json").write_text(json.dumps(summary, indent=2, default=str))
     return result

@@ -3,6 +3,7 @@
 from training.losses.barlow_twins import BarlowTwinsLoss
 from training.losses.byol import BYOLLoss, BYOLPredictionHead
 from training.losses.clip import ClipLoss
+from training.losses.hard_negative import HardNegativeClipLoss
 from training.losses.memory_bank import FeatureQueue
 from training.losses.moco import (
     CrossModalMoCoLoss,
@@ -21,6 +22,7 @@ __all__ = [
     "ClipLoss",
     "CrossModalMoCoLoss",
     "FeatureQueue",
+    "HardNegativeClipLoss",
     "MoCoLoss",
     "MomentumEncoder",
     "NTXentLoss",

@@ -1,0 +1,165 @@
+"""Hard-negative CLIP: symmetric InfoNCE with hardness-weighted, debiased negatives."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from training.losses._checks import check_non_negative, check_pair
+from training.losses.clip import ClipLoss
+
+
+class HardNegativeClipLoss(ClipLoss):
+    r"""CLIP's symmetric loss with Robinson et al.'s hard-negative estimator in both directions.
+
+    Robinson, Chuang, Sra and Jegelka, "Contrastive Learning with Hard Negative
+    Samples", ICLR 2021 (the hard-sampling objective of Sec. 3 and its estimator,
+    PyTorch-style in Fig. 13, Appendix D), whose tau+ debiasing and floor come from
+    Chuang et al., "Debiased Contrastive Learning", NeurIPS 2020.
+
+    For one anchor with positive logit p = s<x, y+> and K negative logits
+    l_1..l_K (l_k = s<x, y_k>, s the exponentiated scale, i.e. 1/temperature):
+
+        w_k   = exp(beta l_k) / (1/K sum_j exp(beta l_j))            importance weights, mean 1
+        Ng    = (sum_k w_k exp(l_k) - tau+ K exp(p)) / (1 - tau+)    debiased, reweighted negatives
+        Ng    = max(Ng, K exp(-s))                                   floor: every negative at cosine -1
+        loss  = -log[ exp(p) / (exp(p) + Ng) ]
+
+    Why: uniform in-batch negatives are mostly easy and give almost no gradient;
+    tilting the negative distribution towards the anchor (beta) concentrates the
+    push on the confusable ones, while tau+ subtracts the expected share of
+    negatives that are really positives (same-class items sampled as
+    negatives). The debiased sum can go negative, hence the paper's floor at its
+    smallest possible value. With beta = 0 and tau+ = 0 this is exactly CLIP's
+    InfoNCE (the floor never binds then: K terms, each >= e^-s, sum to >= K e^-s).
+
+    As in the paper and its reference code, beta multiplies the *logit* (the
+    similarity divided by the temperature), so the tilt on cosine is beta * s.
+    The paper's defaults (beta = 1, tau+ = 0.1: the reference code's STL10
+    setting and the best of its released beta sweep, SimCLR at temperature 0.5,
+    i.e. s = 2) are kept; CLIP's scale starts at 14.3 and
+    may reach 100, a much sharper tilt, so for cross-modal fine-tuning a beta
+    near 2 / s (e.g. 0.1-0.2) reproduces the paper's effective hardness.
+
+    Applied to image->text rows (negatives: the other texts, the shared
+    ``extra_text_features`` and the per-image ``text_negatives_per_image``) and to
+    text->image rows (negatives: the other images and ``image_negatives_per_text``);
+    the two are averaged as in CLIP. The temperature handling (``logit_scale``,
+    its clip at 100) is :class:`ClipLoss`'s.
+
+    Args:
+        beta: concentration >= 0; 0 weighs negatives uniformly. Paper: 1.0.
+        tau_plus: class prior tau+ in [0, 1); 0 disables debiasing. Paper: 0.1.
+        init_logit_scale, max_logit_scale, learnable, normalize: as :class:`ClipLoss`.
+    """
+
+    def __init__(
+        self,
+        beta: float = 1.0,
+        tau_plus: float = 0.1,
+        init_logit_scale: float = math.log(1 / 0.07),
+        max_logit_scale: float | None = 100.0,
+        learnable: bool = True,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__(init_logit_scale, max_logit_scale, learnable, normalize)
+        check_non_negative("beta", beta)
+        check_non_negative("tau_plus", tau_plus)
+        if tau_plus >= 1:
+            raise ValueError(f"tau_plus is a probability in [0, 1), got {tau_plus!r}")
+        self.beta, self.tau_plus = float(beta), float(tau_plus)
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor | float | None = None,
+        extra_text_features: torch.Tensor | None = None,
+        text_negatives_per_image: torch.Tensor | None = None,
+        image_negatives_per_text: torch.Tensor | None = None,
+        extra_image_features: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            image_features: (N, D); row i is paired with ``text_features`` row i.
+            text_features: (N, D).
+            logit_scale: optional exponentiated scale s used instead of the
+                module's own; the clip still applies.
+            extra_text_features: optional (M, D) texts that are negatives for
+                every image (e.g. NegCLIP perturbed captions).
+            text_negatives_per_image: optional (N, S, D); row i holds S negatives
+                for image i only (e.g. MoCHi points from
+                :func:`training.negatives.mix_hard_negatives`).
+            image_negatives_per_text: optional (N, S', D); the same for texts.
+            extra_image_features: optional (M', D) images that are negatives for
+                every text (e.g. a queue of momentum-encoded image keys).
+
+        Returns:
+            ``{"contrastive_loss": scalar}``.
+        """
+        check_pair(image_features, text_features, "image_features and text_features")
+        n, d = image_features.shape
+        texts = text_features
+        if extra_text_features is not None:
+            if extra_text_features.ndim != 2 or extra_text_features.shape[1] != d:
+                raise ValueError(f"extra_text_features must be (M, {d}), got {tuple(extra_text_features.shape)}")
+            texts = torch.cat([text_features, extra_text_features])
+        for name, per_query in (
+            ("text_negatives_per_image", text_negatives_per_image),
+            ("image_negatives_per_text", image_negatives_per_text),
+        ):
+            if per_query is not None and (per_query.ndim != 3 or per_query.shape[::2] != (n, d)):
+                raise ValueError(f"{name} must be ({n}, S, {d}), got {tuple(per_query.shape)}")
+        if extra_image_features is not None and (extra_image_features.ndim != 2 or extra_image_features.shape[1] != d):
+            raise ValueError(f"extra_image_features must be (M', {d}), got {tuple(extra_image_features.shape)}")
+        if self.normalize:
+            image_features = F.normalize(image_features, dim=-1)
+            texts = F.normalize(texts, dim=-1)
+            if extra_image_features is not None:
+                extra_image_features = F.normalize(extra_image_features, dim=-1)
+            if text_negatives_per_image is not None:
+                text_negatives_per_image = F.normalize(text_negatives_per_image, dim=-1)
+            if image_negatives_per_text is not None:
+                image_negatives_per_text = F.normalize(image_negatives_per_text, dim=-1)
+
+        s = self.scale(logit_scale)
+        logits = s * image_features @ texts.T  # (N, N + M)
+        positives = logits.diagonal()  # (N,)
+        off_diagonal = ~torch.eye(n, dtype=torch.bool, device=logits.device)
+
+        # Row i: the N - 1 other texts, the M shared extras, then image i's own S.
+        i2t = [logits[:, :n][off_diagonal].view(n, n - 1), logits[:, n:]]
+        if text_negatives_per_image is not None:
+            i2t.append(s * torch.einsum("nd,nsd->ns", image_features, text_negatives_per_image))
+        t2i = [logits[:, :n].T[off_diagonal].view(n, n - 1)]
+        if extra_image_features is not None:
+            t2i.append(s * texts[:n] @ extra_image_features.T)
+        if image_negatives_per_text is not None:
+            t2i.append(s * torch.einsum("nd,nsd->ns", texts[:n], image_negatives_per_text))
+
+        loss_i2t = self._anchor_losses(positives, torch.cat(i2t, dim=1), s)
+        loss_t2i = self._anchor_losses(positives, torch.cat(t2i, dim=1), s)
+        return {"contrastive_loss": (loss_i2t.mean() + loss_t2i.mean()) / 2}
+
+    def _anchor_losses(self, positive: torch.Tensor, negatives: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Per-anchor loss from (N,) positive and (N, K) negative logits, in log space.
+
+        exp(l) overflows float32 once l > 88 (s reaches 100), so the sums are kept
+        as logs and everything is divided by exp(m) before leaving log space.
+        """
+        k = negatives.shape[1]
+        if k == 0:  # a batch of one with no extra negatives: nothing to contrast
+            return torch.zeros_like(positive)
+        # log sum_k w_k e^{l_k} = log K + logsumexp((beta+1) l) - logsumexp(beta l)
+        log_reweighted = (
+            math.log(k)
+            + torch.logsumexp((self.beta + 1) * negatives, dim=1)
+            - torch.logsumexp(self.beta * negatives, dim=1)
+        )
+        m = torch.maximum(positive, log_reweighted).detach()  # any shift is exact; this one is safe
+        positive_term = torch.exp(positive - m)
+        ng = (torch.exp(log_reweighted - m) - self.tau_plus * k * positive_term) / (1 - self.tau_plus)
+        ng = torch.maximum(ng, k * torch.exp(-s - m))
+        return m + torch.log(positive_term + ng) - positive
