@@ -83,10 +83,11 @@ def pq_nbits(n: int) -> int:
 def pq_choices(d: int, gpu: bool = False) -> list[int]:
     """Sub-quantizer counts ``m`` for dimension ``d``, largest (most accurate) first.
 
-    ``m`` divides ``d`` and sub-vectors have at least 2 dimensions; GPU IVFPQ
-    supports only some code sizes.
+    ``m`` divides ``d``; sub-vectors keep 2..32 dimensions (one byte cannot
+    describe more than ~32 dimensions usefully), and at most 96 bytes a code.
+    GPU IVFPQ supports only some code sizes.
     """
-    ms = [m for m in range(d // 2, 0, -1) if d % m == 0 and m <= 96]
+    ms = [m for m in range(min(d // 2, 96), 0, -1) if d % m == 0 and d // m <= 32]
     return [m for m in ms if m in GPU_PQ_M] if gpu else ms
 
 

@@ -9,6 +9,12 @@ PostgreSQL test gets its own freshly created database, dropped afterwards.
 from __future__ import annotations
 
 import os
+
+from app.runtime import apply_runtime_defaults
+
+apply_runtime_defaults()  # passive OpenMP waits before torch/faiss load: 2 shared cores
+
+# ruff: noqa: E402
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager

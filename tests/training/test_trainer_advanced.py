@@ -51,7 +51,7 @@ def test_gradient_caching_gives_the_same_training_as_the_big_batch(manifest, tmp
     _assert_same_weights(plain.checkpoint, cached.checkpoint)
 
 
-def _assert_same_weights(path_a, path_b):
+def _assert_same_weights(path_a, path_b, atol=2e-5):
     """Equal up to float32 summation order, except where the true gradient is zero.
 
     Attention key biases cannot change the softmax, so their gradient is exactly zero
@@ -64,7 +64,7 @@ def _assert_same_weights(path_a, path_b):
         if name.endswith("in_proj_bias"):
             d = a[name].shape[0] // 3
             a[name], b[name] = torch.cat([a[name][:d], a[name][2 * d :]]), torch.cat([b[name][:d], b[name][2 * d :]])
-        torch.testing.assert_close(a[name], b[name], atol=2e-5, rtol=1e-4, msg=name)
+        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=1e-4, msg=name)
 
 
 def test_resume_restores_the_queue_and_momentum_model(manifest, tmp_path):
@@ -105,4 +105,5 @@ def test_two_gloo_ranks_train_like_one_process_on_the_global_batch(manifest, tmp
     cfg = _cfg(manifest, tmp_path / "ddp", **over)
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     mp.start_processes(_rank, args=(_free_port(), cfg.model_dump_json()), nprocs=2, start_method=method)
-    _assert_same_weights(single.checkpoint, tmp_path / "ddp" / "final.pt")
+    # The ranks run single-threaded, the reference with two threads: other summation orders.
+    _assert_same_weights(single.checkpoint, tmp_path / "ddp" / "final.pt", atol=1e-4)

@@ -1,0 +1,239 @@
+"""Build any :class:`~index.factory.IndexPlan` from embedding shards that need not fit in RAM.
+
+Two streaming passes over the shards:
+
+1. *scan*: collect the ids (8 bytes a vector, which ``IDMap2`` holds anyway)
+   and draw a uniform training sample. Each row gets a random key and the
+   ``train_sample`` rows with the smallest keys are kept (a reservoir), so
+   only the sample and one shard are ever in memory.
+2. *add*: ``add_with_ids`` shard by shard, skipping rows whose id appears again
+   in a later shard (a re-embedded item: the last one wins, as in
+   ``shards.load_all``).
+
+``shard_iter_factory`` is a zero-argument callable returning a fresh iterator
+of ``(ids, x)`` pairs (``ids`` int64 DB ids, ``x`` float32 ``(n, d)``), e.g.
+``shard_reader(dir)``; it is called once a pass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from index import flat
+from index.factory import IndexPlan, estimate_memory
+from index.shards import iter_shards
+
+log = logging.getLogger(__name__)
+
+ShardIterFactory = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+# Until tune() measures better values: FAISS's defaults (nprobe=1, efSearch=16) give poor recall.
+DEFAULT_SEARCH = {"nprobe": 16, "efSearch": 64}
+
+
+def shard_reader(directory: Path) -> ShardIterFactory:
+    """A ``shard_iter_factory`` over the shards in ``directory``."""
+    return partial(iter_shards, Path(directory))
+
+
+def array_shards(ids: np.ndarray, xb: np.ndarray, shard_size: int = 65536) -> ShardIterFactory:
+    """A ``shard_iter_factory`` over in-memory arrays, cut into ``shard_size`` rows."""
+
+    def shards() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i0 in range(0, len(ids), shard_size):
+            yield ids[i0 : i0 + shard_size], xb[i0 : i0 + shard_size]
+
+    return shards
+
+
+def last_occurrence_masks(id_chunks: list[np.ndarray]) -> list[np.ndarray] | None:
+    """Per shard, which rows hold the last occurrence of their id; ``None`` when all ids are unique."""
+    all_ids = np.concatenate(id_chunks) if id_chunks else np.empty(0, np.int64)
+    _, last_rev = np.unique(all_ids[::-1], return_index=True)
+    if len(last_rev) == len(all_ids):
+        return None
+    keep = np.zeros(len(all_ids), dtype=bool)
+    keep[len(all_ids) - 1 - last_rev] = True
+    return np.split(keep, np.cumsum([len(c) for c in id_chunks])[:-1])
+
+
+def build_index(
+    shard_iter_factory: ShardIterFactory,
+    d: int,
+    plan: IndexPlan,
+    *,
+    train_sample: int | None = None,
+    progress: Progress | None = None,
+    seed: int = 0,
+) -> faiss.Index:
+    """Train ``plan.factory`` on a random sample of the shards, then stream every vector in.
+
+    ``train_sample`` defaults to ``plan.train_sample``. Deterministic for a
+    given ``seed`` and sequence of rows, however the rows are cut into shards.
+    """
+    index = faiss.index_factory(d, plan.factory, faiss.METRIC_INNER_PRODUCT)
+    want = (plan.train_sample if train_sample is None else train_sample) if not index.is_trained else 0
+    log.info(
+        "building %s (%s) for ~%d x %d: index ~%.1f MiB, training sample ~%.1f MiB",
+        plan.factory,
+        plan.kind,
+        plan.n,
+        d,
+        estimate_memory(plan.factory, plan.n, d) / 2**20,
+        4 * d * min(want, plan.n) / 2**20,
+    )
+    id_chunks, sample = _scan(shard_iter_factory, d, want, seed, progress)
+    n = sum(len(c) for c in id_chunks)
+    if not index.is_trained:
+        if len(sample) == 0:
+            raise ValueError(f"{plan.factory} needs training vectors but the shards are empty")
+        if progress:
+            progress("train", 0, 1)
+        _train(index, sample)
+        if progress:
+            progress("train", 1, 1)
+    del sample
+    masks = last_occurrence_masks(id_chunks)
+    if masks is not None:
+        log.warning("%d rows repeat an id of a later shard; keeping the last", n - sum(m.sum() for m in masks))
+    done = 0
+    for i, (ids, x) in enumerate(shard_iter_factory()):
+        if i >= len(id_chunks) or not np.array_equal(ids, id_chunks[i]):
+            raise RuntimeError("the shards changed between the two passes of the build")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if masks is not None:
+            x, ids = x[masks[i]], ids[masks[i]]
+        if len(ids):
+            index.add_with_ids(x, ids)
+        done += len(id_chunks[i])
+        if progress:
+            progress("add", done, n)
+    if done != n:
+        raise RuntimeError("the shards changed between the two passes of the build")
+    if plan.search_param:
+        faiss.ParameterSpace().set_index_parameter(
+            index, plan.search_param, min(DEFAULT_SEARCH[plan.search_param], max(plan.candidates))
+        )
+    return index
+
+
+def _train(index: faiss.Index, sample: np.ndarray) -> None:
+    """``index.train`` without two costly extras ``index_factory`` switches on for PQ.
+
+    * Polysemous training (reordering PQ codes for Hamming filtering) takes
+      ~20x longer than the PQ itself, and we never search in polysemous mode.
+    * OPQ learns its rotation against an 8-bit PQ by default; giving it the
+      final code size trains for what the index will use, and is faster.
+    """
+    ivf = faiss.try_extract_index_ivf(index)
+    ivfpq = faiss.downcast_index(ivf) if ivf is not None else None
+    opq = None
+    if isinstance(ivfpq, faiss.IndexIVFPQ):
+        ivfpq.do_polysemous_training = False
+        inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
+        if isinstance(inner, faiss.IndexPreTransform):
+            opq = faiss.downcast_VectorTransform(inner.chain.at(0))
+    if isinstance(opq, faiss.OPQMatrix):
+        pq = faiss.ProductQuantizer(opq.d_out, opq.M, ivfpq.pq.nbits)  # kept alive until trained
+        opq.pq = pq
+        try:
+            index.train(sample)
+        finally:
+            opq.pq = None  # a borrowed pointer: do not leave it dangling
+    else:
+        index.train(sample)
+
+
+def _scan(
+    shard_iter_factory: ShardIterFactory, d: int, want: int, seed: int, progress: Progress | None
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Pass 1: every shard's ids, and ``want`` uniformly drawn rows (in row order)."""
+    rng = np.random.default_rng(seed)
+    id_chunks: list[np.ndarray] = []
+    keys = np.empty(0)
+    rows = np.empty(0, dtype=np.int64)
+    vecs = np.empty((0, d), dtype=np.float32)
+    offset = 0
+    for ids, x in shard_iter_factory():
+        if x.ndim != 2 or x.shape[1] != d or len(ids) != len(x):
+            raise ValueError(f"shard with ids {np.shape(ids)} and vectors {x.shape} does not match d={d}")
+        id_chunks.append(np.asarray(ids, dtype=np.int64).copy())
+        if want:
+            # the random keys depend only on the row's position in the stream, not on shard cuts
+            k_new = rng.random(len(ids))
+            keys = np.concatenate([keys, k_new])
+            rows = np.concatenate([rows, np.arange(offset, offset + len(ids))])
+            vecs = np.concatenate([vecs, np.asarray(x, dtype=np.float32)])
+            if len(keys) > want:
+                top = np.argpartition(keys, want - 1)[:want]
+                keys, rows, vecs = keys[top], rows[top], vecs[top]
+        offset += len(ids)
+        if progress:
+            progress("scan", offset, 0)
+    order = np.argsort(rows, kind="stable")
+    return id_chunks, np.ascontiguousarray(vecs[order])
+
+
+def save_index(index: faiss.Index, out_dir: Path, meta: dict) -> Path:
+    """Publish ``index`` atomically to ``out_dir`` (``index.faiss`` + ``index.json``), via ``flat.publish``.
+
+    ``meta["factory"]`` defaults to the index's own description, so readers
+    (and ``load_index``) know what they hold. GPU indexes must be moved to the
+    CPU first (``gpu.to_cpu``).
+    """
+    full = dict(meta)
+    if "factory" not in full:
+        from faiss.contrib.factory_tools import reverse_index_factory
+
+        try:
+            full["factory"] = reverse_index_factory(index)
+        except NotImplementedError:
+            full["factory"] = type(index).__name__
+    search = _search_params(index)
+    if search:
+        full.setdefault("search_params", search)
+    return flat.publish(index, Path(out_dir), full)
+
+
+def load_index(path: Path, mmap: bool = False) -> flat.PublishedIndex:
+    """Read a published index folder (or a bare ``.faiss`` file).
+
+    ``mmap=True`` maps the inverted lists of IVF indexes read-only from the file
+    (FAISS turns them into an ``OnDiskInvertedLists``): the OS page cache holds
+    them once for every process, and startup is instant. The ``IDMap2``
+    id tables, centroids and codebooks are still read into RAM (~56 B a
+    vector for the id tables). Flat and HNSW indexes have no mappable part
+    and are read whole. A mapped index is read-only: never ``add`` to it, FAISS
+    throws inside an OpenMP region and that aborts the whole process. Mapping
+    is safe because a published folder is never rewritten (``publish`` refuses
+    to overwrite), and deleting it leaves existing mappings valid on POSIX.
+    """
+    path = Path(path)
+    file = path / flat.INDEX_FILE if path.is_dir() else path
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    index = faiss.read_index(str(file), flags)
+    if mmap and faiss.try_extract_index_ivf(index) is None:
+        log.info("%s is not an IVF index: read into RAM instead of memory-mapped", file)
+    meta_file = file.parent / flat.META_FILE
+    meta = json.loads(meta_file.read_text()) if path.is_dir() and meta_file.exists() else {}
+    return flat.PublishedIndex(index=index, path=path, meta=meta)
+
+
+def _search_params(index: faiss.Index) -> dict:
+    """The tunable search setting held by ``index`` (stored with it by FAISS, recorded in the sidecar)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        return {"nprobe": int(ivf.nprobe)}
+    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
+    if hasattr(inner, "hnsw"):
+        return {"efSearch": int(inner.hnsw.efSearch)}
+    return {}

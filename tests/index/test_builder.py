@@ -1,0 +1,261 @@
+"""Every index kind built from shards, checked against brute force; streaming, dedupe, save/load, mmap."""
+
+import logging
+from contextlib import contextmanager
+
+import faiss
+import numpy as np
+import pytest
+
+from index import builder, factory
+from index.shards import write_shard
+
+N, D_DIM, NQ, K = 5000, 32, 200, 10
+PQ_M = 4  # 8 dims a sub-vector: coarse, but OPQ trains in ~1 s (m=16 takes ~10 s on 2 cores)
+
+
+@contextmanager
+def one_faiss_thread():
+    """Run FAISS on one thread. On 2 shared cores, OpenMP threads spin-waiting for one another made
+    the many small k-means steps of OPQ training up to 40x slower (0.3 s -> 12 s) in this suite."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_faiss_thread():
+        yield
+
+
+def mixture(n: int, d: int, clusters: int = 50, spread: float = 0.5, seed: int = 0) -> np.ndarray:
+    """Unit vectors from a Gaussian mixture: ``clusters`` random unit centres plus isotropic noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, d)) / np.sqrt(d)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def db_ids(n: int, seed: int = 1) -> np.ndarray:
+    """Large random int64 ids, so a row position passed off as an id cannot go unnoticed."""
+    ids = np.random.default_rng(seed).integers(2**40, 2**62, n, dtype=np.int64)
+    assert len(np.unique(ids)) == n
+    return ids
+
+
+def plan_for(kind: str, n: int = N, d: int = D_DIM) -> factory.IndexPlan:
+    return factory.make_plan(kind, n, d, m=PQ_M if kind == "ivf_pq" else None)
+
+
+def exhaustive(index: faiss.Index) -> None:
+    """Probe every list, so the only error left is the codes' own (none for Flat codes)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = ivf.nlist
+
+
+def decoded(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, vectors)`` as the index stores them (lossy for SQ/PQ), through the IDMap2 row map."""
+    inner = index.index
+    return faiss.vector_to_array(index.id_map), inner.reconstruct_n(0, inner.ntotal)
+
+
+def assert_matches_brute_force(D, I, xq, ids, xb, k, atol=1e-4):
+    """Scores equal the exact top-k of ``xq @ xb.T``; ids may differ only where scores tie."""
+    sims = xq @ xb.T
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    np.testing.assert_allclose(D, np.take_along_axis(sims, order, axis=1), atol=atol)
+    by_id = dict(zip(ids.tolist(), range(len(ids)), strict=True))
+    for q in range(len(xq)):
+        for rank in range(k):
+            if I[q, rank] != ids[order[q, rank]]:
+                assert abs(sims[q, by_id[int(I[q, rank])]] - sims[q, order[q, rank]]) < atol
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    x = mixture(N + NQ, D_DIM)
+    return db_ids(N), x[:N], x[N:]
+
+
+@pytest.fixture(scope="module")
+def built(corpus):
+    """One index of every kind, built once for the module (searches must not change them)."""
+    ids, xb, _ = corpus
+    source = builder.array_shards(ids, xb, shard_size=1000)
+    return {kind: builder.build_index(source, D_DIM, plan_for(kind)) for kind in factory.KINDS}
+
+
+@pytest.mark.parametrize("kind", factory.KINDS)
+def test_every_kind_holds_every_db_id(built, corpus, kind):
+    ids = corpus[0]
+    index = built[kind]
+    assert index.ntotal == N and index.metric_type == faiss.METRIC_INNER_PRODUCT
+    assert set(faiss.vector_to_array(index.id_map).tolist()) == set(ids.tolist())
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf_flat", "ivf_sq8", "ivf_pq"])
+def test_exhaustive_search_equals_brute_force_over_stored_vectors(built, corpus, kind):
+    _, _, xq = corpus
+    index = built[kind]
+    exhaustive(index)
+    row_ids, xr = decoded(index)
+    D, I = index.search(xq, K)
+    assert_matches_brute_force(D, I, xq, row_ids, xr, K)
+
+
+def test_flat_codes_are_the_vectors(built, corpus):
+    ids, xb, _ = corpus
+    for kind in ("flat", "hnsw", "ivf_flat"):
+        row_ids, xr = decoded(built[kind])
+        order = np.argsort(row_ids)
+        np.testing.assert_array_equal(xr[order], xb[np.argsort(ids)])
+
+
+def test_hnsw_finds_the_true_neighbours(built, corpus):
+    ids, xb, xq = corpus
+    index = built["hnsw"]
+    faiss.ParameterSpace().set_index_parameter(index, "efSearch", 128)
+    _, I = index.search(xq, K)
+    truth = ids[np.argsort(-(xq @ xb.T), axis=1)[:, :K]]
+    recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(I.tolist(), truth.tolist(), strict=True)])
+    assert recall >= 0.97
+
+
+def test_builder_sets_a_sane_default_search_param(corpus):
+    ids, xb, _ = corpus
+    index = builder.build_index(builder.array_shards(ids[:2000], xb[:2000]), D_DIM, plan_for("ivf_flat", 2000))
+    assert faiss.extract_index_ivf(index).nprobe == min(16, faiss.extract_index_ivf(index).nlist)
+
+
+@pytest.mark.parametrize(
+    "kind, n, d",
+    [("flat", N, D_DIM), ("ivf_flat", N, D_DIM), ("ivf_sq8", N, D_DIM), ("ivf_pq", 2000, 16)],  # OPQ is slow
+)
+def test_stream_build_from_shards_equals_in_memory_build(tmp_path, kind, n, d):
+    x = mixture(n + NQ, d, seed=7)
+    ids, x16, xq = db_ids(n), x[:n].astype(np.float16), x[n:]  # shards store float16: compare like with like
+    for a, b in [(0, 1234), (1234, 1235), (1235, n - 700), (n - 700, n)]:  # uneven cuts, a one-row shard
+        write_shard(tmp_path, ids[a:b], x16[a:b])
+    plan = plan_for(kind, n, d)
+    streamed = builder.build_index(builder.shard_reader(tmp_path), d, plan, seed=3)
+    in_memory = builder.build_index(builder.array_shards(ids, x16.astype(np.float32), n), d, plan, seed=3)
+    Ds, Is = streamed.search(xq, K)
+    Dm, Im = in_memory.search(xq, K)
+    np.testing.assert_array_equal(Is, Im)
+    np.testing.assert_array_equal(Ds, Dm)
+
+
+def test_training_sample_is_uniform_and_sized(corpus):
+    ids, xb, _ = corpus
+    _, sample = builder._scan(builder.array_shards(ids, xb, 700), D_DIM, 1000, seed=0, progress=None)
+    assert sample.shape == (1000, D_DIM)
+    rows = {v.tobytes(): i for i, v in enumerate(xb)}
+    picked = np.array([rows[v.tobytes()] for v in sample])
+    assert len(np.unique(picked)) == 1000 and np.all(np.diff(picked) > 0)  # distinct rows, in stream order
+    assert 0.4 < np.mean(picked < N // 2) < 0.6  # drawn from the whole stream, not its head
+
+
+def test_a_later_shard_wins_when_an_id_repeats(tmp_path):
+    rng = np.random.default_rng(5)
+    x = mixture(300, 16, seed=5)
+    ids = db_ids(300)
+    write_shard(tmp_path, ids[:200], x[:200])
+    fresh = mixture(50, 16, seed=6)
+    write_shard(tmp_path, ids[150:200], fresh)  # re-embedded items
+    write_shard(tmp_path, ids[200:], x[200:])
+    index = builder.build_index(builder.shard_reader(tmp_path), 16, plan_for("flat", 300, 16))
+    assert index.ntotal == 300
+    for j in rng.choice(50, 5, replace=False):
+        np.testing.assert_allclose(index.reconstruct(int(ids[150 + j])), fresh[j], atol=1e-3)
+
+
+def test_shards_that_change_between_passes_are_an_error(corpus):
+    ids, xb, _ = corpus
+    calls = []
+
+    def growing():
+        calls.append(1)
+        yield ids[:1000], xb[:1000]
+        if len(calls) > 1:
+            yield ids[1000:1100], xb[1000:1100]
+
+    with pytest.raises(RuntimeError, match="changed"):
+        builder.build_index(growing, D_DIM, plan_for("flat"))
+
+
+def test_bad_input_is_rejected(corpus):
+    ids, xb, _ = corpus
+    with pytest.raises(ValueError, match="d=64"):
+        builder.build_index(builder.array_shards(ids, xb), 64, plan_for("flat", d=64))
+    with pytest.raises(ValueError, match="empty"):
+        builder.build_index(lambda: iter(()), D_DIM, plan_for("ivf_flat"))
+    assert builder.build_index(lambda: iter(()), D_DIM, plan_for("flat", 0)).ntotal == 0
+
+
+def test_memory_is_logged_before_the_build_and_progress_reported(corpus, caplog):
+    ids, xb, _ = corpus
+    seen = []
+    with caplog.at_level(logging.INFO, logger="index.builder"):
+        builder.build_index(
+            builder.array_shards(ids[:2000], xb[:2000], 500),
+            D_DIM,
+            plan_for("ivf_sq8", 2000),
+            progress=lambda stage, done, total: seen.append((stage, done, total)),
+        )
+    assert "building IDMap2,IVF32,SQ8" in caplog.text and "MiB" in caplog.text
+    stages = [s for s, _, _ in seen]
+    assert stages.index("scan") < stages.index("train") < stages.index("add")
+    assert seen[-1] == ("add", 2000, 2000)
+
+
+@pytest.mark.parametrize("kind", factory.KINDS)
+def test_save_and_load_round_trip(tmp_path, built, corpus, kind):
+    _, _, xq = corpus
+    index = built[kind]
+    plan = plan_for(kind)
+    if plan.search_param:
+        faiss.ParameterSpace().set_index_parameter(index, plan.search_param, plan.candidates[2])
+    out = builder.save_index(index, tmp_path / "indexes" / "7", {"model_id": 3})
+    assert sorted(p.name for p in (tmp_path / "indexes").iterdir()) == ["7"]  # no temp folder left
+    assert sorted(p.name for p in out.iterdir()) == ["index.faiss", "index.json"]
+    D0, I0 = index.search(xq, K)
+    loaded = builder.load_index(out)
+    assert loaded.meta["model_id"] == 3 and loaded.meta["metric"] == "ip" and loaded.ntotal == N
+    assert loaded.meta["factory"].startswith("IDMap2,")
+    if plan.search_param:
+        assert loaded.meta["search_params"] == {plan.search_param: plan.candidates[2]}
+    D1, I1 = loaded.index.search(xq, K)  # FAISS stores nprobe / efSearch with the index
+    np.testing.assert_array_equal(I1, I0)
+    np.testing.assert_array_equal(D1, D0)
+    with pytest.raises(FileExistsError):
+        builder.save_index(index, out, {})
+
+
+@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_sq8", "ivf_pq"])
+def test_ivf_indexes_load_memory_mapped(tmp_path, built, corpus, kind):
+    _, _, xq = corpus
+    index = built[kind]
+    out = builder.save_index(index, tmp_path / "1", {})
+    mapped = builder.load_index(out, mmap=True).index
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(mapped).invlists)
+    assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.read_only  # a view of index.faiss
+    D0, I0 = index.search(xq, K)
+    D1, I1 = mapped.search(xq, K)
+    np.testing.assert_array_equal(I1, I0)
+    np.testing.assert_array_equal(D1, D0)
+    # (no add here: adding to read-only lists throws inside an OpenMP region and aborts the process)
+
+
+def test_mmap_of_a_graph_index_reads_it_into_ram(tmp_path, built, corpus, caplog):
+    out = builder.save_index(built["hnsw"], tmp_path / "1", {})
+    with caplog.at_level(logging.INFO, logger="index.builder"):
+        loaded = builder.load_index(out, mmap=True)
+    assert "not an IVF index" in caplog.text
+    xq = corpus[2]
+    np.testing.assert_array_equal(loaded.index.search(xq, K)[1], built["hnsw"].search(xq, K)[1])
