@@ -49,7 +49,28 @@ class Settings(BaseSettings):
         ge=0,
         description="How often an API process checks the database for a newly published index.",
     )
+    index_kind: str = Field(
+        "auto",
+        description="FAISS index kind: `auto` (chosen from N, d and the memory budget), `flat`, `hnsw`, "
+        "`ivf_flat`, `ivf_sq8` or `ivf_pq`.",
+    )
+    index_memory_budget_bytes: int = Field(
+        4 * 2**30, ge=1, description="Memory an automatically chosen index may use, per modality."
+    )
+    index_target_recall: float = Field(
+        0.95, gt=0.0, le=1.0, description="Recall@10 an approximate index is tuned to reach, measured."
+    )
+    index_mmap: bool = Field(True, description="Memory-map IVF inverted lists when serving (bigger-than-RAM).")
     log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("index_kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        from index.factory import KINDS
+
+        if v != "auto" and v not in KINDS:
+            raise ValueError(f"index_kind must be 'auto' or one of {KINDS}, got {v!r}")
+        return v
 
     @field_validator("log_level")
     @classmethod

@@ -180,10 +180,69 @@ def _live_ids(session: Session, modality: str) -> np.ndarray:
     return np.fromiter(ids, dtype=np.int64)
 
 
+def _tuning_queries(settings: Settings, model_id: int, modality: str, xb: np.ndarray, n: int = 500) -> np.ndarray:
+    """Held-out queries for recall tuning: the other modality's vectors (the real workload
+    is cross-modal), else corpus vectors with noise so that no query is its own answer."""
+    rng = np.random.default_rng(0)
+    other = "text" if modality == "image" else "image"
+    _, xq = shards.load_all(embeddings_dir(settings, model_id, other))
+    if len(xq) < 10:
+        xq = xb[rng.choice(len(xb), size=min(n, len(xb)), replace=False)]
+        xq = xq + rng.normal(scale=0.05, size=xq.shape).astype(np.float32)
+    elif len(xq) > n:
+        xq = xq[rng.choice(len(xq), size=n, replace=False)]
+    return np.ascontiguousarray(xq / np.linalg.norm(xq, axis=1, keepdims=True), dtype=np.float32)
+
+
+def build_for_publication(
+    settings: Settings, model_id: int, modality: str, ids: np.ndarray, xb: np.ndarray
+) -> tuple[object, dict]:
+    """The index the settings call for, with its measured recall@10 and how it was built."""
+    from index.builder import array_shards, build_index
+    from index.factory import choose_index, make_plan
+    from index.gpu import gpu_available
+    from index.tune import exact_ground_truth, tune
+
+    n, d = xb.shape
+    gpu = gpu_available() > 0
+    if settings.index_kind == "auto":
+        plan = choose_index(n, d, settings.index_memory_budget_bytes, gpu=gpu)
+    else:
+        plan = make_plan(settings.index_kind, n, d, gpu=gpu)
+    log.info("%s index for %d x %d: %s %s", modality, n, d, plan.factory, plan.reason)
+    t0 = time.perf_counter()
+    if plan.kind == "flat":
+        index = flat.build_exact(xb, ids)
+        stats = {"recall_at_10": 1.0, "exact": True}
+    else:
+        source = array_shards(ids, xb)
+        index = build_index(source, d, plan)
+        xq = _tuning_queries(settings, model_id, modality, xb)
+        gt_D, gt_I = exact_ground_truth(source, xq, 10)
+        result = tune(index, plan, xq, gt_I, k=10, target_recall=settings.index_target_recall, gt_D=gt_D)
+        stats = {
+            "recall_at_10": result.recall,
+            "exact": False,
+            "target_recall": result.target_recall,
+            "reached": result.reached,
+            "search_param": result.param,
+            "search_value": result.value,
+            "qps": result.qps,
+            "curve": [{"value": p.value, "recall": p.recall, "qps": p.qps} for p in result.curve],
+            "note": result.note,
+        }
+    stats.update(
+        {"memory_bytes": plan.memory_bytes, "build_seconds": time.perf_counter() - t0, "reason": plan.reason}
+    )
+    return index, {"factory": plan.factory, "kind": plan.kind, **stats}
+
+
 def publish_indexes(
     session_factory: sessionmaker, model: Model, settings: Settings, report: IngestReport, force=False
 ) -> None:
-    """Rebuild and publish an exact index per modality when its content changed."""
+    """Rebuild and publish an index per modality when its content changed; it states its recall."""
+    from index.builder import save_index
+
     for modality in MODALITIES:
         ids, xb = shards.load_all(embeddings_dir(settings, model.id, modality))
         with session_factory() as session:
@@ -196,30 +255,22 @@ def publish_indexes(
             unchanged = active is not None and active.ntotal == len(ids) and not report.embedded.get(modality)
             if unchanged and not force and Path(active.path).is_dir():
                 continue
-            t0 = time.perf_counter()
-            index = flat.build_exact(xb, ids)
+            index, stats = build_for_publication(settings, model.id, modality, ids, xb)
+            factory = stats.pop("factory")
             row = crud.create_index(
                 session,
                 model_id=model.id,
                 modality=modality,
                 path="",
-                factory="IDMap2,Flat",
+                factory=factory,
                 dim=int(xb.shape[1]),
                 ntotal=int(index.ntotal),
-                params={},
+                params={k: stats[k] for k in ("search_param", "search_value") if k in stats},
             )
             session.flush()
             path = settings.data_dir / "indexes" / str(row.id)
-            build_s = time.perf_counter() - t0
-            stats = {
-                "recall_at_10": 1.0,
-                "exact": True,
-                "memory_bytes": int(xb.nbytes),
-                "build_seconds": build_s,
-            }
-            flat.publish(
-                index, path, {"index_id": row.id, "model_id": model.id, "modality": modality, **stats}
-            )
+            save_index(index, path, {"index_id": row.id, "model_id": model.id, "modality": modality,
+                                     "factory": factory, **stats})  # fmt: skip
             row.path = str(path.resolve())
             row.stats = stats
             crud.activate_index(session, row.id)

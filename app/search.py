@@ -19,6 +19,7 @@ from sqlalchemy.orm import sessionmaker
 from app.config import Settings
 from app.db import crud
 from index import flat
+from index.builder import load_index
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class SearchState:
                 indexes[modality] = reuse
                 continue
             try:
-                indexes[modality] = LoadedIndex(index_id, flat.load(path))
+                indexes[modality] = LoadedIndex(index_id, load_index(path, mmap=self.settings.index_mmap))
                 log.info(
                     "loaded %s index #%s (%d vectors)", modality, index_id, indexes[modality].index.ntotal
                 )

@@ -105,3 +105,29 @@ def test_running_service_picks_up_a_new_index(env, tmp_path):
         ingest(_folder(tmp_path / "b", n=4), settings, sf, show_progress=False)
         second = client.post("/v1/search/text", json={"query": "caption 1", "k": 10}).json()
         assert second["count"] == 7 and second["index"]["id"] != first["index"]["id"]
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf_flat"])
+def test_approximate_indexes_are_tuned_published_and_served(db_url, tmp_path, kind):
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    sf = make_session_factory(engine)
+    settings = make_settings(tmp_path, db_url, index_kind=kind)
+    folder = _folder(tmp_path / "imgs", n=40)
+    report = ingest(folder, settings, sf, show_progress=False)
+    with sf() as s:
+        row = crud.get_active_indexes(s, crud.get_active_model(s).id)["image"]
+        assert row.factory.startswith("IDMap2,") and ("HNSW" in row.factory or "IVF" in row.factory)
+        assert row.stats["exact"] is False and 0.0 <= row.stats["recall_at_10"] <= 1.0
+        assert row.stats["curve"] and row.stats["search_param"] in {"efSearch", "nprobe"}
+    meta = __import__("json").loads((tmp_path / "indexes" / str(report.indexes["image"]) / "index.json").read_text())
+    assert meta["recall_at_10"] == row.stats["recall_at_10"] and meta["factory"] == row.factory
+    with TestClient(create_app(settings)) as client:
+        body = client.post("/v1/search/text", json={"query": "caption 3", "k": 5}).json()
+        assert body["count"] == 5
+    engine.dispose()
+
+
+def test_an_unknown_index_kind_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="index_kind"):
+        make_settings(tmp_path, "sqlite://", index_kind="annoy")
