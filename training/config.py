@@ -23,6 +23,9 @@ class DataConfig(_Strict):
         None, description="Use this manifest column (values train/val) instead of the hash split."
     )
     num_workers: int = Field(2, ge=0)
+    drop_noisy_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Score every pair with the starting model and drop this worst share."
+    )
 
 
 class AugmentConfig(_Strict):

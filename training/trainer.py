@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from open_clip.hf_model import HFTextEncoder
 from torch.utils.data import BatchSampler, DataLoader
 
 from training.config import TrainConfig
@@ -53,6 +54,7 @@ class TrainResult:
     stopped_early: bool = False
     cancelled: bool = False
     skipped_rows: dict = field(default_factory=dict)
+    noisy_pairs: dict | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -66,7 +68,28 @@ def apply_locks(model: torch.nn.Module, cfg: TrainConfig) -> None:
     if cfg.lock.image_unlocked_groups is not None:
         model.lock_image_tower(unlocked_groups=cfg.lock.image_unlocked_groups, freeze_bn_stats=cfg.lock.freeze_bn_stats)
     if cfg.lock.text_unlocked_layers is not None:
-        model.lock_text_tower(unlocked_layers=cfg.lock.text_unlocked_layers)
+        text = getattr(model, "text", None)
+        if isinstance(text, HFTextEncoder) and cfg.lock.text_unlocked_layers > 0:
+            _unlock_last_hf_layers(text, cfg.lock.text_unlocked_layers)
+        else:
+            model.lock_text_tower(unlocked_layers=cfg.lock.text_unlocked_layers)
+
+
+def _unlock_last_hf_layers(text: HFTextEncoder, n: int) -> None:
+    """Freeze an HF text tower except its last ``n`` transformer layers (and the projection).
+
+    open_clip's own partial lock needs a per-architecture table entry that BERT-family
+    models (MiniLM included) lack, so the layer list is found structurally here.
+    """
+    body = getattr(text.transformer, "encoder", text.transformer)
+    layers = next((getattr(body, a) for a in ("layer", "layers", "h") if hasattr(body, a)), None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ValueError(f"cannot find the layer list of {type(text.transformer).__name__} to unlock")
+    if n > len(layers):
+        raise ValueError(f"text_unlocked_layers={n} but the text tower has {len(layers)} layers")
+    text.transformer.requires_grad_(False)
+    for layer in list(layers)[-n:]:
+        layer.requires_grad_(True)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -156,6 +179,19 @@ def evaluate_recall(loaded: LoadedModel, pairs: list[Pair], batch_size: int = 64
     """Retrieval metrics on ``pairs``; a result with the query's exact caption counts as a hit."""
     img, txt = embed_pairs(loaded, pairs, batch_size)
     return retrieval_metrics(img, txt, list(range(len(pairs))), keys=[p.text for p in pairs])
+
+
+def drop_noisy_pairs(loaded: LoadedModel, pairs: list[Pair], fraction: float) -> tuple[list[Pair], dict]:
+    """Score every pair with the starting model; drop the worst ``fraction`` (see ``training.noisy``)."""
+    from training.noisy import relative_scores, select_noisy
+
+    img, txt = embed_pairs(loaded, pairs)
+    report = select_noisy(relative_scores(img, txt), fraction)
+    dropped = set(report.dropped)
+    examples = [f"{pairs[i].image} | {pairs[i].text}" for i in report.dropped]
+    log.info("dropped %d of %d pairs as likely mismatched", len(dropped), len(pairs))
+    kept = [p for i, p in enumerate(pairs) if i not in dropped]
+    return kept, {**report.summary(examples), "dropped_indices": report.dropped}
 
 
 def _wise_ft(model: torch.nn.Module, base: dict[str, torch.Tensor], alpha: float) -> None:
@@ -315,6 +351,12 @@ def finetune(
         raise ValueError(f"{len(train_pairs)} training pairs is fewer than one batch of {cfg.optim.batch_size}")
     loaded = load_model(cfg.model, dist_info.device if world > 1 else cfg.device)
     model, device = loaded.model, loaded.device
+    noisy = None
+    if cfg.data.drop_noisy_fraction:
+        train_pairs, noisy = drop_noisy_pairs(loaded, train_pairs, cfg.data.drop_noisy_fraction)
+        if dist_info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "noisy_pairs.json").write_text(json.dumps(noisy, indent=2))
     base_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
     apply_locks(model, cfg)
     loss_fn, temperature = make_loss(cfg, model)
@@ -339,7 +381,7 @@ def finetune(
         cfg.seed,
         views=2 if ssl is not None else 1,
     )
-    result = TrainResult(steps=0, checkpoint=None, skipped_rows=dict(report.skipped))
+    result = TrainResult(steps=0, checkpoint=None, skipped_rows=dict(report.skipped), noisy_pairs=noisy)
     step, epoch, position, best, stale = 0, 0, 0, -1.0, 0  # position: global batches done this epoch
     if state_path.exists():
         ckpt = torch.load(state_path, map_location="cpu", weights_only=False)

@@ -175,3 +175,22 @@ def test_image_only_adaptation_needs_no_captions(tmp_path):
 def test_image_only_needs_an_ssl_kind(manifest, tmp_path):
     with pytest.raises(ValueError, match="needs an ssl.kind"):
         _cfg(manifest, tmp_path, ssl={"image_only": True})
+
+
+@pytest.mark.slow
+def test_unlocking_the_last_minilm_layer_of_lit_mini():
+    from training.trainer import apply_locks
+
+    loaded = load_model("builtin:lit-mini", "cpu")
+    cfg = TrainConfig.model_validate(
+        {"data": {"manifest": "x.csv"}, "lock": {"image_unlocked_groups": 1, "text_unlocked_layers": 1}}
+    )
+    apply_locks(loaded.model, cfg)
+    trainable = {n for n, p in loaded.model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("text.transformer.encoder.layer.5.") for n in trainable)
+    assert not any(n.startswith("text.transformer.encoder.layer.4.") for n in trainable)
+    assert not any(n.startswith("text.transformer.embeddings") for n in trainable)
+    assert "text.proj.weight" in trainable and any(n.startswith("visual.head") for n in trainable)
+    assert not any(n.startswith("visual.trunk.conv_stem") for n in trainable)
+    with pytest.raises(ValueError, match="has 6 layers"):
+        apply_locks(loaded.model, cfg.model_copy(update={"lock": cfg.lock.model_copy(update={"text_unlocked_layers": 9})}))
