@@ -72,6 +72,46 @@ def ingest(
 
 
 @app.command()
+def delete(
+    ids: Annotated[list[int] | None, typer.Argument(help="Item ids to delete.")] = None,
+    external_id: Annotated[list[str] | None, typer.Option("--external-id", help="Delete by external id.")] = None,
+) -> None:
+    """Delete items: search stops returning them at once; the index drops them at its next compaction."""
+    from app.db import crud
+
+    settings = _setup()
+    try:
+        with _session_factory(settings)() as session:
+            deleted = crud.soft_delete_items(session, ids or [], external_id or [])
+            session.commit()
+    except USER_ERRORS as e:
+        raise _fail(e) from e
+    typer.echo(f"deleted {len(deleted)} item(s): {deleted}")
+
+
+@app.command()
+def reindex(
+    rebuild: Annotated[bool, typer.Option(help="Rebuild from scratch (compacts deleted items away).")] = True,
+) -> None:
+    """Publish fresh indexes for the active model (a new version; running servers swap to it)."""
+    from app.db import crud
+    from app.ingest import IngestReport, publish_indexes
+
+    settings = _setup()
+    try:
+        sf = _session_factory(settings)
+        with sf() as session:
+            model = crud.get_active_model(session)
+        if model is None:
+            raise RuntimeError("no active model yet: run `crossmodal ingest SOURCE` first")
+        report = IngestReport(source="reindex", model_id=model.id)
+        publish_indexes(sf, model, settings, report, force=rebuild)
+    except USER_ERRORS as e:
+        raise _fail(e) from e
+    typer.echo(report.summary())
+
+
+@app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the dataset into.")],
     n: int = 2000,

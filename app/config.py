@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     index_target_recall: float = Field(
         0.95, gt=0.0, le=1.0, description="Recall@10 an approximate index is tuned to reach, measured."
     )
+    index_compact_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Rebuild an index once this share of its vectors are deleted items (until then "
+        "deletes are tombstones filtered at query time, and new items are added without a rebuild).",
+    )
     index_mmap: bool = Field(True, description="Memory-map IVF inverted lists when serving (bigger-than-RAM).")
     log_level: str = Field("INFO", description="Python logging level.")
 

@@ -237,25 +237,64 @@ def build_for_publication(
     return index, {"factory": plan.factory, "kind": plan.kind, **stats}
 
 
+def _held_ids(index) -> np.ndarray:
+    import faiss
+
+    return faiss.vector_to_array(index.id_map).astype(np.int64)
+
+
+def _remeasure(settings: Settings, model_id: int, modality: str, index, ids: np.ndarray, xb: np.ndarray) -> float:
+    """Recall@10 of ``index`` (at its stored search setting) against exact search over its content."""
+    from index.builder import array_shards
+    from index.tune import exact_ground_truth, measure_recall
+
+    xq = _tuning_queries(settings, model_id, modality, xb)
+    gt_D, gt_I = exact_ground_truth(array_shards(ids, xb), xq, 10)
+    return measure_recall(index, xq, gt_I, 10, gt_D=gt_D)
+
+
 def publish_indexes(
     session_factory: sessionmaker, model: Model, settings: Settings, report: IngestReport, force=False
 ) -> None:
-    """Rebuild and publish an index per modality when its content changed; it states its recall."""
-    from index.builder import save_index
+    """Publish a new index version per modality whose content changed; every version states its recall.
+
+    New items are added to a copy of the active index (no retraining). Deleted items stay
+    in it as tombstones, filtered at query time, until they pass
+    ``index_compact_fraction`` of it; then (or with ``force``) the index is rebuilt.
+    """
+    from index.builder import load_index, save_index
 
     for modality in MODALITIES:
-        ids, xb = shards.load_all(embeddings_dir(settings, model.id, modality))
+        all_ids, all_xb = shards.load_all(embeddings_dir(settings, model.id, modality))
         with session_factory() as session:
-            live = _live_ids(session, modality)
-            keep = np.isin(ids, live)
-            ids, xb = ids[keep], xb[keep]
+            live_mask = np.isin(all_ids, _live_ids(session, modality))
             active = crud.get_active_indexes(session, model.id).get(modality)
-            if len(ids) == 0:
+            if not live_mask.any():
                 continue
-            unchanged = active is not None and active.ntotal == len(ids) and not report.embedded.get(modality)
-            if unchanged and not force and Path(active.path).is_dir():
-                continue
-            index, stats = build_for_publication(settings, model.id, modality, ids, xb)
+            incremental = None
+            if active is not None and Path(active.path).is_dir() and not force:
+                current = load_index(Path(active.path)).index
+                held = _held_ids(current)
+                new_mask = live_mask & ~np.isin(all_ids, held)
+                tombstones = int((~np.isin(held, all_ids[live_mask])).sum())
+                if tombstones <= settings.index_compact_fraction * len(held):
+                    if not new_mask.any():
+                        continue
+                    t0 = time.perf_counter()
+                    current.add_with_ids(all_xb[new_mask], all_ids[new_mask])
+                    content = np.isin(all_ids, held) | new_mask
+                    stats = {**(active.stats or {}), "incremental": True, "added": int(new_mask.sum()),
+                             "tombstones": tombstones, "build_seconds": time.perf_counter() - t0}  # fmt: skip
+                    if not stats.get("exact"):
+                        stats["recall_at_10"] = _remeasure(
+                            settings, model.id, modality, current, all_ids[content], all_xb[content]
+                        )
+                    incremental = (current, {"factory": active.factory, **stats})
+            if incremental is None:
+                ids, xb = all_ids[live_mask], all_xb[live_mask]
+                incremental = build_for_publication(settings, model.id, modality, ids, xb)
+                incremental[1].update({"incremental": False, "tombstones": 0})
+            index, stats = incremental
             factory = stats.pop("factory")
             row = crud.create_index(
                 session,
@@ -263,7 +302,7 @@ def publish_indexes(
                 modality=modality,
                 path="",
                 factory=factory,
-                dim=int(xb.shape[1]),
+                dim=int(all_xb.shape[1]),
                 ntotal=int(index.ntotal),
                 params={k: stats[k] for k in ("search_param", "search_value") if k in stats},
             )

@@ -111,6 +111,27 @@ def get_hits(session: Session, ids: Sequence[int]) -> dict[int, Row]:
     return {row.id: row for row in session.execute(_HITS, {"ids": list(set(ids))})}
 
 
+def soft_delete_items(session: Session, ids: Sequence[int] = (), external_ids: Sequence[str] = ()) -> list[int]:
+    """Mark live items deleted (tombstones); returns the ids that were live. Search stops returning
+    them at once (hydration skips them); the next compaction drops them from the index."""
+    from datetime import UTC, datetime
+
+    cond = []
+    if ids:
+        cond.append(Item.id.in_(list(ids)))
+    if external_ids:
+        cond.append(Item.external_id.in_(list(external_ids)))
+    if not cond:
+        return []
+    from sqlalchemy import or_
+
+    rows = session.scalars(select(Item).where(or_(*cond), Item.deleted_at.is_(None))).all()
+    now = datetime.now(UTC)
+    for item in rows:
+        item.deleted_at = now
+    return [item.id for item in rows]
+
+
 def count_items(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Item).where(Item.deleted_at.is_(None)))
 

@@ -103,3 +103,19 @@ def test_finetune_with_a_bad_config_is_a_message(env, tmp_path):
     bad.write_text("model: test:tiny\noptim: {stepz: 3}\n")
     result = run("finetune", "--config", str(bad))
     assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
+
+
+def test_delete_and_reindex(env):
+    assert run("db", "upgrade").exit_code == 0
+    assert run("synth", str(env / "ds"), "--n", "20", "--image-size", "32").exit_code == 0
+    assert run("ingest", str(env / "ds" / "manifest.csv")).exit_code == 0
+    result = run("delete", "1", "2", "--external-id", "000005")
+    assert result.exit_code == 0 and "deleted 3 item(s)" in result.output
+    assert "deleted 0 item(s)" in run("delete", "1").output  # already gone
+    result = run("reindex")
+    assert result.exit_code == 0 and "image index published" in result.output
+    from app.db import crud
+    from app.db.session import make_engine, make_session_factory
+
+    with make_session_factory(make_engine(get_settings().resolved_database_url))() as s:
+        assert crud.get_active_indexes(s, crud.get_active_model(s).id)["image"].ntotal == 17

@@ -131,3 +131,43 @@ def test_approximate_indexes_are_tuned_published_and_served(db_url, tmp_path, ki
 def test_an_unknown_index_kind_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="index_kind"):
         make_settings(tmp_path, "sqlite://", index_kind="annoy")
+
+
+def test_new_items_are_added_without_a_rebuild_and_deletes_are_tombstones_until_compaction(db_url, tmp_path):
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    sf = make_session_factory(engine)
+    settings = make_settings(tmp_path, db_url, index_kind="ivf_flat", index_compact_fraction=0.2)
+    ingest(_folder(tmp_path / "a", n=30), settings, sf, show_progress=False)
+    with sf() as s:
+        model_id = crud.get_active_model(s).id
+        v1 = crud.get_active_indexes(s, model_id)["image"]
+    assert v1.stats["incremental"] is False
+
+    second = ingest(_folder(tmp_path / "b", n=5), settings, sf, show_progress=False)
+    with sf() as s:
+        v2 = crud.get_active_indexes(s, model_id)["image"]
+    assert second.indexes["image"] == v2.id != v1.id
+    assert v2.stats["incremental"] is True and v2.stats["added"] == 5 and v2.ntotal == 35
+    assert v2.factory == v1.factory and 0 <= v2.stats["recall_at_10"] <= 1
+
+    with sf() as s:  # 5 of 35 deleted: under the 20% threshold, so tombstones
+        victims = [it.id for it in crud.list_items(s, 0, 5)[0]]
+        assert crud.soft_delete_items(s, victims) == victims
+        s.commit()
+    with TestClient(create_app(settings)) as client:
+        hits = client.post("/v1/search/text", json={"query": "caption 1", "k": 1000}).json()["data"]
+        assert len(hits) == 30 and not set(victims) & {h["id"] for h in hits}
+    third = ingest(_folder(tmp_path / "c", n=1), settings, sf, show_progress=False)
+    with sf() as s:
+        v3 = crud.get_active_indexes(s, model_id)["image"]
+    assert third.indexes["image"] == v3.id and v3.stats["incremental"] and v3.stats["tombstones"] == 5
+
+    with sf() as s:  # 3 more: 8 of 36 > 20% -> the next publication compacts
+        crud.soft_delete_items(s, [it.id for it in crud.list_items(s, 0, 3)[0]])
+        s.commit()
+    ingest(_folder(tmp_path / "d", n=1), settings, sf, show_progress=False)
+    with sf() as s:
+        v4 = crud.get_active_indexes(s, model_id)["image"]
+    assert v4.stats["incremental"] is False and v4.ntotal == 37 - 8
+    engine.dispose()

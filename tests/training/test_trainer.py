@@ -193,4 +193,5 @@ def test_unlocking_the_last_minilm_layer_of_lit_mini():
     assert "text.proj.weight" in trainable and any(n.startswith("visual.head") for n in trainable)
     assert not any(n.startswith("visual.trunk.conv_stem") for n in trainable)
     with pytest.raises(ValueError, match="has 6 layers"):
-        apply_locks(loaded.model, cfg.model_copy(update={"lock": cfg.lock.model_copy(update={"text_unlocked_layers": 9})}))
+        too_many = cfg.lock.model_copy(update={"text_unlocked_layers": 9})
+        apply_locks(loaded.model, cfg.model_copy(update={"lock": too_many}))
