@@ -149,6 +149,7 @@ def bootstrap(
 def finetune(
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML training configuration.")],
     register: Annotated[bool, typer.Option(help="Record the result as a candidate model in the DB.")] = True,
+    from_db: Annotated[bool, typer.Option(help="Train on the DB's items that have an image and a text.")] = False,
 ) -> None:
     """Fine-tune a model (resumes when the output folder holds a checkpoint)."""
     from tqdm.auto import tqdm
@@ -159,7 +160,14 @@ def finetune(
     settings = _setup()
     try:
         cfg = TrainConfig.from_yaml(config)
-    except (OSError, ValueError) as e:
+        if from_db:
+            from app.models_admin import export_pairs
+
+            manifest = Path(cfg.output_dir) / "db-pairs.jsonl"
+            n = export_pairs(_session_factory(settings), manifest)
+            typer.echo(f"exported {n} image-text pairs from the database to {manifest}")
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": manifest})})
+    except (OSError, ValueError, RuntimeError) as e:
         raise _fail(e) from e
     bar = tqdm(total=cfg.optim.steps, desc="finetune", unit="step", dynamic_ncols=True)
 

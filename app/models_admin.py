@@ -29,6 +29,26 @@ def manifest_pairs(manifest: Path, split: str | None) -> list[tuple[str, str]]:
     return pairs
 
 
+def export_pairs(session_factory: sessionmaker, out: Path) -> int:
+    """Write every live item that has both an image and a text as a JSONL training manifest."""
+    import json
+
+    from app.db import crud
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    n = 0
+    with session_factory() as session, open(tmp, "w", encoding="utf-8") as f:
+        for batch in crud.iter_item_batches(session, 5000):
+            for item in batch:
+                if item.image_path and item.text:
+                    row = {**(item.meta or {}), "id": item.external_id, "image": item.image_path, "text": item.text}
+                    f.write(json.dumps(row) + "\n")
+                    n += 1
+    tmp.replace(out)
+    return n
+
+
 def evaluate_pairs(encoder, pairs: Sequence[tuple[str, str]]) -> dict:
     """Text->image and image->text Recall@1/5/10 on ``pairs``, counting duplicate captions as hits."""
     images = [open_image(p) for p, _ in pairs]

@@ -17,7 +17,9 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    manifest: Path = Field(..., description="CSV / JSONL / Parquet with `image` and `text` columns.")
+    manifest: Path | None = Field(
+        None, description="CSV / JSONL / Parquet with `image` and `text` columns (or `finetune --from-db`)."
+    )
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share held out by a stable hash of the pair.")
     split_column: str | None = Field(
         None, description="Use this manifest column (values train/val) instead of the hash split."

@@ -331,6 +331,8 @@ def finetune(
 
     Under torchrun every rank runs this; rank 0 evaluates, reports and writes files.
     """
+    if cfg.data.manifest is None:
+        raise ValueError("data.manifest is required (or run `crossmodal finetune --from-db`)")
     dist_info = init_distributed()
     seed_everything(cfg.seed)
     world, rank = dist_info.world_size, dist_info.rank

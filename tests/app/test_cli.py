@@ -119,3 +119,30 @@ def test_delete_and_reindex(env):
 
     with make_session_factory(make_engine(get_settings().resolved_database_url))() as s:
         assert crud.get_active_indexes(s, crud.get_active_model(s).id)["image"].ntotal == 17
+
+
+def test_finetune_from_the_database_items(env):
+    import yaml
+
+    assert run("db", "upgrade").exit_code == 0
+    assert run("synth", str(env / "ds"), "--n", "40", "--image-size", "32").exit_code == 0
+    assert run("ingest", str(env / "ds" / "manifest.csv")).exit_code == 0
+    config = env / "ft.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": "test:tiny",
+                "device": "cpu",
+                "output_dir": str(env / "run"),
+                "data": {"split_column": "split", "num_workers": 0},
+                "lock": {"image_unlocked_groups": None, "text_unlocked_layers": None},
+                "optim": {"steps": 2, "batch_size": 8, "warmup_steps": 1},
+            }
+        )
+    )
+    assert run("finetune", "--config", str(config)).exit_code == 2  # no manifest and no --from-db
+    result = run("finetune", "--config", str(config), "--from-db")
+    assert result.exit_code == 0, result.output
+    assert "exported 40 image-text pairs" in result.output and "registered candidate model" in result.output
+    first = (env / "run" / "db-pairs.jsonl").read_text().splitlines()[0]
+    assert '"split"' in first and '"image"' in first
