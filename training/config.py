@@ -106,7 +106,7 @@ class LockConfig(_Strict):
 
     image_unlocked_groups: int | None = Field(0, ge=0)
     text_unlocked_layers: int | None = Field(0, ge=0)
-    freeze_bn_stats: bool = True
+    freeze_bn_stats: bool = Field(True, description="BatchNorm layers keep their running statistics.")
 
 
 class OptimConfig(_Strict):
@@ -120,6 +120,9 @@ class OptimConfig(_Strict):
     )
     grad_clip: float | None = Field(1.0, gt=0)
     amp: bool = Field(True, description="Mixed precision (only used on CUDA).")
+    dropout: bool = Field(
+        False, description="Keep the towers' dropout on while training (off: heads fit on clean features stay valid)."
+    )
 
 
 class TrainConfig(_Strict):

@@ -66,7 +66,10 @@ def seed_everything(seed: int) -> None:
 def apply_locks(model: torch.nn.Module, cfg: TrainConfig) -> None:
     """Lock towers through open_clip's own API; projection heads stay trainable."""
     if cfg.lock.image_unlocked_groups is not None:
-        model.lock_image_tower(unlocked_groups=cfg.lock.image_unlocked_groups, freeze_bn_stats=cfg.lock.freeze_bn_stats)
+        # BatchNorm statistics are frozen by set_train_mode instead of open_clip's freeze_bn_stats,
+        # which swaps timm's BatchNormAct2d for a plain FrozenBatchNorm2d and so drops its
+        # activation: EfficientNet's features collapse (every image matched one caption).
+        model.lock_image_tower(unlocked_groups=cfg.lock.image_unlocked_groups, freeze_bn_stats=False)
     if cfg.lock.text_unlocked_layers is not None:
         text = getattr(model, "text", None)
         if isinstance(text, HFTextEncoder) and cfg.lock.text_unlocked_layers > 0:
@@ -90,6 +93,27 @@ def _unlock_last_hf_layers(text: HFTextEncoder, n: int) -> None:
     text.transformer.requires_grad_(False)
     for layer in list(layers)[-n:]:
         layer.requires_grad_(True)
+
+
+def set_train_mode(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Train mode only where training happens.
+
+    A fully locked subtree runs as at inference (a frozen feature extractor, as in LiT):
+    its dropout off and its BatchNorm on running statistics. Otherwise a tower whose
+    heads were fitted on clean features sees different ones in training (on the
+    synthetic world, dropout alone lifted the loss of a good model from 0.06 to 5).
+    ``lock.freeze_bn_stats`` keeps every BatchNorm on its statistics, and
+    ``optim.dropout`` decides the unlocked layers' dropout.
+    """
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+        elif cfg.lock.freeze_bn_stats and isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+        elif not cfg.optim.dropout and isinstance(module, torch.nn.Dropout):
+            module.eval()
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -467,7 +491,7 @@ def finetune(
             position += 1
             if batch is None or len(batch[0][0]) < 2:
                 continue
-            model.train()
+            set_train_mode(model, cfg)
             views = [v.to(device, non_blocking=True) for v in batch[0]]
             tokens = batch[1].to(device, non_blocking=True) if batch[1] is not None else None
             optimizer.zero_grad(set_to_none=True)

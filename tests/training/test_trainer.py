@@ -195,3 +195,24 @@ def test_unlocking_the_last_minilm_layer_of_lit_mini():
     with pytest.raises(ValueError, match="has 6 layers"):
         too_many = cfg.lock.model_copy(update={"text_unlocked_layers": 9})
         apply_locks(loaded.model, cfg.model_copy(update={"lock": too_many}))
+
+
+@pytest.mark.slow
+def test_locking_and_train_mode_leave_lit_mini_features_as_at_inference():
+    """Regression: open_clip's freeze_bn_stats dropped EfficientNet's activations, and train-mode
+    dropout / batch statistics moved features far enough to undo trained heads."""
+    from training.trainer import apply_locks, set_train_mode
+
+    loaded = load_model("builtin:lit-mini", "cpu")
+    model = loaded.model
+    images = torch.rand(4, 3, 224, 224) * 2 - 1
+    tokens = loaded.tokenizer(["a red circle", "a blue square", "a green star", "a black cross"])
+    with torch.no_grad():
+        want_img, want_txt = model.encode_image(images), model.encode_text(tokens)
+    cfg = TrainConfig.model_validate({"data": {"manifest": "x.csv"}, "lock": {"image_unlocked_groups": 1}})
+    apply_locks(model, cfg)
+    set_train_mode(model, cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(images), want_img, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(model.encode_text(tokens), want_txt, atol=1e-5, rtol=1e-4)
+    assert model.visual.head.training  # the trainable head itself is in train mode
