@@ -72,6 +72,39 @@ def ingest(
 
 
 @app.command()
+def embed() -> None:
+    """Embed every item that has no vector for the active model, then publish the indexes.
+
+    Under ``torchrun --nproc-per-node N -m app.cli embed`` rank r embeds shards r, r+N, …
+    and rank 0 publishes once all ranks are done. Restarting skips finished shards.
+    """
+    import torch.distributed as dist
+
+    from app.ingest import IngestReport, embed_pending, ensure_active_model, publish_indexes
+    from training.distributed import init_distributed
+    from training.encoder import Encoder
+
+    settings = _setup()
+    info = init_distributed()
+    try:
+        sf = _session_factory(settings)
+        with sf() as session:
+            model = ensure_active_model(session, settings)
+        device = info.device if info.world_size > 1 else settings.device
+        encoder = Encoder.from_spec(model.spec, device=device, batch_size=settings.batch_size)
+        report = IngestReport(source="embed", model_id=model.id)
+        embed_pending(sf, encoder, model, settings, report, rank=info.rank, world_size=info.world_size)
+        if info.world_size > 1:
+            dist.barrier()
+        if info.is_main:
+            publish_indexes(sf, model, settings, report)
+    except USER_ERRORS as e:
+        raise _fail(e) from e
+    if info.is_main:
+        typer.echo(report.summary())
+
+
+@app.command()
 def delete(
     ids: Annotated[list[int] | None, typer.Argument(help="Item ids to delete.")] = None,
     external_id: Annotated[list[str] | None, typer.Option("--external-id", help="Delete by external id.")] = None,

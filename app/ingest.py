@@ -25,7 +25,7 @@ from app.config import Settings
 from app.db import crud
 from app.db.models import Item, Model
 from index import flat, shards
-from index.embed import EmbedReport, embed_images, embed_texts
+from index.embed import embed_sharded
 from training.sources import Record, SourceReport, iter_source
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,14 @@ def embed_pending(
     settings: Settings,
     report: IngestReport,
     show_progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> None:
-    """Embed every live item of each modality that has no vector yet for ``model``."""
+    """Embed every live item of each modality that has no vector yet for ``model``.
+
+    The pending items are cut into shards by id range (``index.embed.plan_shards``), so a
+    restart skips finished shards and ``world_size`` torchrun ranks split the work.
+    """
     for modality in MODALITIES:
         out_dir = embeddings_dir(settings, model.id, modality)
         with session_factory() as session:
@@ -142,19 +148,19 @@ def embed_pending(
         if not pending:
             report.embedded[modality] = 0
             continue
-        bar, update = _bar(f"embed {modality}s", show_progress)
+        bar, update = _bar(f"embed {modality}s", show_progress and rank == 0)
         with bar:
-            if modality == "image":
-                result: EmbedReport = embed_images(
-                    encoder,
-                    pending,
-                    out_dir,
-                    batch_size=settings.batch_size,
-                    num_workers=settings.num_workers,
-                    progress=update,
-                )
-            else:
-                result = embed_texts(encoder, pending, out_dir, progress=update)
+            result = embed_sharded(
+                encoder,
+                pending,
+                out_dir,
+                modality,
+                rank=rank,
+                world_size=world_size,
+                batch_size=settings.batch_size,
+                num_workers=settings.num_workers if modality == "image" else 0,
+                progress=update,
+            )
         report.embedded[modality] = result.embedded
         if result.failed:
             _remove_unreadable(session_factory, result.failed, report)

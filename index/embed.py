@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
+from index import shards
 from index.shards import write_shard
 from training.data import ImageFiles, collate_images, worker_context
 
@@ -28,6 +29,7 @@ class EmbedReport:
     embedded: int = 0
     failed: dict[int, str] = field(default_factory=dict)  # item id -> reason
     shards: list[Path] = field(default_factory=list)
+    skipped_shards: int = 0  # already finished by an earlier run
 
 
 def embed_images(
@@ -40,6 +42,7 @@ def embed_images(
     shard_size: int = 8192,
     max_pixels: int | None = 100_000_000,
     progress: Progress | None = None,
+    stem: str | None = None,
 ) -> EmbedReport:
     """Embed ``(item id, image path)`` pairs into shards under ``out_dir``.
 
@@ -64,7 +67,7 @@ def embed_images(
     def flush() -> None:
         nonlocal buffered
         if buffered:
-            report.shards.append(write_shard(out_dir, np.concatenate(buf_ids), np.concatenate(buf_x)))
+            report.shards.append(write_shard(out_dir, np.concatenate(buf_ids), np.concatenate(buf_x), stem=stem))
             buf_ids.clear()
             buf_x.clear()
             buffered = 0
@@ -93,6 +96,7 @@ def embed_texts(
     batch_size: int = 256,
     shard_size: int = 8192,
     progress: Progress | None = None,
+    stem: str | None = None,
 ) -> EmbedReport:
     """Embed ``(item id, text)`` pairs into shards under ``out_dir``."""
     report = EmbedReport()
@@ -105,6 +109,61 @@ def embed_texts(
             if progress:
                 progress(start + b + len(batch), len(items))
         ids = np.array([i for i, _ in chunk], dtype=np.int64)
-        report.shards.append(write_shard(out_dir, ids, np.concatenate(parts)))
+        report.shards.append(write_shard(out_dir, ids, np.concatenate(parts), stem=stem))
         report.embedded += len(chunk)
+    return report
+
+
+def plan_shards(items: Sequence[tuple[int, str]], shard_size: int) -> list[tuple[str, list[tuple[int, str]]]]:
+    """Cut id-sorted items into ``(stem, chunk)`` shards named by their id range.
+
+    The plan depends only on the items, so a restarted job (or every torchrun rank)
+    computes the same one, and a shard whose file exists is known to be done.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    ordered = sorted(items)
+    chunks = [ordered[i : i + shard_size] for i in range(0, len(ordered), shard_size)]
+    return [(f"shard-{c[0][0]:012d}-{c[-1][0]:012d}", c) for c in chunks]
+
+
+def embed_sharded(
+    encoder,
+    items: Sequence[tuple[int, str]],
+    out_dir: Path,
+    modality: str,
+    *,
+    shard_size: int = 8192,
+    rank: int = 0,
+    world_size: int = 1,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    progress: Progress | None = None,
+) -> EmbedReport:
+    """Embed a planned job: rank ``r`` of ``W`` takes shards r, r+W, …; finished shards are skipped.
+
+    A killed job loses at most the shard in flight: each shard is written (atomically)
+    as soon as it is done, and a restart finds it and moves on.
+    """
+    if modality not in ("image", "text"):
+        raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
+    report = EmbedReport()
+    mine = plan_shards(items, shard_size)[rank::world_size]
+    total = sum(len(chunk) for _, chunk in mine)
+    done = 0
+    for stem, chunk in mine:
+        if shards.shard_exists(out_dir, stem):
+            report.skipped_shards += 1
+        else:
+            if modality == "image":
+                part = embed_images(encoder, chunk, out_dir, batch_size=batch_size, num_workers=num_workers,
+                                    shard_size=len(chunk) + 1, stem=stem)  # fmt: skip
+            else:
+                part = embed_texts(encoder, chunk, out_dir, shard_size=len(chunk) + 1, stem=stem)
+            report.embedded += part.embedded
+            report.failed.update(part.failed)
+            report.shards.extend(part.shards)
+        done += len(chunk)
+        if progress:
+            progress(done, total)
     return report

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-_SHARD = re.compile(r"^shard-(\d{5,})\.ids\.npy$")
+# shard-00007 (numbered) or shard-000000000101-000000000164 (the id range a planned job covers)
+_SHARD = re.compile(r"^(shard-(\d{5,})(?:-\d+)?)\.ids\.npy$")
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
@@ -26,40 +27,52 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def shard_numbers(directory: Path) -> list[int]:
+def shard_stems(directory: Path) -> list[str]:
+    """Names of the finished shards in ``directory`` (those whose ids file exists), in order."""
     if not directory.is_dir():
         return []
-    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _SHARD.match(p.name)))
+    found = [(int(m.group(2)), m.group(1)) for p in directory.iterdir() if (m := _SHARD.match(p.name))]
+    return [stem for _, stem in sorted(found)]
 
 
-def write_shard(directory: Path, ids: np.ndarray, x: np.ndarray, number: int | None = None) -> Path:
-    """Write one shard; ``number`` defaults to one past the highest existing shard."""
+def shard_numbers(directory: Path) -> list[int]:
+    return [int(_SHARD.match(f"{stem}.ids.npy").group(2)) for stem in shard_stems(directory)]
+
+
+def shard_exists(directory: Path, stem: str) -> bool:
+    return (directory / f"{stem}.ids.npy").is_file()
+
+
+def write_shard(
+    directory: Path, ids: np.ndarray, x: np.ndarray, number: int | None = None, stem: str | None = None
+) -> Path:
+    """Write one shard named ``stem``, or numbered one past the highest existing shard."""
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     x = np.ascontiguousarray(x, dtype=np.float16)
     if x.ndim != 2 or len(ids) != len(x):
         raise ValueError(f"shard shapes disagree: ids {ids.shape}, vectors {x.shape}")
     directory.mkdir(parents=True, exist_ok=True)
-    if number is None:
-        existing = shard_numbers(directory)
-        number = existing[-1] + 1 if existing else 0
-    stem = directory / f"shard-{number:05d}"
-    _save_atomic(stem.with_suffix(".npy"), x)
-    _save_atomic(stem.with_name(stem.name + ".ids.npy"), ids)
-    return stem.with_suffix(".npy")
+    if stem is None:
+        if number is None:
+            existing = shard_numbers(directory)
+            number = existing[-1] + 1 if existing else 0
+        stem = f"shard-{number:05d}"
+    _save_atomic(directory / f"{stem}.npy", x)
+    _save_atomic(directory / f"{stem}.ids.npy", ids)
+    return directory / f"{stem}.npy"
 
 
 def iter_shards(directory: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(ids, x)`` per finished shard, in shard order; ``x`` is float32."""
-    for n in shard_numbers(directory):
-        stem = directory / f"shard-{n:05d}"
-        ids = np.load(stem.with_name(stem.name + ".ids.npy"))
-        x = np.load(stem.with_suffix(".npy"), mmap_mode="r")
+    for stem in shard_stems(directory):
+        ids = np.load(directory / f"{stem}.ids.npy")
+        x = np.load(directory / f"{stem}.npy", mmap_mode="r")
         yield ids, np.asarray(x, dtype=np.float32)
 
 
 def embedded_ids(directory: Path) -> np.ndarray:
     """All ids that already have an embedding in ``directory`` (sorted, unique)."""
-    parts = [np.load(directory / f"shard-{n:05d}.ids.npy") for n in shard_numbers(directory)]
+    parts = [np.load(directory / f"{stem}.ids.npy") for stem in shard_stems(directory)]
     if not parts:
         return np.empty(0, dtype=np.int64)
     return np.unique(np.concatenate(parts))

@@ -146,3 +146,20 @@ def test_finetune_from_the_database_items(env):
     assert "exported 40 image-text pairs" in result.output and "registered candidate model" in result.output
     first = (env / "run" / "db-pairs.jsonl").read_text().splitlines()[0]
     assert '"split"' in first and '"image"' in first
+
+
+def test_embed_command_finishes_what_ingest_left(env, monkeypatch):
+    import index.embed
+
+    assert run("db", "upgrade").exit_code == 0
+    assert run("synth", str(env / "ds"), "--n", "12", "--image-size", "32").exit_code == 0
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(index.embed, "embed_texts", killed)
+        assert run("ingest", str(env / "ds" / "manifest.csv")).exit_code != 0
+    result = run("embed")
+    assert result.exit_code == 0, result.output
+    assert "text embeddings added: 12" in result.output and "text index published" in result.output

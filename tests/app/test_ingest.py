@@ -67,12 +67,12 @@ def test_corrupt_and_missing_images_are_skipped_and_counted(env, tmp_path):
 def test_a_crash_after_adding_rows_is_finished_by_the_next_run(env, tmp_path, monkeypatch):
     settings, sf = env
     folder = _folder(tmp_path / "imgs")
-    import app.ingest as ingest_mod
+    import index.embed
 
     def boom(*a, **k):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(ingest_mod, "embed_texts", boom)
+    monkeypatch.setattr(index.embed, "embed_texts", boom)
     with pytest.raises(KeyboardInterrupt):
         ingest(folder, settings, sf, show_progress=False)
     monkeypatch.undo()

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import index.embed as embed_mod
 from index import shards
 from index.embed import embed_images, embed_texts
 from training.encoder import Encoder
@@ -70,3 +72,63 @@ def test_texts(encoder, tmp_path):
 def test_nothing_to_do(encoder, tmp_path):
     assert embed_images(encoder, [], tmp_path).embedded == 0
     assert embed_texts(encoder, [], tmp_path).embedded == 0
+
+
+def test_plan_is_deterministic_and_named_by_id_range():
+    items = [(i, f"t{i}") for i in (5, 3, 9, 1, 7)]
+    plan = embed_mod.plan_shards(items, 2)
+    assert [stem for stem, _ in plan] == [
+        "shard-000000000001-000000000003",
+        "shard-000000000005-000000000007",
+        "shard-000000000009-000000000009",
+    ]
+    assert plan == embed_mod.plan_shards(list(reversed(items)), 2)
+
+
+def test_a_killed_job_resumes_at_the_shard_in_flight(encoder, tmp_path, monkeypatch):
+    items = [(i, f"caption {i}") for i in range(10)]
+    clean = embed_mod.embed_sharded(encoder, items, tmp_path / "clean", "text", shard_size=3)
+    assert clean.embedded == 10 and len(clean.shards) == 4
+
+    real = embed_mod.embed_texts
+    calls = {"n": 0}
+
+    def dies_on_the_third_shard(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(embed_mod, "embed_texts", dies_on_the_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        embed_mod.embed_sharded(encoder, items, tmp_path / "run", "text", shard_size=3)
+    monkeypatch.setattr(embed_mod, "embed_texts", real)
+    assert len(shards.shard_stems(tmp_path / "run")) == 2  # the two finished shards survived
+    again = embed_mod.embed_sharded(encoder, items, tmp_path / "run", "text", shard_size=3)
+    assert again.skipped_shards == 2 and again.embedded == 4
+    for (ia, xa), (ib, xb) in zip(
+        shards.iter_shards(tmp_path / "clean"), shards.iter_shards(tmp_path / "run"), strict=True
+    ):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(xa, xb)
+
+
+def _rank_worker(rank, items, out):
+    torch.set_num_threads(1)
+    enc = Encoder.from_spec("test:tiny", device="cpu", batch_size=4)
+    embed_mod.embed_sharded(enc, items, out, "image", shard_size=3, rank=rank, world_size=2, num_workers=0)
+
+
+def test_two_ranks_write_what_one_process_writes(encoder, tmp_path):
+    import torch.multiprocessing as mp
+
+    paths = _images(tmp_path / "imgs", 11)
+    items = [(100 + i, p) for i, p in enumerate(paths)]
+    embed_mod.embed_sharded(encoder, items, tmp_path / "single", "image", shard_size=3, num_workers=0)
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    mp.start_processes(_rank_worker, args=(items, tmp_path / "ranks"), nprocs=2, start_method=method)
+    assert shards.shard_stems(tmp_path / "single") == shards.shard_stems(tmp_path / "ranks")
+    ids_a, xa = shards.load_all(tmp_path / "single")
+    ids_b, xb = shards.load_all(tmp_path / "ranks")
+    np.testing.assert_array_equal(ids_a, ids_b)
+    np.testing.assert_allclose(xa, xb, atol=1e-3)
