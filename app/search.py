@@ -20,6 +20,7 @@ from app.config import Settings
 from app.db import crud
 from index import flat
 from index.builder import load_index
+from index.gpu import gpu_available, maybe_gpu
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,10 @@ class SearchState:
                 indexes[modality] = reuse
                 continue
             try:
-                indexes[modality] = LoadedIndex(index_id, load_index(path, mmap=self.settings.index_mmap))
+                published = load_index(path, mmap=self.settings.index_mmap)
+                if gpu_available() and "HNSW" not in published.meta.get("factory", ""):
+                    published.index = maybe_gpu(published.index, log.info)
+                indexes[modality] = LoadedIndex(index_id, published)
                 log.info(
                     "loaded %s index #%s (%d vectors)", modality, index_id, indexes[modality].index.ntotal
                 )

@@ -73,13 +73,20 @@ def build_index(
     train_sample: int | None = None,
     progress: Progress | None = None,
     seed: int = 0,
+    gpu: bool | None = None,
 ) -> faiss.Index:
     """Train ``plan.factory`` on a random sample of the shards, then stream every vector in.
 
     ``train_sample`` defaults to ``plan.train_sample``. Deterministic for a
     given ``seed`` and sequence of rows, however the rows are cut into shards.
+    With ``gpu`` (default: when FAISS sees one) k-means training and adding run on
+    every GPU (HNSW has no GPU version and stays on the CPU); the result is a CPU index.
     """
-    index = faiss.index_factory(d, plan.factory, faiss.METRIC_INNER_PRODUCT)
+    from index.gpu import gpu_available, maybe_gpu, to_cpu
+
+    cpu_index = faiss.index_factory(d, plan.factory, faiss.METRIC_INNER_PRODUCT)
+    on_gpu = ((gpu_available() > 0) if gpu is None else gpu) and plan.kind != "hnsw"
+    index = maybe_gpu(cpu_index, log.info) if on_gpu else cpu_index
     want = (plan.train_sample if train_sample is None else train_sample) if not index.is_trained else 0
     log.info(
         "building %s (%s) for ~%d x %d: index ~%.1f MiB, training sample ~%.1f MiB",
@@ -119,6 +126,8 @@ def build_index(
             progress("add", done, n)
     if done != n:
         raise RuntimeError("the shards changed between the two passes of the build")
+    if on_gpu:
+        index = to_cpu(index)
     if plan.search_param:
         faiss.ParameterSpace().set_index_parameter(
             index, plan.search_param, min(DEFAULT_SEARCH[plan.search_param], max(plan.candidates))

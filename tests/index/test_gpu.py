@@ -119,3 +119,37 @@ def test_search_params_go_through_the_gpu_parameter_space_when_there_is_one(monk
     monkeypatch.setattr(faiss, "GpuParameterSpace", FakeGpuParameterSpace, raising=False)
     tune.set_search_param("idx", "nprobe", 32)
     assert calls == [("idx", "nprobe", 32)]
+
+
+def test_the_builder_trains_and_adds_on_the_gpu_and_returns_a_cpu_index(monkeypatch, caplog):
+    """With a GPU present, k-means and adds run on the GPU copy; the saved index comes back to the CPU."""
+    from index.builder import array_shards, build_index
+    from index.factory import make_plan
+
+    moved, returned = [], []
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "GpuMultipleClonerOptions", FakeClonerOptions, raising=False)
+
+    def to_gpus(index, co=None, ngpu=-1):  # a stand-in "GPU index" that still works on the CPU
+        moved.append(index)
+        return index
+
+    def to_cpu(index):
+        returned.append(index)
+        return index
+
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", to_gpus)
+    monkeypatch.setattr(faiss, "index_gpu_to_cpu", to_cpu, raising=False)
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((2000, 16)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    ids = np.arange(2000, dtype=np.int64) * 3
+    with caplog.at_level("INFO"):
+        index = build_index(array_shards(ids, xb), 16, make_plan("ivf_flat", 2000, 16))
+    assert len(moved) == 1 and returned == moved and index.ntotal == 2000
+    assert "using 1 GPU" in caplog.text
+    moved.clear()
+    build_index(array_shards(ids, xb), 16, make_plan("hnsw", 2000, 16))
+    assert moved == []  # HNSW has no GPU version
+    build_index(array_shards(ids, xb), 16, make_plan("ivf_flat", 2000, 16), gpu=False)
+    assert moved == []
