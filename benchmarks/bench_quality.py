@@ -41,6 +41,7 @@ from training.encoder import Encoder  # noqa: E402
 from training.evaluate import binding_accuracy, retrieval_metrics  # noqa: E402
 from training.models import load_model, save_checkpoint  # noqa: E402
 from training.synthetic import generate_dataset  # noqa: E402
+from training.synthetic_binding import SWAPS, generate_binding_dataset  # noqa: E402
 from training.trainer import finetune  # noqa: E402
 
 HARD = {
@@ -53,7 +54,7 @@ HARD = {
 ALL = {"beta": 0.2, "tau_plus": 0.1, "queue_size": 4096, "mochi": True, "perturb_captions": 1, "ann_mining": True}
 
 
-def evaluate(spec: str, ds) -> dict:
+def evaluate(spec: str, ds, attributes) -> dict:
     encoder = Encoder.from_spec(spec, device="cpu")
     test = ds.rows("test")
     img = encoder.encode_images([open_image(str(ds.root / r["image"])) for r in test])
@@ -68,6 +69,7 @@ def evaluate(spec: str, ds) -> dict:
             encoder.encode_texts([h["text"] for h in hard]),
             encoder.encode_texts([h["distractor"] for h in hard]),
             swapped=[h["swapped"] for h in hard],
+            attributes=attributes,
         )
     )
     return report
@@ -79,18 +81,26 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=48)
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--world", choices=("shapes", "binding"), default="shapes",
+                    help="shapes: one object, distractors swap an attribute; binding: two objects, "
+                    "distractors swap which colour goes with which shape, or the sides")  # fmt: skip
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    ds = generate_dataset(tmp / "ds", n=args.n, seed=0)
+    if args.world == "binding":
+        ds = generate_binding_dataset(tmp / "ds", n=args.n, seed=0)
+        attributes = SWAPS
+    else:
+        ds = generate_dataset(tmp / "ds", n=args.n, seed=0)
+        attributes = ("colour", "shape", "position")
 
     loaded = load_model("builtin:lit-mini", "cpu")
     train = [(str(ds.root / r["image"]), r["text"]) for r in ds.rows("train")]
     bootstrap_heads(loaded, train, BootstrapConfig())
     boot = save_checkpoint(loaded, tmp / "bootstrap.pt")
     base_spec = f"builtin:lit-mini@{boot}"
-    rows: dict[str, dict] = {"(a) projections only (LiT)": evaluate(base_spec, ds)}
+    rows: dict[str, dict] = {"(a) projections only (LiT)": evaluate(base_spec, ds, attributes)}
     print("(a)", rows["(a) projections only (LiT)"], flush=True)
 
     def run(name: str, **over) -> None:
@@ -107,7 +117,8 @@ def main() -> None:
         }
         started = time.perf_counter()
         result = finetune(TrainConfig.model_validate(raw))
-        rows[name] = {**evaluate(f"builtin:lit-mini@{result.checkpoint}", ds), "train_s": time.perf_counter() - started}
+        scores = evaluate(f"builtin:lit-mini@{result.checkpoint}", ds, attributes)
+        rows[name] = {**scores, "train_s": time.perf_counter() - started}
         print(name, rows[name], flush=True)
 
     run("(b) unlocked, CLIP")
@@ -118,11 +129,11 @@ def main() -> None:
 
     base = rows["(b) unlocked, CLIP"]
     lines = [
-        "| variant | t2i R@1 | R@5 | R@10 | i2t R@1 | R@5 | R@10 | binding | Δ vs (b) | colour / shape / position |",
+        f"| variant | t2i R@1 | R@5 | R@10 | i2t R@1 | R@5 | R@10 | binding | Δ vs (b) | {' / '.join(attributes)} |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
-        per = " / ".join(f"{r[f'binding_acc_{a}']:.2f}" for a in ("colour", "shape", "position"))
+        per = " / ".join(f"{r[f'binding_acc_{a}']:.2f}" for a in attributes)
         lines.append(
             f"| {name} | {r['t2i_R@1']:.3f} | {r['t2i_R@5']:.3f} | {r['t2i_R@10']:.3f} | {r['i2t_R@1']:.3f} | "
             f"{r['i2t_R@5']:.3f} | {r['i2t_R@10']:.3f} | {r['binding_acc']:.3f} | "
@@ -133,9 +144,12 @@ def main() -> None:
     best = hard_rows[best_name]
     gain = 100 * (best["binding_acc"] - base["binding_acc"])
     r1_kept = best["t2i_R@1"] >= base["t2i_R@1"] - 1e-9
-    md = f"""## Fine-tuning quality (`benchmarks/bench_quality.py`)
+    world = {"shapes": "one-object world: distractors swap one attribute",
+             "binding": "two-object world: distractors swap which colour goes with which shape (colour) "
+             "or the two objects' sides (order)"}[args.world]  # fmt: skip
+    md = f"""## Fine-tuning quality, {args.world} world (`benchmarks/bench_quality.py --world {args.world}`)
 
-`builtin:lit-mini` on the synthetic world ({args.n} pairs; test split {len(ds.rows("test"))} images,
+`builtin:lit-mini` on the synthetic {world} ({args.n} pairs; test split {len(ds.rows("test"))} images,
 {len(ds.hard_rows())} hard pairs). (a) is the LiT bootstrap (projection heads on cached features);
 (b)–(e) continue from it for {args.steps} steps at batch {args.batch_size}, lr {args.lr}, with the last
 image group and last text layer unlocked. Binding accuracy: the image scores its true caption above the
@@ -147,11 +161,13 @@ Best hard-negative recipe: **{best_name}**, {gain:+.1f} points of binding accura
 (b), t2i R@1 {"kept" if r1_kept else "**lost**"} ({best['t2i_R@1']:.3f} vs {base['t2i_R@1']:.3f}).
 Goal: ≥ +5 points without losing R@1 — {"met" if gain >= 5 and r1_kept else "**not met**"}.
 Total wall time {time.perf_counter() - t0:.0f} s on this machine.
-Reproduce: `.venv/bin/python benchmarks/bench_quality.py --steps {args.steps} --batch-size {args.batch_size}`
+Reproduce: `.venv/bin/python benchmarks/bench_quality.py --world {args.world} --steps {args.steps} \\
+--batch-size {args.batch_size}`
 """
     print(md)
     if not args.no_record:
-        record("quality", {"args": vars(args), "rows": rows, "best": best_name, "binding_gain_pts": gain}, md)
+        result = {"args": vars(args), "rows": rows, "best": best_name, "binding_gain_pts": gain}
+        record(f"quality-{args.world}", result, md)
 
 
 if __name__ == "__main__":

@@ -148,31 +148,38 @@ def render(scene: Scene, image_size: int = 128, rng: np.random.Generator | None 
     radius = _RADII[scene.size]
     colour = np.array(COLOURS[scene.colour], dtype=np.float32)
     angle = 0.0
-    if rng is None:
-        background = np.full((S, S, 3), 230.0, dtype=np.float32)
-    else:
+    if rng is not None:
         cx, cy = np.array([cx, cy]) + rng.uniform(-_POSITION_JITTER, _POSITION_JITTER, 2)
         radius *= 1 + rng.uniform(-_SIZE_JITTER, _SIZE_JITTER)
         angle = rng.uniform(-_ROTATION_JITTER, _ROTATION_JITTER)
         colour = colour + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, 3)
-        # Light grey, tinted per channel, with smooth colour blotches (a 4x4
-        # random field upsampled). Smooth rather than per-pixel noise: it
-        # keeps the PNGs small and fast to write.
-        base = (rng.uniform(205, 240) + rng.uniform(-12, 12, 3)).astype(np.float32)
-        field = np.clip(128 + rng.normal(0, 6, (4, 4, 3)), 0, 255).astype(np.uint8)
-        blotches = Image.fromarray(field, "RGB").resize((S, S), Image.BICUBIC)
-        background = base + np.asarray(blotches, dtype=np.float32) - 128
+    pixels = _paint(_background(S, rng), scene.shape, colour, (cx, cy), radius, angle)
+    return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8), "RGB")
 
+
+def _background(S: int, rng: np.random.Generator | None) -> np.ndarray:
+    """Plain light grey without ``rng``; with it, light grey tinted per channel with smooth
+    colour blotches (a 4x4 random field upsampled): smooth rather than per-pixel noise keeps
+    the PNGs small and fast to write."""
+    if rng is None:
+        return np.full((S, S, 3), 230.0, dtype=np.float32)
+    base = (rng.uniform(205, 240) + rng.uniform(-12, 12, 3)).astype(np.float32)
+    field = np.clip(128 + rng.normal(0, 6, (4, 4, 3)), 0, 255).astype(np.uint8)
+    blotches = Image.fromarray(field, "RGB").resize((S, S), Image.BICUBIC)
+    return base + np.asarray(blotches, dtype=np.float32) - 128
+
+
+def _paint(pixels: np.ndarray, shape: str, colour, centre, radius: float, angle: float) -> np.ndarray:
+    """``pixels`` (H, W, 3 float) with an anti-aliased ``shape`` blended in."""
+    S = pixels.shape[0]
     t = np.deg2rad(angle)
     rotation = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-    points = (_outline(scene.shape) @ rotation.T * radius + [cx, cy]) * S * _SUPERSAMPLE
+    points = (_outline(shape) @ rotation.T * radius + list(centre)) * S * _SUPERSAMPLE
     mask = Image.new("L", (S * _SUPERSAMPLE, S * _SUPERSAMPLE), 0)
     ImageDraw.Draw(mask).polygon([tuple(p) for p in points], fill=255)
     alpha = np.asarray(mask.reduce(_SUPERSAMPLE), dtype=np.float32)[..., None] / 255.0
-
-    colour = np.clip(colour, 0, 255).astype(np.float32)
-    pixels = background + (colour - background) * alpha
-    return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8), "RGB")
+    colour = np.clip(np.asarray(colour, dtype=np.float32), 0, 255).astype(np.float32)
+    return pixels + (colour - pixels) * alpha
 
 
 @dataclass

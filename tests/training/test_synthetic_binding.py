@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from training.synthetic import COLOURS
+from training.synthetic_binding import PairScene, generate_binding_dataset, render_pair, sample_pair
+
+
+def test_swaps_keep_the_words_and_change_the_binding():
+    scene = PairScene("red", "circle", "blue", "square")
+    assert scene.caption() == "a red circle to the left of a blue square"
+    assert scene.swapped("colour").caption() == "a blue circle to the left of a red square"
+    assert scene.swapped("order").caption() == "a blue square to the left of a red circle"
+    for kind in ("colour", "order"):
+        assert sorted(scene.swapped(kind).caption().split()) == sorted(scene.caption().split())
+    with pytest.raises(ValueError):
+        scene.swapped("size")
+
+
+def test_sampled_objects_differ_in_colour_and_shape():
+    for i in range(200):
+        s = sample_pair(np.random.default_rng(i))
+        assert s.left_colour != s.right_colour and s.left_shape != s.right_shape
+
+
+def test_each_colour_is_painted_on_its_own_side():
+    scene = PairScene("red", "square", "blue", "square")
+    img = np.asarray(render_pair(scene, 64)).astype(int)
+    left, right = img[:, :32], img[:, 32:]
+
+    def count(part, colour):
+        return int((np.abs(part - np.array(COLOURS[colour])).sum(axis=2) < 60).sum())
+
+    assert count(left, "red") > 100 and count(left, "blue") == 0
+    assert count(right, "blue") > 100 and count(right, "red") == 0
+
+
+def test_dataset_files_and_determinism(tmp_path):
+    a = generate_binding_dataset(tmp_path / "a", n=40, seed=1, image_size=32)
+    b = generate_binding_dataset(tmp_path / "b", n=40, seed=1, image_size=32)
+    assert (a.root / "manifest.csv").read_bytes() == (b.root / "manifest.csv").read_bytes()
+    assert (a.root / "images" / "000007.png").read_bytes() == (b.root / "images" / "000007.png").read_bytes()
+    hard = a.hard_rows()
+    assert len(hard) == len(a.rows("test")) and {h["swapped"] for h in hard} <= {"colour", "order"}
+    assert all(h["distractor"] != h["text"] for h in hard)
+    mtime = (a.root / "manifest.csv").stat().st_mtime_ns
+    generate_binding_dataset(tmp_path / "a", n=40, seed=1, image_size=32)
+    assert (a.root / "manifest.csv").stat().st_mtime_ns == mtime
