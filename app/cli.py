@@ -80,7 +80,8 @@ def embed() -> None:
     """
     import torch.distributed as dist
 
-    from app.ingest import IngestReport, embed_pending, ensure_active_model, publish_indexes
+    from app.ingest import IngestReport, embed_pending, ensure_active_model
+    from app.publish import publish_indexes
     from training.distributed import init_distributed
     from training.encoder import Encoder
 
@@ -128,7 +129,8 @@ def reindex(
 ) -> None:
     """Publish fresh indexes for the active model (a new version; running servers swap to it)."""
     from app.db import crud
-    from app.ingest import IngestReport, publish_indexes
+    from app.ingest import IngestReport
+    from app.publish import publish_indexes
 
     settings = _setup()
     try:

@@ -32,7 +32,8 @@ apply_runtime_defaults()  # the same OpenMP settings as the server, before torch
 from app.config import Settings  # noqa: E402
 from app.db import crud  # noqa: E402
 from app.db.session import make_engine, make_session_factory, upgrade  # noqa: E402
-from app.ingest import IngestReport, embeddings_dir, ensure_active_model, publish_indexes  # noqa: E402
+from app.ingest import IngestReport, ensure_active_model  # noqa: E402
+from app.publish import embeddings_dir, publish_indexes  # noqa: E402
 from benchmarks._report import record  # noqa: E402
 from index import flat, shards  # noqa: E402
 from training.encoder import Encoder  # noqa: E402

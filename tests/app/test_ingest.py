@@ -9,8 +9,9 @@ from PIL import Image
 
 from app.db import crud
 from app.db.session import make_engine, make_session_factory, upgrade
-from app.ingest import embeddings_dir, ingest
+from app.ingest import ingest
 from app.main import create_app
+from app.publish import embeddings_dir
 from index import shards
 from tests.app.conftest import make_settings
 
