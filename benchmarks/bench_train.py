@@ -55,6 +55,45 @@ def raw_loop(cfg: TrainConfig, pairs: list[tuple[str, str]], steps: int, warmup:
     return steps * bs / (time.perf_counter() - t0)
 
 
+def memory_probe(model_spec: str, batch_size: int, chunk: int | None, manifest: str) -> None:
+    """Run in a child process: a few full-batch steps, then print this process's peak RSS in MiB."""
+    import functools
+    import resource
+
+    from training.gradcache import gradcache_backward
+    from training.synthetic import load_dataset
+
+    ds = load_dataset(Path(manifest).parent)
+    rows = ds.rows()[:batch_size]
+    loaded = load_model(model_spec, "cpu")
+    model = loaded.model
+    cfg = TrainConfig.model_validate({"data": {"manifest": manifest}, "lock": {"image_unlocked_groups": None}})
+    apply_locks(model, cfg)  # the whole image tower trains: activations dominate memory
+    images = torch.stack([loaded.preprocess(open_image(str(ds.root / r["image"]))) for r in rows])
+    tokens = loaded.tokenizer([r["text"] for r in rows])
+    opt = make_optimizer(model, cfg)
+    model.train()
+    for _ in range(2):
+        opt.zero_grad(set_to_none=True)
+        gradcache_backward(
+            functools.partial(model.encode_image, normalize=True),
+            functools.partial(model.encode_text, normalize=True),
+            images, tokens, ClipLoss(learnable=False), chunk_size=chunk or batch_size,
+            loss_kwargs={"logit_scale": model.logit_scale.exp()},
+        )  # fmt: skip
+        opt.step()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def peak_rss_mib(model_spec: str, batch_size: int, chunk: int | None, manifest: Path) -> float:
+    import subprocess
+
+    args = [sys.executable, __file__, "--memory-probe", str(chunk or 0), "--model", model_spec,
+            "--batch-size", str(batch_size), "--manifest", str(manifest)]  # fmt: skip
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="builtin:lit-mini")
@@ -63,7 +102,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--manifest", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_probe is not None:
+        memory_probe(args.model, args.batch_size, args.memory_probe or None, args.manifest)
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     ds = generate_dataset(tmp / "ds", n=max(400, args.batch_size * 8), seed=0)
@@ -86,6 +130,9 @@ def main() -> None:
     finetune(cfg, progress=lambda e: stamps.append(time.perf_counter()))
     trainer = args.steps * args.batch_size / (stamps[-1] - stamps[args.warmup - 1])
     ratio = trainer / raw
+    chunk = max(1, args.batch_size // 4)
+    plain_mib = peak_rss_mib(args.model, args.batch_size, None, ds.manifest)
+    cached_mib = peak_rss_mib(args.model, args.batch_size, chunk, ds.manifest)
     result = {
         "model": args.model,
         "batch_size": args.batch_size,
@@ -96,6 +143,9 @@ def main() -> None:
         "trainer_samples_per_s": trainer,
         "ratio": ratio,
         "goal_ratio": 0.9,
+        "peak_rss_mib_plain": plain_mib,
+        "peak_rss_mib_gradcache": cached_mib,
+        "gradcache_chunk": chunk,
     }
     md = f"""## Trainer throughput (`benchmarks/bench_train.py`)
 
@@ -111,6 +161,16 @@ trains on batches already decoded in memory; the trainer decodes PNGs from disk 
 | **ratio trainer / raw** | **{ratio:.2f}x** |
 
 Goal ≥ 0.9x — {"met" if ratio >= 0.9 else "**not met**"}.
+
+Peak memory at the same effective batch of {args.batch_size} (whole image tower unlocked, 2 steps,
+each in a fresh process; peak RSS includes the ~1 GiB of the interpreter, torch and weights):
+
+| step | peak RSS MiB |
+|---|---|
+| plain (all {args.batch_size} examples with autograd at once) | {plain_mib:.0f} |
+| gradient caching, chunks of {chunk} | {cached_mib:.0f} |
+| **ratio cached / plain** | **{cached_mib / plain_mib:.2f}x** |
+
 Reproduce: `.venv/bin/python benchmarks/bench_train.py --steps {args.steps} --batch-size {args.batch_size}`
 """
     print(md)
