@@ -275,6 +275,10 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     from app.main import create_app
 
     settings = _setup()
+    try:
+        _session_factory(settings)  # a database the code cannot use is a message, not a traceback
+    except USER_ERRORS as e:
+        raise _fail(e) from e
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port)
 
 

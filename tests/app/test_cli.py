@@ -163,3 +163,8 @@ def test_embed_command_finishes_what_ingest_left(env, monkeypatch):
     result = run("embed")
     assert result.exit_code == 0, result.output
     assert "text embeddings added: 12" in result.output and "text index published" in result.output
+
+
+def test_serve_on_an_unmigrated_database_says_what_to_do(env):
+    result = run("serve")
+    assert result.exit_code == 2 and "crossmodal db upgrade" in result.output
