@@ -1,0 +1,72 @@
+import faiss
+import numpy as np
+import pytest
+
+from index import flat
+from index.builder import array_shards, build_index
+from index.factory import make_plan
+from index.search import search
+
+
+def _data(n=3000, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    xb = rng.standard_normal((n, d)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    xq = rng.standard_normal((25, d)).astype(np.float32)
+    xq /= np.linalg.norm(xq, axis=1, keepdims=True)
+    ids = rng.choice(10**9, size=n, replace=False).astype(np.int64)
+    return xb, xq, ids
+
+
+def _brute(xb, xq, ids, k, allowed):
+    sims = xq @ xb[allowed].T
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, order, axis=1), ids[allowed][order]
+
+
+def _assert_matches(D, I, D_ref, I_ref):
+    np.testing.assert_allclose(D, D_ref, atol=1e-5)
+    for q in range(len(I)):  # ids may differ only where the scores tie
+        for r in range(I.shape[1]):
+            if I[q, r] != I_ref[q, r]:
+                assert abs(D[q, r] - D_ref[q, r]) < 1e-6
+
+
+def test_tombstones_and_filters_against_brute_force():
+    xb, xq, ids = _data()
+    index = flat.build_exact(xb, ids)
+    dead = ids[::3]
+    odd = lambda i: i % 2 == 1  # noqa: E731
+    D, I = search(index, xq, 10, tombstones=dead, keep=odd)
+    allowed = ~np.isin(ids, dead) & (ids % 2 == 1)
+    _assert_matches(D, I, *_brute(xb, xq, ids, 10, allowed))
+    assert not np.isin(I, dead).any() and (I % 2 == 1).all()
+
+
+def test_a_selective_filter_forces_deeper_rounds_and_pads_when_exhausted():
+    xb, xq, ids = _data(n=500)
+    index = flat.build_exact(xb, ids)
+    rare = set(ids[:7].tolist())
+    D, I = search(index, xq, 10, keep=lambda i: np.isin(i, list(rare)))
+    assert ((I >= 0).sum(axis=1) == 7).all() and (I[:, 7:] == -1).all() and np.isneginf(D[:, 7:]).all()
+    allowed = np.isin(ids, list(rare))
+    _assert_matches(D[:, :7], I[:, :7], *_brute(xb, xq, ids, 7, allowed))
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf_flat"])
+def test_approximate_indexes_keep_only_survivors(kind):
+    xb, xq, ids = _data()
+    index = build_index(array_shards(ids, xb), 16, make_plan(kind, len(ids), 16))
+    faiss.ParameterSpace().set_index_parameter(index, "efSearch" if kind == "hnsw" else "nprobe", 4096)
+    dead = ids[:1000]
+    D, I = search(index, xq, 10, tombstones=dead)
+    assert not np.isin(I, dead).any() and (I >= 0).all()
+    D_ref, I_ref = _brute(xb, xq, ids, 10, ~np.isin(ids, dead))
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I, I_ref, strict=True)])
+    assert recall > 0.9
+
+
+def test_bad_arguments():
+    xb, xq, ids = _data(n=10)
+    with pytest.raises(ValueError):
+        search(flat.build_exact(xb, ids), xq, 0)
