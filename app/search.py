@@ -63,6 +63,8 @@ class SearchState:
                 return self.snapshot
             try:
                 self.snapshot = self._load(self.snapshot)
+            except Exception:  # e.g. the DB is briefly unreachable: keep serving what is loaded
+                log.exception("refreshing the search state failed; keeping the current snapshot")
             finally:
                 self._checked_at = time.monotonic()
         return self.snapshot

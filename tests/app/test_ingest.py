@@ -172,3 +172,19 @@ def test_new_items_are_added_without_a_rebuild_and_deletes_are_tombstones_until_
         v4 = crud.get_active_indexes(s, model_id)["image"]
     assert v4.stats["incremental"] is False and v4.ntotal == 37 - 8
     engine.dispose()
+
+
+def test_a_failing_refresh_keeps_serving_the_loaded_snapshot(env, tmp_path):
+    settings, sf = env
+    ingest(_folder(tmp_path / "a", n=3), settings, sf, show_progress=False)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        assert client.post("/v1/search/text", json={"query": "caption 1"}).status_code == 200
+        state = app.state.search
+
+        def broken(_current):
+            raise RuntimeError("database went away")
+
+        state._load = broken
+        resp = client.post("/v1/search/text", json={"query": "caption 1"})
+        assert resp.status_code == 200 and resp.json()["count"] == 3
