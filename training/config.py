@@ -5,6 +5,7 @@ Every field has the value a first run should use; a YAML file only names what it
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +25,11 @@ class DataConfig(_Strict):
     split_column: str | None = Field(
         None, description="Use this manifest column (values train/val) instead of the hash split."
     )
-    num_workers: int = Field(2, ge=0)
+    num_workers: int = Field(
+        default_factory=lambda: max(1, min(8, (os.cpu_count() or 2) // 2)),
+        ge=0,
+        description="Decoding workers; default half the cores (decoding competes with the forward pass).",
+    )
     drop_noisy_fraction: float = Field(
         0.0, ge=0.0, lt=1.0, description="Score every pair with the starting model and drop this worst share."
     )
