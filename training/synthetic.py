@@ -285,9 +285,14 @@ def generate_dataset(
     for stale in images.glob("*.png"):  # left over from an earlier, larger dataset
         if stale.stem.isdigit() and int(stale.stem) >= n:
             stale.unlink()
+    return _publish(root, params, MANIFEST_COLUMNS, rows, hard)
+
+
+def _publish(root: Path, params: dict, columns: tuple[str, ...], rows: list[dict], hard: list[dict]):
+    """Write the hard split, the parameters and, last, the manifest that marks the dataset complete."""
     _write_atomic(root / "hard.csv", lambda f: _write_csv(f, HARD_COLUMNS, hard))
     _write_atomic(root / "dataset.json", lambda f: json.dump(params, f, indent=2))
-    _write_atomic(root / "manifest.csv", lambda f: _write_csv(f, MANIFEST_COLUMNS, rows))
+    _write_atomic(root / "manifest.csv", lambda f: _write_csv(f, columns, rows))
     return load_dataset(root)
 
 

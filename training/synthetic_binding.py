@@ -13,7 +13,6 @@ what hard negatives add.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +24,13 @@ from training.synthetic import (
     _COLOUR_JITTER,
     _ROTATION_JITTER,
     COLOURS,
-    HARD_COLUMNS,
     SHAPES,
     SyntheticDataset,
     _assign_splits,
     _background,
     _is_complete,
     _paint,
-    _write_atomic,
-    _write_csv,
+    _publish,
     load_dataset,
 )
 
@@ -118,7 +115,4 @@ def generate_binding_dataset(
                          "distractor": scene.swapped(kind).caption(), "swapped": kind})  # fmt: skip
         if progress is not None:
             progress(i + 1, n)
-    _write_atomic(root / "hard.csv", lambda f: _write_csv(f, HARD_COLUMNS, hard))
-    _write_atomic(root / "dataset.json", lambda f: json.dump(params, f, indent=2))
-    _write_atomic(root / "manifest.csv", lambda f: _write_csv(f, MANIFEST_COLUMNS, rows))
-    return load_dataset(root)
+    return _publish(root, params, MANIFEST_COLUMNS, rows, hard)

@@ -97,11 +97,7 @@ class ClipLoss(nn.Module):
         """
         check_pair(image_features, text_features, "image_features and text_features")
         n, d = image_features.shape
-        texts = text_features
-        if extra_text_features is not None:
-            if extra_text_features.ndim != 2 or extra_text_features.shape[1] != d:
-                raise ValueError(f"extra_text_features must be (M, {d}), got {tuple(extra_text_features.shape)}")
-            texts = torch.cat([text_features, extra_text_features])
+        texts = append_negatives(text_features, extra_text_features, "extra_text_features")
         if self.normalize:
             image_features = F.normalize(image_features, dim=-1)
             texts = F.normalize(texts, dim=-1)
@@ -111,3 +107,13 @@ class ClipLoss(nn.Module):
         labels = torch.arange(n, device=image_features.device)
         loss = (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
         return {"contrastive_loss": loss}
+
+
+def append_negatives(features: torch.Tensor, extra: torch.Tensor | None, name: str) -> torch.Tensor:
+    """``features`` (N, D) followed by the (M, D) ``extra`` negatives, checked for shape."""
+    if extra is None:
+        return features
+    d = features.shape[1]
+    if extra.ndim != 2 or extra.shape[1] != d:
+        raise ValueError(f"{name} must be (M, {d}), got {tuple(extra.shape)}")
+    return torch.cat([features, extra])

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from training.losses._checks import check_non_negative, check_pair
-from training.losses.clip import ClipLoss
+from training.losses.clip import ClipLoss, append_negatives
 
 
 class HardNegativeClipLoss(ClipLoss):
@@ -101,11 +101,7 @@ class HardNegativeClipLoss(ClipLoss):
         """
         check_pair(image_features, text_features, "image_features and text_features")
         n, d = image_features.shape
-        texts = text_features
-        if extra_text_features is not None:
-            if extra_text_features.ndim != 2 or extra_text_features.shape[1] != d:
-                raise ValueError(f"extra_text_features must be (M, {d}), got {tuple(extra_text_features.shape)}")
-            texts = torch.cat([text_features, extra_text_features])
+        texts = append_negatives(text_features, extra_text_features, "extra_text_features")
         for name, per_query in (
             ("text_negatives_per_image", text_negatives_per_image),
             ("image_negatives_per_text", image_negatives_per_text),
