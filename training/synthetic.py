@@ -230,10 +230,7 @@ def generate_dataset(
     is returned untouched. The manifest is removed first and written last, so
     a run that was interrupted leaves no manifest and is redone next time.
     """
-    if n < 1 or seed < 0 or image_size < 8:
-        raise ValueError("need n >= 1, seed >= 0 and image_size >= 8")
-    if len(splits) != 3 or min(splits) < 0 or not np.isclose(sum(splits), 1.0):
-        raise ValueError(f"splits must be three non-negative fractions summing to 1, got {splits}")
+    _check_parameters(n, seed, image_size, splits)
     root = Path(out_dir)
     params = {
         "version": GENERATOR_VERSION,
@@ -282,10 +279,22 @@ def generate_dataset(
         if progress is not None:
             progress(i + 1, n)
 
-    for stale in images.glob("*.png"):  # left over from an earlier, larger dataset
+    _remove_stale_images(images, n)
+    return _publish(root, params, MANIFEST_COLUMNS, rows, hard)
+
+
+def _check_parameters(n: int, seed: int, image_size: int, splits: tuple[float, float, float]) -> None:
+    if n < 1 or seed < 0 or image_size < 8:
+        raise ValueError("need n >= 1, seed >= 0 and image_size >= 8")
+    if len(splits) != 3 or min(splits) < 0 or not np.isclose(sum(splits), 1.0):
+        raise ValueError(f"splits must be three non-negative fractions summing to 1, got {splits}")
+
+
+def _remove_stale_images(images: Path, n: int) -> None:
+    """Delete images left over from an earlier, larger dataset in the same folder."""
+    for stale in images.glob("*.png"):
         if stale.stem.isdigit() and int(stale.stem) >= n:
             stale.unlink()
-    return _publish(root, params, MANIFEST_COLUMNS, rows, hard)
 
 
 def _publish(root: Path, params: dict, columns: tuple[str, ...], rows: list[dict], hard: list[dict]):

@@ -28,9 +28,11 @@ from training.synthetic import (
     SyntheticDataset,
     _assign_splits,
     _background,
+    _check_parameters,
     _is_complete,
     _paint,
     _publish,
+    _remove_stale_images,
     load_dataset,
 )
 
@@ -91,8 +93,7 @@ def generate_binding_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> SyntheticDataset:
     """Like :func:`training.synthetic.generate_dataset`, for two-object scenes (same files and guarantees)."""
-    if n < 1 or seed < 0 or image_size < 8:
-        raise ValueError("need n >= 1, seed >= 0 and image_size >= 8")
+    _check_parameters(n, seed, image_size, splits)
     root = Path(out_dir)
     params = {"world": "binding", "version": BINDING_VERSION, "n": n, "seed": seed, "image_size": image_size,
               "splits": [float(f) for f in splits]}  # fmt: skip
@@ -115,4 +116,5 @@ def generate_binding_dataset(
                          "distractor": scene.swapped(kind).caption(), "swapped": kind})  # fmt: skip
         if progress is not None:
             progress(i + 1, n)
+    _remove_stale_images(root / "images", n)
     return _publish(root, params, MANIFEST_COLUMNS, rows, hard)

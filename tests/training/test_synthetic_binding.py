@@ -45,3 +45,11 @@ def test_dataset_files_and_determinism(tmp_path):
     mtime = (a.root / "manifest.csv").stat().st_mtime_ns
     generate_binding_dataset(tmp_path / "a", n=40, seed=1, image_size=32)
     assert (a.root / "manifest.csv").stat().st_mtime_ns == mtime
+
+
+def test_bad_parameters_and_a_smaller_regeneration(tmp_path):
+    with pytest.raises(ValueError):
+        generate_binding_dataset(tmp_path / "x", n=10, splits=(0.5, 0.5, 0.5))
+    generate_binding_dataset(tmp_path / "d", n=12, seed=0, image_size=16)
+    generate_binding_dataset(tmp_path / "d", n=8, seed=0, image_size=16)
+    assert sorted(p.name for p in (tmp_path / "d" / "images").iterdir())[-1] == "000007.png"
