@@ -13,8 +13,9 @@ from tqdm.auto import tqdm
 from app.config import Settings
 from app.db import crud
 from app.db.models import Model
-from training.bootstrap import BootstrapConfig, bootstrap_heads, recall_at_k
+from training.bootstrap import BootstrapConfig, bootstrap_heads
 from training.data import open_image
+from training.evaluate import retrieval_metrics
 from training.sources import SourceReport, iter_manifest
 
 log = logging.getLogger(__name__)
@@ -50,22 +51,16 @@ def export_pairs(session_factory: sessionmaker, out: Path) -> int:
 
 
 def evaluate_pairs(encoder, pairs: Sequence[tuple[str, str]]) -> dict:
-    """Text->image and image->text Recall@1/5/10 on ``pairs``, counting duplicate captions as hits."""
+    """Recall@1/5/10 both ways and median rank on ``pairs`` (``training.evaluate.retrieval_metrics``).
+
+    Duplicate captions count as hits: an image whose caption equals the query's is a right answer.
+    Keys are ``t2i_R@k``, ``i2t_R@k`` and ``*_median_rank``, as in ``crossmodal evaluate``.
+    """
     images = [open_image(p) for p, _ in pairs]
     captions = [t for _, t in pairs]
     img = encoder.encode_images(images)
     txt = encoder.encode_texts(captions)
-    report = {"pairs": len(pairs)}
-    for k in (1, 5, 10):
-        report[f"text_to_image_R@{k}"] = recall_at_k(img, txt, captions, k)
-        # image->text: the retrieved caption must equal the image's own caption
-        sims = img @ txt.T
-        top = np.argsort(-sims, axis=1)[:, :k]
-        caps = np.asarray(captions, dtype=object)
-        report[f"image_to_text_R@{k}"] = float(
-            np.mean([caps[i] in set(caps[top[i]]) for i in range(len(caps))])
-        )
-    return report
+    return {"pairs": len(pairs), **retrieval_metrics(img, txt, np.arange(len(pairs)), keys=captions)}
 
 
 def bootstrap_model(

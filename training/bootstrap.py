@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -183,12 +182,3 @@ def bootstrap_heads(
     report = train_heads(loaded, img, txt, cfg, progress)
     report["skipped_images"] = len(pairs) - len(keys)
     return report
-
-
-def recall_at_k(img_emb: np.ndarray, txt_emb: np.ndarray, captions: Sequence[str], k: int) -> float:
-    """Text->image Recall@k where an image whose caption equals the query's counts as a hit."""
-    sims = txt_emb @ img_emb.T
-    topk = np.argsort(-sims, axis=1)[:, :k]
-    caps = np.asarray(captions, dtype=object)
-    hits = [caps[i] in set(caps[topk[i]]) for i in range(len(captions))]
-    return float(np.mean(hits))

@@ -35,7 +35,7 @@ def test_held_out_captions_find_their_own_image(tmp_path):
         settings, sf, ds.manifest, cfg=BootstrapConfig(num_workers=1), show_progress=False
     )
     assert model.spec.startswith("builtin:lit-mini@") and model.status == "active"
-    assert model.eval_report["held_out"]["text_to_image_R@5"] >= RECALL_AT_5_FLOOR
+    assert model.eval_report["held_out"]["t2i_R@5"] >= RECALL_AT_5_FLOOR
 
     report = ingest(ds.manifest, settings, sf, show_progress=False)
     assert report.added == N and report.model_id == model.id
