@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.runtime import apply_runtime_defaults  # noqa: E402
@@ -75,6 +77,41 @@ def evaluate(spec: str, ds, attributes) -> dict:
     return report
 
 
+def prepare(world: str, n: int, seed: int, tmp: Path):
+    """The dataset of ``world`` drawn with ``seed``, and a LiT bootstrap of ``builtin:lit-mini`` on its train split."""
+    if world == "binding":
+        ds = generate_binding_dataset(tmp / "ds", n=n, seed=seed)
+        attributes = SWAPS
+    else:
+        ds = generate_dataset(tmp / "ds", n=n, seed=seed)
+        attributes = ("colour", "shape", "position")
+    loaded = load_model("builtin:lit-mini", "cpu")
+    train = [(str(ds.root / r["image"]), r["text"]) for r in ds.rows("train")]
+    bootstrap_heads(loaded, train, BootstrapConfig(seed=seed))
+    boot = save_checkpoint(loaded, tmp / "bootstrap.pt")
+    return ds, attributes, f"builtin:lit-mini@{boot}"
+
+
+def train_variant(args, ds, attributes, base_spec: str, out: Path, seed: int = 0, **over) -> dict:
+    """Fine-tune ``base_spec`` with the shared recipe plus ``over`` and score it on the test split."""
+    raw = {
+        "model": base_spec,
+        "device": "cpu",
+        "output_dir": str(out),
+        "seed": seed,
+        "data": {"manifest": str(ds.manifest), "split_column": "split", "num_workers": 1},
+        "lock": {"image_unlocked_groups": 1, "text_unlocked_layers": 1},
+        "optim": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": 3},
+        "checkpoint_every": 10_000,
+        "eval_every": 10_000,
+        **over,
+    }
+    started = time.perf_counter()
+    result = finetune(TrainConfig.model_validate(raw))
+    scores = evaluate(f"builtin:lit-mini@{result.checkpoint}", ds, attributes)
+    return {**scores, "train_s": time.perf_counter() - started}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
@@ -84,41 +121,24 @@ def main() -> None:
     ap.add_argument("--world", choices=("shapes", "binding"), default="shapes",
                     help="shapes: one object, distractors swap an attribute; binding: two objects, "
                     "distractors swap which colour goes with which shape, or the sides")  # fmt: skip
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated seeds: replicate (b) against the --variants on fresh data, bootstrap and "
+                    "training seeds each, and report the paired difference (e.g. 0,1,2,3)")  # fmt: skip
+    ap.add_argument("--variants", default="queue (4096)",
+                    help=f"with --seeds: comma-separated hard-negative recipes out of {list(HARD)}")  # fmt: skip
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
+    if args.seeds:
+        replicate(args)
+        return
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    if args.world == "binding":
-        ds = generate_binding_dataset(tmp / "ds", n=args.n, seed=0)
-        attributes = SWAPS
-    else:
-        ds = generate_dataset(tmp / "ds", n=args.n, seed=0)
-        attributes = ("colour", "shape", "position")
-
-    loaded = load_model("builtin:lit-mini", "cpu")
-    train = [(str(ds.root / r["image"]), r["text"]) for r in ds.rows("train")]
-    bootstrap_heads(loaded, train, BootstrapConfig())
-    boot = save_checkpoint(loaded, tmp / "bootstrap.pt")
-    base_spec = f"builtin:lit-mini@{boot}"
+    ds, attributes, base_spec = prepare(args.world, args.n, 0, tmp)
     rows: dict[str, dict] = {"(a) projections only (LiT)": evaluate(base_spec, ds, attributes)}
     print("(a)", rows["(a) projections only (LiT)"], flush=True)
 
     def run(name: str, **over) -> None:
-        raw = {
-            "model": base_spec,
-            "device": "cpu",
-            "output_dir": str(tmp / f"run-{len(rows)}"),
-            "data": {"manifest": str(ds.manifest), "split_column": "split", "num_workers": 1},
-            "lock": {"image_unlocked_groups": 1, "text_unlocked_layers": 1},
-            "optim": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": 3},
-            "checkpoint_every": 10_000,
-            "eval_every": 10_000,
-            **over,
-        }
-        started = time.perf_counter()
-        result = finetune(TrainConfig.model_validate(raw))
-        scores = evaluate(f"builtin:lit-mini@{result.checkpoint}", ds, attributes)
-        rows[name] = {**scores, "train_s": time.perf_counter() - started}
+        rows[name] = train_variant(args, ds, attributes, base_spec, tmp / f"run-{len(rows)}", **over)
         print(name, rows[name], flush=True)
 
     run("(b) unlocked, CLIP")
@@ -168,6 +188,64 @@ Reproduce: `.venv/bin/python benchmarks/bench_quality.py --world {args.world} --
     if not args.no_record:
         result = {"args": vars(args), "rows": rows, "best": best_name, "binding_gain_pts": gain}
         record(f"quality-{args.world}", result, md)
+
+
+
+def replicate(args) -> None:
+    """(b) plain CLIP against each of ``--variants``, once per seed, each seed a fresh dataset and bootstrap."""
+    seeds = [int(x) for x in args.seeds.split(",")]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in HARD]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {list(HARD)}")
+    t0 = time.perf_counter()
+    per_seed: list[dict] = []
+    for seed in seeds:
+        tmp = Path(tempfile.mkdtemp(prefix=f"bench-quality-{seed}-"))
+        ds, attributes, base_spec = prepare(args.world, args.n, seed, tmp)
+        runs = {"(b) unlocked, CLIP": train_variant(args, ds, attributes, base_spec, tmp / "b", seed=seed)}
+        for v in variants:
+            runs[f"(d) CLIP + {v}"] = train_variant(args, ds, attributes, base_spec, tmp / f"d-{v[:5]}", seed=seed,
+                                                    hard_negatives=HARD[v])  # fmt: skip
+        per_seed.append({"seed": seed, "hard_pairs": len(ds.hard_rows()), "runs": runs})
+        print(seed, {k: round(r["binding_acc"], 3) for k, r in runs.items()}, flush=True)
+
+    base = "(b) unlocked, CLIP"
+    lines = ["| seed | hard pairs | " + " | ".join(f"{k}: binding / t2i R@1" for k in per_seed[0]["runs"]) + " |",
+             "|---|---|" + "---|" * len(per_seed[0]["runs"])]  # fmt: skip
+    for s in per_seed:
+        cells = " | ".join(f"{r['binding_acc']:.3f} / {r['t2i_R@1']:.3f}" for r in s["runs"].values())
+        lines.append(f"| {s['seed']} | {s['hard_pairs']} | {cells} |")
+    summary, verdicts = {}, []
+    for v in variants:
+        name = f"(d) CLIP + {v}"
+        gain = np.array([100 * (s["runs"][name]["binding_acc"] - s["runs"][base]["binding_acc"]) for s in per_seed])
+        dr1 = np.array([s["runs"][name]["t2i_R@1"] - s["runs"][base]["t2i_R@1"] for s in per_seed])
+        sem = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else float("nan")
+        summary[name] = {"gain_pts": gain.tolist(), "mean_gain_pts": float(gain.mean()), "sem_pts": float(sem),
+                         "mean_delta_t2i_R@1": float(dr1.mean())}  # fmt: skip
+        met = gain.mean() >= 5 and dr1.mean() >= -0.005
+        verdicts.append(f"**{name}**: binding {gain.mean():+.1f} ± {sem:.1f} pts (mean ± s.e.m. over "
+                        f"{len(gain)} seeds; per seed {', '.join(f'{g:+.1f}' for g in gain)}), t2i R@1 "
+                        f"{dr1.mean():+.3f} on average. Goal ≥ +5 pts without losing R@1 — "
+                        f"{'met' if met else '**not met**'}.")  # fmt: skip
+    title = f"Fine-tuning quality over seeds, {args.world} world (`benchmarks/bench_quality.py --seeds`)"
+    md = f"""## {title}
+
+Each seed draws a fresh dataset ({args.n} pairs), LiT bootstrap and training order; (b) plain CLIP and the
+hard-negative recipe(s) then train {args.steps} steps at batch {args.batch_size}, lr {args.lr} from the same
+bootstrap, so the difference is paired.
+
+{chr(10).join(lines)}
+
+{chr(10).join(verdicts)}
+Total wall time {time.perf_counter() - t0:.0f} s on this machine.
+Reproduce: `.venv/bin/python benchmarks/bench_quality.py --world {args.world} --seeds {args.seeds} \\
+--variants "{args.variants}" --steps {args.steps} --batch-size {args.batch_size}`
+"""
+    print(md)
+    if not args.no_record:
+        record(f"quality-{args.world}-seeds", {"args": vars(args), "seeds": per_seed, "summary": summary}, md)
 
 
 if __name__ == "__main__":

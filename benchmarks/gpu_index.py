@@ -20,20 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import faiss  # noqa: E402
 
+from benchmarks.bench_index import mixture_dataset  # noqa: E402
 from index.builder import array_shards, build_index  # noqa: E402
 from index.factory import make_plan  # noqa: E402
 from index.gpu import gpu_available, to_gpu  # noqa: E402
 from index.tune import measure_recall, set_search_param  # noqa: E402
-
-
-def data(n: int, d: int, nq: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((max(50, n // 20), d)).astype(np.float32)
-    xb = centres[rng.integers(len(centres), size=n)] + 0.7 * rng.standard_normal((n, d)).astype(np.float32)
-    xq = centres[rng.integers(len(centres), size=nq)] + 0.7 * rng.standard_normal((nq, d)).astype(np.float32)
-    for x in (xb, xq):
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return xb, xq
 
 
 def qps(index, xq, batch: int) -> float:
@@ -50,7 +41,9 @@ def main() -> None:
     ap.add_argument("--nq", type=int, default=2000)
     ap.add_argument("--nprobe", type=int, default=32)
     args = ap.parse_args()
-    xb, xq = data(args.n, args.d, args.nq)
+    # the hard mixture of bench_index.py: 20 vectors a component, nprobe=1 recalls < 0.5
+    mix = mixture_dataset(args.n, args.d, max(50, args.n // 20), 0.75, args.nq)
+    xb, xq = mix["xb"], mix["xq_eval"]
     ids = np.arange(args.n, dtype=np.int64) * 7 + 3
     gt = faiss.knn(xq, xb, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
     gt_ids = ids[gt]
