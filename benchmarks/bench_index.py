@@ -408,7 +408,8 @@ def main() -> None:
     if not args.no_record:
         from benchmarks._report import record
 
-        record(f"index-{args.dataset}", json.loads(json.dumps(result, default=_jsonable)), md)
+        name = f"index-{args.dataset}" + (f"-{args.budget_gib:g}gib" if args.budget_gib else "")
+        record(name, json.loads(json.dumps(result, default=_jsonable)), md)
 
 
 def _jsonable(o):
@@ -432,7 +433,8 @@ def report(res: dict, args) -> str:
     }[res["dataset"]]
     text_col = "recall_text" in flat
     lines = [
-        f"## Index, {res['dataset']} data (`benchmarks/bench_index.py --dataset {res['dataset']}`)",
+        f"## Index, {res['dataset']} data, {res['budget_bytes'] / 2**30:g} GiB budget "
+        f"(`benchmarks/bench_index.py --dataset {res['dataset']}`)",
         "",
         f"{title}; memory budget {res['budget_bytes'] / 2**30:.2f} GiB; our index tuned to recall@{k} ≥ {target} "
         f"on {res['queries']} held-out queries and measured on {res['queries']} others. "
@@ -481,7 +483,8 @@ def report(res: dict, args) -> str:
         status = f"{auto['status']} after {auto['build_s']:.0f} s (limit {limit:.0f} s)"
         lines.append(f"autofaiss: {status}; no index to measure.")
     lines += ["", f"Total wall time {res['wall_s'] / 60:.0f} min. Reproduce: "
-              f"`.venv/bin/python benchmarks/bench_index.py --dataset {res['dataset']}`"]  # fmt: skip
+              f"`.venv/bin/python benchmarks/bench_index.py --dataset {res['dataset']}"
+              + (f" --budget-gib {args.budget_gib:g}" if args.budget_gib else "") + "`"]  # fmt: skip
     return "\n".join(lines)
 
 
