@@ -231,6 +231,36 @@ def run_flat(data: dict, gt_eval, k: int) -> dict:
     return row
 
 
+class TorchExact:
+    """Exact inner-product top-k as one torch matmul + ``topk`` over all threads: a second exact baseline.
+
+    FAISS's ``IndexFlat`` searches one query on one thread and a batch of 64 in
+    small BLAS blocks; a plain matrix product is faster for both here, and a
+    speed-up is only as honest as the baseline it is measured against.
+    """
+
+    def __init__(self, xb: np.ndarray):
+        import torch
+
+        self.xb = torch.from_numpy(xb)
+        self.ntotal = len(xb)
+
+    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        D, I = (torch.from_numpy(np.ascontiguousarray(xq, dtype=np.float32)) @ self.xb.T).topk(k, dim=1)
+        return D.numpy(), I.numpy()
+
+
+def run_torch_exact(data: dict, gt_eval, k: int) -> dict:
+    index = TorchExact(data["xb"])
+    row = {"name": "exact, torch matmul + topk", "factory": "(no index)", "status": "ok", "build_s": 0.0,
+           "index_bytes": int(data["xb"].nbytes), "params": ""}  # fmt: skip
+    row.update(evaluate(index, data["xq_eval"], gt_eval, k))
+    _extra_queries(row, index, data, k)
+    return row
+
+
 def run_planned(name: str, plan, data: dict, gt_tune, gt_eval, k: int, target: float, curve: bool) -> dict:
     """Build ``plan`` with the project's builder, tune it on the tuning queries, measure on the evaluation ones."""
     from index.builder import array_shards, build_index
@@ -339,6 +369,7 @@ def main() -> None:
                          "hnsw,ivf_flat,ivf_pq for real; '' for none)")  # fmt: skip
     ap.add_argument("--autofaiss-limit-s", type=float, default=900.0, help="autofaiss's wall-clock limit")
     ap.add_argument("--no-autofaiss", action="store_true")
+    ap.add_argument("--exact-only", action="store_true", help="measure only the two exact baselines")
     ap.add_argument("--prepare-only", action="store_true", help="make and cache the dataset, then stop")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
@@ -378,8 +409,17 @@ def main() -> None:
         data["gt_text"] = exact_ground_truth(shards, data["xq_text"], k)
     log.info("ground truth in %.0f s", time.perf_counter() - t0)
 
-    rows = [run_flat(data, gt_eval, k)]
-    log.info("exact Flat: %.1f QPS single, %.1f QPS batch 64", rows[0]["qps_1"], rows[0]["qps_64"])
+    rows = [run_flat(data, gt_eval, k), run_torch_exact(data, gt_eval, k)]
+    for r in rows:
+        log.info("%s: %.1f QPS single, %.1f QPS batch 64", r["name"], r["qps_1"], r["qps_64"])
+    if args.exact_only:
+        md = exact_report(rows, args, n, d)
+        print(md)
+        if not args.no_record:
+            from benchmarks._report import record
+
+            record(f"index-{args.dataset}-exact", json.loads(json.dumps({"rows": rows}, default=_jsonable)), md)
+        return
     plan = choose_index(n, d, budget)
     rows.append(run_planned("ours (auto)", plan, data, gt_tune, gt_eval, k, target, curve=True))
     rows[-1].pop("index")
@@ -412,6 +452,18 @@ def main() -> None:
         record(name, json.loads(json.dumps(result, default=_jsonable)), md)
 
 
+def exact_report(rows: list[dict], args, n: int, d: int) -> str:
+    lines = [f"## Exact baselines, {args.dataset} data (`benchmarks/bench_index.py --dataset {args.dataset} "
+             "--exact-only`)", "", f"{n:,} x {d}; 2 threads; recall@{args.k} on {args.queries} queries.", "",
+             "| exact search | recall | QPS single | QPS batch 64 |", "|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['recall']:.3f} | {r['qps_1']:,.1f} | {r['qps_64']:,.1f} |")
+    a, b = rows
+    lines += ["", f"{b['name']} / {a['name']}: {b['qps_1'] / a['qps_1']:.2f}x single, "
+              f"{b['qps_64'] / a['qps_64']:.2f}x batch 64."]  # fmt: skip
+    return "\n".join(lines)
+
+
 def _jsonable(o):
     if isinstance(o, np.generic):
         return o.item()
@@ -424,14 +476,17 @@ def _fmt_bytes(b) -> str:
 
 def report(res: dict, args) -> str:
     rows, k, target = res["rows"], res["k"], res["target_recall"]
-    flat, ours = rows[0], rows[1]
+    exact = [r for r in rows if r["name"].startswith("exact")]
+    best_1 = max(exact, key=lambda r: r["qps_1"])
+    best_64 = max(exact, key=lambda r: r["qps_64"])
+    ours = next(r for r in rows if r["name"] == "ours (auto)")
     auto = next((r for r in rows if r["name"] == "autofaiss"), None)
     title = {
         "mixture": f"{res['n']:,} x {res['d']} vectors from a {args.components:,}-component Gaussian mixture "
         f"(noise {args.noise})",
         "real": f"{res['n']:,} `builtin:lit-mini` image embeddings ({res['d']}-d) of the synthetic world",
     }[res["dataset"]]
-    text_col = "recall_text" in flat
+    text_col = "recall_text" in exact[0]
     lines = [
         f"## Index, {res['dataset']} data, {res['budget_bytes'] / 2**30:g} GiB budget "
         f"(`benchmarks/bench_index.py --dataset {res['dataset']}`)",
@@ -463,9 +518,11 @@ def report(res: dict, args) -> str:
         points = ", ".join(f"{p['value']}: {p['recall']:.3f} @ {p['qps_64']:,.0f}" for p in ours["curve"])
         knob = ours["params"].split("=")[0]
         lines += [f"Recall–QPS curve of our choice (`{knob}`: recall@{k} @ QPS batch 64): {points}", ""]
-    speedup = ours["qps_1"] / flat["qps_1"]
-    lines.append(f"Ours vs exact: recall@{k} {ours['recall']:.3f} at **{speedup:.1f}x** exact search's single-query "
-                 f"QPS ({ours['qps_64'] / flat['qps_64']:.1f}x at batch 64).")  # fmt: skip
+    speedup = ours["qps_1"] / best_1["qps_1"]
+    lines.append(f"Ours vs the faster exact search: recall@{k} {ours['recall']:.3f} at **{speedup:.1f}x** the "
+                 f"single-query QPS of {best_1['name']} ({ours['qps_64'] / best_64['qps_64']:.1f}x the batch-64 QPS "
+                 f"of {best_64['name']}). Goal ≥ 20x single-query at recall ≥ {target} — "
+                 f"{'met' if speedup >= 20 and ours['recall'] >= target else '**not met**'}.")  # fmt: skip
     if auto is not None and auto["status"] == "ok":
         cmp = f"autofaiss at its own setting ({auto['params']}): recall@{k} {auto['recall']:.3f}, " \
               f"{auto['qps_1']:,.0f} QPS single. Ours: {ours['qps_1'] / auto['qps_1']:.2f}x its single-query QPS " \

@@ -45,7 +45,19 @@ def test_end_to_end_on_a_toy_corpus(monkeypatch, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ")][1:]
     names = [r.split("|")[1].strip() for r in rows]
-    assert names == ["exact Flat", "ours (auto)", "ours, ivf_flat forced"]
+    assert names == ["exact Flat", "exact, torch matmul + topk", "ours (auto)", "ours, ivf_flat forced"]
     flat_recall = float(rows[0].split("|")[6])
     assert flat_recall == pytest.approx(1.0)
     assert "Data check: IVF-Flat at nprobe=1 recalls" in out
+
+
+def test_exact_only_compares_the_two_exact_baselines(monkeypatch, capsys):
+    argv = ["bench_index.py", "--dataset", "mixture", "--n", "3000", "--d", "16", "--components", "150",
+            "--queries", "20", "--exact-only", "--no-record"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(bench_index, "qps", lambda index, xq, k, batch, budget_s=10.0: 50.0)
+    bench_index.main()
+    out = capsys.readouterr().out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| exact")][1:]  # after the header
+    assert [r[1].strip() for r in rows] == ["exact Flat", "exact, torch matmul + topk"]
+    assert all(float(r[2]) == pytest.approx(1.0) for r in rows)  # both exact: recall 1
