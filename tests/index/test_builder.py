@@ -135,16 +135,17 @@ def test_builder_sets_a_sane_default_search_param(corpus):
 
 @pytest.mark.parametrize(
     "kind, n, d",
-    [("flat", N, D_DIM), ("ivf_flat", N, D_DIM), ("ivf_sq8", N, D_DIM), ("ivf_pq", 2000, 16)],  # OPQ is slow
-)
+    [("flat", N, D_DIM), ("hnsw", N, D_DIM), ("ivf_flat", N, D_DIM), ("ivf_sq8", N, D_DIM), ("ivf_pq", 2000, 16)],
+)  # ivf_pq is small: OPQ is slow
 def test_stream_build_from_shards_equals_in_memory_build(tmp_path, kind, n, d):
     x = mixture(n + NQ, d, seed=7)
     ids, x16, xq = db_ids(n), x[:n].astype(np.float16), x[n:]  # shards store float16: compare like with like
     for a, b in [(0, 1234), (1234, 1235), (1235, n - 700), (n - 700, n)]:  # uneven cuts, a one-row shard
         write_shard(tmp_path, ids[a:b], x16[a:b])
     plan = plan_for(kind, n, d)
-    streamed = builder.build_index(builder.shard_reader(tmp_path), d, plan, seed=3)
-    in_memory = builder.build_index(builder.array_shards(ids, x16.astype(np.float32), n), d, plan, seed=3)
+    with one_faiss_thread():  # HNSW's parallel insertion order is not deterministic
+        streamed = builder.build_index(builder.shard_reader(tmp_path), d, plan, seed=3)
+        in_memory = builder.build_index(builder.array_shards(ids, x16.astype(np.float32), n), d, plan, seed=3)
     Ds, Is = streamed.search(xq, K)
     Dm, Im = in_memory.search(xq, K)
     np.testing.assert_array_equal(Is, Im)
@@ -259,3 +260,27 @@ def test_mmap_of_a_graph_index_reads_it_into_ram(tmp_path, built, corpus, caplog
     assert "not an IVF index" in caplog.text
     xq = corpus[2]
     np.testing.assert_array_equal(loaded.index.search(xq, K)[1], built["hnsw"].search(xq, K)[1])
+
+
+def test_hnsw_gets_every_vector_in_one_add(corpus, monkeypatch):
+    """FAISS HNSW links a worse graph when vectors arrive in several adds (see the builder)."""
+    ids, xb, _ = corpus
+    calls = []
+    real = faiss.IndexIDMap2.add_with_ids
+
+    def spy(self, x, xids):
+        calls.append(len(xids))
+        return real(self, x, xids)
+
+    monkeypatch.setattr(faiss.IndexIDMap2, "add_with_ids", spy)
+    seen = []
+    index = builder.build_index(
+        builder.array_shards(ids[:3000], xb[:3000], 700),
+        D_DIM,
+        plan_for("hnsw", 3000),
+        progress=lambda stage, done, total: seen.append((stage, done, total)),
+    )
+    assert calls == [3000] and index.ntotal == 3000
+    assert seen[-1] == ("add", 3000, 3000)
+    builder.build_index(builder.array_shards(ids[:3000], xb[:3000], 700), D_DIM, plan_for("ivf_flat", 3000))
+    assert calls[1:] == [700, 700, 700, 700, 200]  # other kinds stream shard by shard
