@@ -11,7 +11,10 @@ the first rung whose estimated memory fits the budget:
 2. ``HNSW32,Flat`` (CPU only) for ``n <= HNSW_MAX_N``: the best recall/speed
    trade-off in RAM, but it costs ~300 extra bytes a vector for the graph,
    builds slowly (hours past a few million vectors), cannot be memory-mapped
-   and has no GPU implementation.
+   and has no GPU implementation. Caveat, measured (docs/benchmarks.md, index-real): on
+   text->image queries, far from every image vector, HNSW's greedy search can miss the
+   target recall at any efSearch where IVF reaches it; the tuning on other-modality
+   queries reports that, but the ladder does not yet fall back.
 3. ``IVF{nlist},Flat``: exact distances inside the probed lists, ids in the
    lists, memory-mappable, GPU-capable.
 4. ``IVF{nlist},SQ8``: 4x smaller codes (one byte a dimension), small recall loss.
