@@ -14,7 +14,7 @@ the first rung whose estimated memory fits the budget:
    and has no GPU implementation. Caveat, measured (docs/benchmarks.md, index-real): on
    text->image queries, far from every image vector, HNSW's greedy search can miss the
    target recall at any efSearch where IVF reaches it; the tuning on other-modality
-   queries reports that, but the ladder does not yet fall back.
+   queries reports that, and ``app.publish`` then falls back to the IVF rungs.
 3. ``IVF{nlist},Flat``: exact distances inside the probed lists, ids in the
    lists, memory-mappable, GPU-capable.
 4. ``IVF{nlist},SQ8``: 4x smaller codes (one byte a dimension), small recall loss.
@@ -132,8 +132,12 @@ def make_plan(kind: str, n: int, d: int, *, gpu: bool = False, m: int | None = N
     )
 
 
-def choose_index(n: int, d: int, memory_budget_bytes: int, gpu: bool = False) -> IndexPlan:
-    """The first rung of the ladder in the module docstring that fits ``memory_budget_bytes``."""
+def choose_index(n: int, d: int, memory_budget_bytes: int, gpu: bool = False, allow_hnsw: bool = True) -> IndexPlan:
+    """The first rung of the ladder in the module docstring that fits ``memory_budget_bytes``.
+
+    ``allow_hnsw=False`` skips the HNSW rung: the fallback when a tuned HNSW misses its
+    target recall on cross-modal queries.
+    """
     gib = memory_budget_bytes / 2**30
 
     def fits(plan: IndexPlan) -> bool:
@@ -146,7 +150,7 @@ def choose_index(n: int, d: int, memory_budget_bytes: int, gpu: bool = False) ->
     flat = make_plan("flat", n, d, gpu=gpu)
     if n * d <= EXACT_MAX_WORK and fits(flat):
         return explain(flat, f"exact search: n*d <= {EXACT_MAX_WORK:,} is a few ms a query")
-    if not gpu:
+    if not gpu and allow_hnsw:
         hnsw = make_plan("hnsw", n, d)
         if n <= HNSW_MAX_N and fits(hnsw):
             return explain(hnsw, f"HNSW: n <= {HNSW_MAX_N:,} and vectors + graph links fit in RAM")
