@@ -45,7 +45,8 @@ def test_end_to_end_on_a_toy_corpus(monkeypatch, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ")][1:]
     names = [r.split("|")[1].strip() for r in rows]
-    assert names == ["exact Flat", "exact, torch matmul + topk", "ours (auto)", "ours, ivf_flat forced"]
+    assert names == ["exact Flat", "exact, torch matmul + topk", "exact, ours (index.flat.search)", "ours (auto)",
+                     "ours, ivf_flat forced"]  # fmt: skip
     flat_recall = float(rows[0].split("|")[6])
     assert flat_recall == pytest.approx(1.0)
     assert "Data check: IVF-Flat at nprobe=1 recalls" in out
@@ -59,5 +60,6 @@ def test_exact_only_compares_the_two_exact_baselines(monkeypatch, capsys):
     bench_index.main()
     out = capsys.readouterr().out
     rows = [line.split("|") for line in out.splitlines() if line.startswith("| exact")][1:]  # after the header
-    assert [r[1].strip() for r in rows] == ["exact Flat", "exact, torch matmul + topk"]
-    assert all(float(r[2]) == pytest.approx(1.0) for r in rows)  # both exact: recall 1
+    names = ["exact Flat", "exact, torch matmul + topk", "exact, ours (index.flat.search)"]
+    assert [r[1].strip() for r in rows] == names
+    assert all(float(r[2]) == pytest.approx(1.0) for r in rows)  # all exact: recall 1

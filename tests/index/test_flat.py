@@ -48,3 +48,39 @@ def test_publish_is_atomic_and_round_trips(tmp_path):
     np.testing.assert_array_equal(flat.search(loaded.index, xb[:5], 1)[1][:, 0], np.arange(100, 105))
     with pytest.raises(FileExistsError):
         flat.publish(index, out, {})
+
+
+def test_blas_path_agrees_with_faiss_in_every_chunking(monkeypatch, tmp_path):
+    """The matmul path (exact IDMap2,Flat) returns FAISS's own answer, read back from disk too."""
+    rng = np.random.default_rng(3)
+    xb, xq = _unit(rng, 700, 16), _unit(rng, 33, 16)
+    ids = rng.choice(10**9, size=700, replace=False).astype(np.int64)
+    index = flat.build_exact(xb, ids)
+    assert flat._exact_parts(index) is not None
+    D_ref, I_ref = index.search(xq, 10)  # FAISS itself
+    for chunk_floats in (700, 7000, flat.SIM_CHUNK_FLOATS):  # one query a chunk, ten, all
+        monkeypatch.setattr(flat, "SIM_CHUNK_FLOATS", chunk_floats)
+        D, I = flat.search(index, xq, 10)
+        np.testing.assert_allclose(D, D_ref, atol=1e-6)
+        assert (I == I_ref).mean() > 0.99  # may differ only on exact ties
+    flat.publish(index, tmp_path / "1", {})
+    loaded = flat.load(tmp_path / "1").index
+    np.testing.assert_allclose(flat.search(loaded, xq, 10)[0], D_ref, atol=1e-6)
+    D, I = flat.search(index, xq[0], 700)  # k == n: everything, best first
+    assert sorted(I[0]) == sorted(ids) and np.all(np.diff(D[0]) <= 1e-7)
+
+
+def test_other_indexes_and_empty_ones_go_through_faiss():
+    import faiss
+
+    rng = np.random.default_rng(4)
+    assert flat._exact_parts(flat.build_exact(np.zeros((0, 8), np.float32), np.zeros(0, np.int64))) is None
+    l2 = faiss.IndexIDMap2(faiss.IndexFlatL2(8))
+    l2.add_with_ids(_unit(rng, 10, 8), np.arange(10))
+    assert flat._exact_parts(l2) is None
+    hnsw = faiss.index_factory(8, "IDMap2,HNSW8,Flat", faiss.METRIC_INNER_PRODUCT)
+    hnsw.add_with_ids(_unit(rng, 50, 8), np.arange(50))
+    assert flat._exact_parts(hnsw) is None
+    assert flat.search(hnsw, _unit(rng, 2, 8), 5)[1].shape == (2, 5)
+    with pytest.raises(ValueError, match="dimension"):
+        flat.search(flat.build_exact(_unit(rng, 5, 8), np.arange(5)), _unit(rng, 1, 4), 2)
