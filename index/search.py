@@ -15,6 +15,8 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 
+from index import flat
+
 Keep = Callable[[np.ndarray], np.ndarray]  # ids (n,) -> bool mask (n,)
 
 
@@ -41,7 +43,7 @@ def search(
     todo = np.arange(nq)
     depth = min(ntotal, math.ceil(k * overfetch) + len(dead))
     while len(todo) and depth > 0:
-        D, I = index.search(xq[todo], depth)
+        D, I = flat.search(index, xq[todo], depth)  # exact indexes take flat's BLAS path
         short = []
         for row, q in enumerate(todo):
             ok = I[row] >= 0
