@@ -189,8 +189,10 @@ def search_param_of(index) -> tuple[str | None, list[int]]:
     if ivf is not None:
         top = int(np.log2(min(ivf.nlist, 4096)))
         return "nprobe", [1 << i for i in range(top + 1)]
-    if "HNSW" in type(faiss.downcast_index(index)).__name__ or _hnsw_inside(index):
-        return "efSearch", [16, 32, 64, 128, 256, 512, 1024]
+    if _hnsw_inside(index):
+        from index.factory import EF_SEARCH
+
+        return "efSearch", list(EF_SEARCH)
     return None, []
 
 
@@ -228,18 +230,6 @@ def at_recall(curve: list[dict], target: float) -> dict | None:
 # ---------------------------------------------------------------- contenders
 
 
-def run_flat(data: dict, gt_eval, k: int) -> dict:
-    from index.flat import build_exact
-
-    t0 = time.perf_counter()
-    index = build_exact(data["xb"], np.arange(len(data["xb"]), dtype=np.int64))
-    build_s = time.perf_counter() - t0
-    row = {"name": "exact Flat", "factory": "IDMap2,Flat", "status": "ok", "build_s": build_s,
-           "index_bytes": index_bytes(index), "params": "", **evaluate(index, data["xq_eval"], gt_eval, k)}  # fmt: skip
-    _extra_queries(row, index, data, k)
-    return row
-
-
 class TorchExact:
     """Exact inner-product top-k as one torch matmul + ``topk`` over all threads: a second exact baseline.
 
@@ -261,15 +251,6 @@ class TorchExact:
         return D.numpy(), I.numpy()
 
 
-def run_torch_exact(data: dict, gt_eval, k: int) -> dict:
-    index = TorchExact(data["xb"])
-    row = {"name": "exact, torch matmul + topk", "factory": "(no index)", "status": "ok", "build_s": 0.0,
-           "index_bytes": int(data["xb"].nbytes), "params": ""}  # fmt: skip
-    row.update(evaluate(index, data["xq_eval"], gt_eval, k))
-    _extra_queries(row, index, data, k)
-    return row
-
-
 class ServiceExact:
     """The service's exact search, ``index.flat.search``, over the same ``IDMap2,Flat`` index."""
 
@@ -282,15 +263,27 @@ class ServiceExact:
         return flat.search(self.index, xq, k)
 
 
-def run_service_exact(data: dict, gt_eval, k: int) -> dict:
+def run_exact(data: dict, gt_eval, k: int) -> list[dict]:
+    """The exact baselines: FAISS ``IndexFlat``, torch matmul + ``topk``, and the service's ``index.flat.search``
+    over the same ``IndexFlat`` (built once)."""
     from index.flat import build_exact
 
-    index = ServiceExact(build_exact(data["xb"], np.arange(len(data["xb"]), dtype=np.int64)))
-    row = {"name": "exact, ours (index.flat.search)", "factory": "IDMap2,Flat", "status": "ok", "build_s": 0.0,
-           "index_bytes": int(data["xb"].nbytes), "params": ""}  # fmt: skip
-    row.update(evaluate(index, data["xq_eval"], gt_eval, k))
-    _extra_queries(row, index, data, k)
-    return row
+    t0 = time.perf_counter()
+    flat_index = build_exact(data["xb"], np.arange(len(data["xb"]), dtype=np.int64))
+    build_s = time.perf_counter() - t0
+    flat_bytes = index_bytes(flat_index)
+    rows = []
+    for name, factory, index, built_s, size in (
+        ("exact Flat", "IDMap2,Flat", flat_index, build_s, flat_bytes),
+        ("exact, torch matmul + topk", "(no index)", TorchExact(data["xb"]), 0.0, int(data["xb"].nbytes)),
+        ("exact, ours (index.flat.search)", "IDMap2,Flat", ServiceExact(flat_index), build_s, flat_bytes),
+    ):
+        row = {"name": name, "factory": factory, "status": "ok", "build_s": built_s, "index_bytes": size,
+               "params": ""}  # fmt: skip
+        row.update(evaluate(index, data["xq_eval"], gt_eval, k))
+        _extra_queries(row, index, data, k)
+        rows.append(row)
+    return rows
 
 
 def run_planned(name: str, plan, data: dict, gt_tune, gt_eval, k: int, target: float, curve: bool) -> dict:
@@ -450,7 +443,7 @@ def main() -> None:
         data["gt_text"] = exact_ground_truth(shards, data["xq_text"], k)
     log.info("ground truth in %.0f s", time.perf_counter() - t0)
 
-    rows = [run_flat(data, gt_eval, k), run_torch_exact(data, gt_eval, k), run_service_exact(data, gt_eval, k)]
+    rows = run_exact(data, gt_eval, k)
     for r in rows:
         log.info("%s: %.1f QPS single, %.1f QPS batch 64", r["name"], r["qps_1"], r["qps_64"])
     if args.exact_only:
