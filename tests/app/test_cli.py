@@ -59,30 +59,36 @@ def test_ingest_errors_are_messages_not_tracebacks(env):
     assert "Traceback" not in missing.output
 
 
+def _finetune_config(env, data: dict, optim: dict, **extra):
+    """A fine-tune YAML for ``test:tiny`` on CPU, fully unlocked, writing to ``env/run``."""
+    import yaml
+
+    config = env / "ft.yaml"
+    raw = {
+        "model": "test:tiny",
+        "device": "cpu",
+        "output_dir": str(env / "run"),
+        "data": {**data, "split_column": "split", "num_workers": 0},
+        "lock": {"image_unlocked_groups": None, "text_unlocked_layers": None},
+        "optim": optim,
+        **extra,
+    }
+    config.write_text(yaml.safe_dump(raw))
+    return config
+
+
 def test_finetune_registers_a_candidate_and_evaluate_reports(env):
     import json
-
-    import yaml
 
     from app.db.models import Model
     from app.db.session import make_engine, make_session_factory
 
     assert run("db", "upgrade").exit_code == 0
     assert run("synth", str(env / "ds"), "--n", "40", "--image-size", "32").exit_code == 0
-    config = env / "ft.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "model": "test:tiny",
-                "device": "cpu",
-                "output_dir": str(env / "run"),
-                "data": {"manifest": str(env / "ds" / "manifest.csv"), "split_column": "split", "num_workers": 0},
-                "lock": {"image_unlocked_groups": None, "text_unlocked_layers": None},
-                "optim": {"steps": 4, "batch_size": 8, "warmup_steps": 1},
-                "eval_every": 2,
-            }
-        )
-    )
+    config = _finetune_config(
+        env, {"manifest": str(env / "ds" / "manifest.csv")}, {"steps": 4, "batch_size": 8, "warmup_steps": 1},
+        eval_every=2,
+    )  # fmt: skip
     result = run("finetune", "--config", str(config))
     assert result.exit_code == 0, result.output
     assert "registered candidate model #1" in result.output
@@ -122,24 +128,11 @@ def test_delete_and_reindex(env):
 
 
 def test_finetune_from_the_database_items(env):
-    import yaml
 
     assert run("db", "upgrade").exit_code == 0
     assert run("synth", str(env / "ds"), "--n", "40", "--image-size", "32").exit_code == 0
     assert run("ingest", str(env / "ds" / "manifest.csv")).exit_code == 0
-    config = env / "ft.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "model": "test:tiny",
-                "device": "cpu",
-                "output_dir": str(env / "run"),
-                "data": {"split_column": "split", "num_workers": 0},
-                "lock": {"image_unlocked_groups": None, "text_unlocked_layers": None},
-                "optim": {"steps": 2, "batch_size": 8, "warmup_steps": 1},
-            }
-        )
-    )
+    config = _finetune_config(env, {}, {"steps": 2, "batch_size": 8, "warmup_steps": 1})
     assert run("finetune", "--config", str(config)).exit_code == 2  # no manifest and no --from-db
     result = run("finetune", "--config", str(config), "--from-db")
     assert result.exit_code == 0, result.output
