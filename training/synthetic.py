@@ -230,8 +230,6 @@ def generate_dataset(
     is returned untouched. The manifest is removed first and written last, so
     a run that was interrupted leaves no manifest and is redone next time.
     """
-    _check_parameters(n, seed, image_size, splits)
-    root = Path(out_dir)
     params = {
         "version": GENERATOR_VERSION,
         "n": n,
@@ -239,48 +237,61 @@ def generate_dataset(
         "image_size": image_size,
         "splits": [float(f) for f in splits],
     }
-    if _is_complete(root, params):
-        return load_dataset(root)
 
-    images = root / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    (root / "manifest.csv").unlink(missing_ok=True)
-
-    split_of = _assign_splits(n, splits, seed)
-    rows, hard = [], []
-    for i in range(n):
+    def make_row(i: int, root: Path, split: str, n_hard: int) -> tuple[dict, dict | None]:
         rng = np.random.default_rng([seed, 0, i])
         scene = sample_scene(rng)
         image = f"images/{i:06d}.png"
         # Fastest zlib level: the images are simple and this keeps 2,000 of them to seconds.
         render(scene, image_size, rng).save(root / image, compress_level=1)
-        row = {
-            "id": f"{i:06d}",
-            "image": image,
-            "text": scene.caption(),
-            "split": split_of[i],
-            **asdict(scene),
-        }
+        row = {"id": f"{i:06d}", "image": image, "text": scene.caption(), "split": split, **asdict(scene)}
+        if split != "test":
+            return row, None
+        # Rotate the swapped attribute over the test items (offset by the seed) so each
+        # kind of distractor is equally represented.
+        swapped = SWAPPABLE[(n_hard + seed) % len(SWAPPABLE)]
+        distractor = swap_attribute(scene, swapped, np.random.default_rng([seed, 1, i]))
+        return row, {"id": row["id"], "image": image, "text": row["text"], "distractor": distractor.caption(),
+                     "swapped": swapped}  # fmt: skip
+
+    return write_dataset(out_dir, params, n, seed, image_size, splits, MANIFEST_COLUMNS, make_row, progress)
+
+
+def write_dataset(
+    out_dir: str | Path,
+    params: dict,
+    n: int,
+    seed: int,
+    image_size: int,
+    splits: tuple[float, float, float],
+    columns: tuple[str, ...],
+    make_row: Callable[[int, Path, str, int], tuple[dict, dict | None]],
+    progress: Callable[[int, int], None] | None = None,
+) -> SyntheticDataset:
+    """The writer behind every synthetic world: ``make_row(i, root, split, hard_so_far)`` renders image ``i``
+    under ``root`` and returns its manifest row (``columns``) and, for a test item, its hard pair.
+
+    A complete dataset with the same ``params`` is returned untouched; otherwise the
+    manifest is removed first and written last, so an interrupted run is redone.
+    """
+    _check_parameters(n, seed, image_size, splits)
+    root = Path(out_dir)
+    if _is_complete(root, params):
+        return load_dataset(root)
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    (root / "manifest.csv").unlink(missing_ok=True)
+    split_of = _assign_splits(n, splits, seed)
+    rows, hard = [], []
+    for i in range(n):
+        row, pair = make_row(i, root, split_of[i], len(hard))
         rows.append(row)
-        if row["split"] == "test":
-            # Rotate the swapped attribute over the test items (offset by the
-            # seed) so each kind of distractor is equally represented.
-            swapped = SWAPPABLE[(len(hard) + seed) % len(SWAPPABLE)]
-            distractor = swap_attribute(scene, swapped, np.random.default_rng([seed, 1, i]))
-            hard.append(
-                {
-                    "id": row["id"],
-                    "image": image,
-                    "text": row["text"],
-                    "distractor": distractor.caption(),
-                    "swapped": swapped,
-                }
-            )
+        if pair is not None:
+            hard.append(pair)
         if progress is not None:
             progress(i + 1, n)
-
     _remove_stale_images(images, n)
-    return _publish(root, params, MANIFEST_COLUMNS, rows, hard)
+    return _publish(root, params, columns, rows, hard)
 
 
 def _check_parameters(n: int, seed: int, image_size: int, splits: tuple[float, float, float]) -> None:

@@ -26,14 +26,9 @@ from training.synthetic import (
     COLOURS,
     SHAPES,
     SyntheticDataset,
-    _assign_splits,
     _background,
-    _check_parameters,
-    _is_complete,
     _paint,
-    _publish,
-    _remove_stale_images,
-    load_dataset,
+    write_dataset,
 )
 
 BINDING_VERSION = 1
@@ -93,28 +88,19 @@ def generate_binding_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> SyntheticDataset:
     """Like :func:`training.synthetic.generate_dataset`, for two-object scenes (same files and guarantees)."""
-    _check_parameters(n, seed, image_size, splits)
-    root = Path(out_dir)
     params = {"world": "binding", "version": BINDING_VERSION, "n": n, "seed": seed, "image_size": image_size,
               "splits": [float(f) for f in splits]}  # fmt: skip
-    if _is_complete(root, params):
-        return load_dataset(root)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "manifest.csv").unlink(missing_ok=True)
-    split_of = _assign_splits(n, splits, seed)
-    rows, hard = [], []
-    for i in range(n):
+
+    def make_row(i: int, root: Path, split: str, n_hard: int) -> tuple[dict, dict | None]:
         rng = np.random.default_rng([seed, 3, i])
         scene = sample_pair(rng)
         image = f"images/{i:06d}.png"
         render_pair(scene, image_size, rng).save(root / image, compress_level=1)
-        row = {"id": f"{i:06d}", "image": image, "text": scene.caption(), "split": split_of[i], **scene.__dict__}
-        rows.append(row)
-        if row["split"] == "test":
-            kind = SWAPS[len(hard) % len(SWAPS)]
-            hard.append({"id": row["id"], "image": image, "text": row["text"],
-                         "distractor": scene.swapped(kind).caption(), "swapped": kind})  # fmt: skip
-        if progress is not None:
-            progress(i + 1, n)
-    _remove_stale_images(root / "images", n)
-    return _publish(root, params, MANIFEST_COLUMNS, rows, hard)
+        row = {"id": f"{i:06d}", "image": image, "text": scene.caption(), "split": split, **scene.__dict__}
+        if split != "test":
+            return row, None
+        kind = SWAPS[n_hard % len(SWAPS)]
+        return row, {"id": row["id"], "image": image, "text": row["text"],
+                     "distractor": scene.swapped(kind).caption(), "swapped": kind}  # fmt: skip
+
+    return write_dataset(out_dir, params, n, seed, image_size, splits, MANIFEST_COLUMNS, make_row, progress)
