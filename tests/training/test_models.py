@@ -13,12 +13,14 @@ from training.models import (
     LIT_VISION_MODEL,
     ModelDownloadError,
     ModelSpec,
+    SpatialPyramidPool,
     export_model,
     load_efficientnet_lite0,
     load_model,
     parse_spec,
     resolve_device,
     save_checkpoint,
+    spatial_pyramid_pool,
 )
 
 CAPTIONS = ["a red circle on a white background", "two blue squares next to a green triangle"]
@@ -66,6 +68,7 @@ def tiny():
         ),
         ("local-dir:/models/v3@2024/x", ModelSpec("local-dir", "/models/v3@2024/x")),
         ("builtin:lit-mini", ModelSpec("builtin", "lit-mini")),
+        ("builtin:lit-mini-spp", ModelSpec("builtin", "lit-mini-spp")),
         (
             "builtin:lit-mini@/data/models/4/checkpoint.pt",
             ModelSpec("builtin", "lit-mini", None, "/data/models/4/checkpoint.pt"),
@@ -391,3 +394,67 @@ def test_lit_mini_checkpoint_round_trip(lit_mini, tmp_path):
     finally:
         with torch.no_grad():
             lit_mini.model.visual.head.proj.weight.div_(2)
+
+
+# --- builtin:lit-mini-spp -----------------------------------------------------------
+
+
+def _naive_pyramid(fmap: torch.Tensor, levels) -> torch.Tensor:
+    """Cell by cell: for an l x l grid over an H x W map, cell (i, j) spans rows floor(i*H/l)..ceil((i+1)*H/l)."""
+    n, c, h, w = fmap.shape
+    out = []
+    for level in levels:
+        cells = torch.empty(n, c, level, level)
+        for i in range(level):
+            for j in range(level):
+                r0, r1 = (i * h) // level, -((-(i + 1) * h) // level)
+                c0, c1 = (j * w) // level, -((-(j + 1) * w) // level)
+                cells[:, :, i, j] = fmap[:, :, r0:r1, c0:c1].mean(dim=(2, 3))
+        out.append(cells.flatten(1))
+    return torch.cat(out, dim=1)
+
+
+@pytest.mark.parametrize("size", [(4, 6), (7, 7)])  # even and odd maps (7 x 7: the cells overlap by a row)
+def test_spatial_pyramid_pool_matches_cell_by_cell_means(size):
+    fmap = torch.randn(3, 5, *size, generator=torch.Generator().manual_seed(0))
+    got = spatial_pyramid_pool(fmap, (1, 2))
+    assert got.shape == (3, 5 * 5)
+    torch.testing.assert_close(got, _naive_pyramid(fmap, (1, 2)))
+    torch.testing.assert_close(spatial_pyramid_pool(fmap, (1,)), fmap.mean(dim=(2, 3)))
+    pooled = SpatialPyramidPool((1, 2, 3))
+    assert pooled.feat_mult() == 14
+    torch.testing.assert_close(pooled(fmap), _naive_pyramid(fmap, (1, 2, 3)))
+
+
+def test_spatial_pyramid_pool_keeps_where_global_pooling_loses_it():
+    fmap = torch.zeros(1, 2, 4, 4)
+    fmap[0, 0, :, :2] = 1  # channel 0 on the left, channel 1 on the right
+    fmap[0, 1, :, 2:] = 1
+    mirrored = fmap.flip(-1)
+    assert torch.equal(spatial_pyramid_pool(fmap, (1,)), spatial_pyramid_pool(mirrored, (1,)))
+    assert not torch.equal(spatial_pyramid_pool(fmap), spatial_pyramid_pool(mirrored))
+
+
+def test_spatial_pyramid_pool_rejects_bad_input():
+    with pytest.raises(ValueError, match="feature map"):
+        spatial_pyramid_pool(torch.zeros(2, 3))
+    for levels in [(), (0,), (1, -2)]:
+        with pytest.raises(ValueError, match="positive"):
+            SpatialPyramidPool(levels)
+
+
+@pytest.mark.slow
+def test_lit_mini_spp_shares_towers_and_widens_the_image_head(lit_mini, tmp_path):
+    spp = load_model("builtin:lit-mini-spp", "cpu")
+    trunk = spp.model.visual.trunk
+    assert isinstance(trunk.global_pool, SpatialPyramidPool)
+    assert spp.model.visual.head.proj.weight.shape == (256, trunk.num_features * 5)
+    assert spp.embed_dim == lit_mini.embed_dim and spp.image_size == lit_mini.image_size
+    assert torch.equal(trunk.conv_stem.weight, lit_mini.model.visual.trunk.conv_stem.weight)
+    assert torch.equal(spp.model.text.proj.weight, lit_mini.model.text.proj.weight)
+    vectors = Encoder(spp).encode_images([Image.new("RGB", (64, 64), "red")])
+    assert vectors.shape == (1, 256)
+    path = save_checkpoint(spp, tmp_path / "spp.pt")
+    _assert_same_outputs(spp, load_model(f"builtin:lit-mini-spp@{path}", "cpu"))
+    with pytest.raises(ValueError, match="lit-mini-spp"):  # its checkpoint does not fit the other base
+        load_model(f"builtin:lit-mini@{path}", "cpu")
