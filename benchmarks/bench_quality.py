@@ -77,19 +77,19 @@ def evaluate(spec: str, ds, attributes) -> dict:
     return report
 
 
-def prepare(world: str, n: int, seed: int, tmp: Path):
-    """The dataset of ``world`` drawn with ``seed``, and a LiT bootstrap of ``builtin:lit-mini`` on its train split."""
+def prepare(world: str, n: int, seed: int, tmp: Path, model: str = "builtin:lit-mini"):
+    """The dataset of ``world`` drawn with ``seed``, and a LiT bootstrap of ``model`` on its train split."""
     if world == "binding":
         ds = generate_binding_dataset(tmp / "ds", n=n, seed=seed)
         attributes = SWAPS
     else:
         ds = generate_dataset(tmp / "ds", n=n, seed=seed)
         attributes = ("colour", "shape", "position")
-    loaded = load_model("builtin:lit-mini", "cpu")
+    loaded = load_model(model, "cpu")
     train = [(str(ds.root / r["image"]), r["text"]) for r in ds.rows("train")]
     bootstrap_heads(loaded, train, BootstrapConfig(seed=seed))
     boot = save_checkpoint(loaded, tmp / "bootstrap.pt")
-    return ds, attributes, f"builtin:lit-mini@{boot}"
+    return ds, attributes, f"{model}@{boot}"
 
 
 def train_variant(args, ds, attributes, base_spec: str, out: Path, seed: int = 0, **over) -> dict:
@@ -100,7 +100,7 @@ def train_variant(args, ds, attributes, base_spec: str, out: Path, seed: int = 0
         "output_dir": str(out),
         "seed": seed,
         "data": {"manifest": str(ds.manifest), "split_column": "split", "num_workers": 1},
-        "lock": {"image_unlocked_groups": 1, "text_unlocked_layers": 1},
+        "lock": {"image_unlocked_groups": args.image_groups, "text_unlocked_layers": args.text_layers},
         "optim": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": 3},
         "checkpoint_every": 10_000,
         "eval_every": 10_000,
@@ -108,8 +108,25 @@ def train_variant(args, ds, attributes, base_spec: str, out: Path, seed: int = 0
     }
     started = time.perf_counter()
     result = finetune(TrainConfig.model_validate(raw))
-    scores = evaluate(f"builtin:lit-mini@{result.checkpoint}", ds, attributes)
+    scores = evaluate(f"{args.model}@{result.checkpoint}", ds, attributes)
     return {**scores, "train_s": time.perf_counter() - started}
+
+
+def setup(args) -> tuple[str, str, str, str]:
+    """(record-name suffix, title label, prose, extra reproduce flags) for this run's model and unlocking."""
+    suffix, labels, flags = "", [], ""
+    if args.model != "builtin:lit-mini":
+        suffix += "-" + args.model.split("lit-mini-")[-1]
+        labels.append(args.model.removeprefix("builtin:"))
+        flags += f" --model {args.model}"
+    if (args.image_groups, args.text_layers) != (1, 1):
+        suffix += f"-g{args.image_groups}t{args.text_layers}"
+        labels.append(f"{args.image_groups} image groups / {args.text_layers} text layers unlocked")
+        flags += f" --image-groups {args.image_groups} --text-layers {args.text_layers}"
+    pooling = "a 1x1 + 2x2 spatial pyramid" if args.model.endswith("-spp") else "global average pooling"
+    prose = (f"`{args.model}` (image features by {pooling}), the last {args.image_groups} image parameter\n"
+             f"group(s) and {args.text_layers} text layer(s) unlocked")  # fmt: skip
+    return suffix, "".join(f", {label}" for label in labels), prose, flags
 
 
 def main() -> None:
@@ -126,6 +143,12 @@ def main() -> None:
                     "training seeds each, and report the paired difference (e.g. 0,1,2,3)")  # fmt: skip
     ap.add_argument("--variants", default="queue (4096)",
                     help=f"with --seeds: comma-separated hard-negative recipes out of {list(HARD)}")  # fmt: skip
+    ap.add_argument("--model", choices=("builtin:lit-mini", "builtin:lit-mini-spp"), default="builtin:lit-mini",
+                    help="lit-mini pools image features globally, lit-mini-spp over a 1x1 + 2x2 pyramid")  # fmt: skip
+    ap.add_argument("--image-groups", type=int, default=1,
+                    help="unlocked image parameter groups from the top (1 = the final 1x1 conv; each more is one "
+                    "MBConv block)")  # fmt: skip
+    ap.add_argument("--text-layers", type=int, default=1, help="unlocked text transformer layers from the top")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     if args.seeds:
@@ -133,7 +156,7 @@ def main() -> None:
         return
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    ds, attributes, base_spec = prepare(args.world, args.n, 0, tmp)
+    ds, attributes, base_spec = prepare(args.world, args.n, 0, tmp, args.model)
     rows: dict[str, dict] = {"(a) projections only (LiT)": evaluate(base_spec, ds, attributes)}
     print("(a)", rows["(a) projections only (LiT)"], flush=True)
 
@@ -167,28 +190,29 @@ def main() -> None:
     world = {"shapes": "one-object world: distractors swap one attribute",
              "binding": "two-object world: distractors swap which colour goes with which shape (colour) "
              "or the two objects' sides (order)"}[args.world]  # fmt: skip
-    md = f"""## Fine-tuning quality, {args.world} world (`benchmarks/bench_quality.py --world {args.world}`)
+    suffix, label, prose, flags = setup(args)
+    cmd = f"benchmarks/bench_quality.py --world {args.world}{flags}"
+    title = f"Fine-tuning quality, {args.world} world{label} (`{cmd}`)"
+    md = f"""## {title}
 
-`builtin:lit-mini` on the synthetic {world} ({args.n} pairs; test split {len(ds.rows("test"))} images,
+{prose}, on the synthetic {world} ({args.n} pairs; test split {len(ds.rows("test"))} images,
 {len(ds.hard_rows())} hard pairs). (a) is the LiT bootstrap (projection heads on cached features);
-(b)–(e) continue from it for {args.steps} steps at batch {args.batch_size}, lr {args.lr}, with the last
-image group and last text layer unlocked. Binding accuracy: the image scores its true caption above the
-same caption with one attribute swapped (ties count as wrong; chance 0.5).
+(b)–(e) continue from it for {args.steps} steps at batch {args.batch_size}, lr {args.lr}. Binding accuracy: the
+image scores its true caption above the same caption with one attribute swapped (ties count as wrong; chance 0.5).
 
 {chr(10).join(lines)}
 
 Best hard-negative recipe: **{best_name}**, {gain:+.1f} points of binding accuracy over plain fine-tuning
-(b), t2i R@1 {"kept" if r1_kept else "**lost**"} ({best['t2i_R@1']:.3f} vs {base['t2i_R@1']:.3f}).
+(b), t2i R@1 {"kept" if r1_kept else "**lost**"} ({best["t2i_R@1"]:.3f} vs {base["t2i_R@1"]:.3f}).
 Goal: ≥ +5 points without losing R@1 — {"met" if gain >= 5 and r1_kept else "**not met**"}.
 Total wall time {time.perf_counter() - t0:.0f} s on this machine.
 Reproduce: `.venv/bin/python benchmarks/bench_quality.py --world {args.world} --steps {args.steps} \\
---batch-size {args.batch_size}`
+--batch-size {args.batch_size}{flags}`
 """
     print(md)
     if not args.no_record:
         result = {"args": vars(args), "rows": rows, "best": best_name, "binding_gain_pts": gain}
-        record(f"quality-{args.world}", result, md)
-
+        record(f"quality-{args.world}{suffix}", result, md)
 
 
 def replicate(args) -> None:
@@ -202,8 +226,9 @@ def replicate(args) -> None:
     per_seed: list[dict] = []
     for seed in seeds:
         tmp = Path(tempfile.mkdtemp(prefix=f"bench-quality-{seed}-"))
-        ds, attributes, base_spec = prepare(args.world, args.n, seed, tmp)
-        runs = {"(b) unlocked, CLIP": train_variant(args, ds, attributes, base_spec, tmp / "b", seed=seed)}
+        ds, attributes, base_spec = prepare(args.world, args.n, seed, tmp, args.model)
+        runs = {"(a) bootstrap": evaluate(base_spec, ds, attributes)}
+        runs["(b) unlocked, CLIP"] = train_variant(args, ds, attributes, base_spec, tmp / "b", seed=seed)
         for v in variants:
             runs[f"(d) CLIP + {v}"] = train_variant(args, ds, attributes, base_spec, tmp / f"d-{v[:5]}", seed=seed,
                                                     hard_negatives=HARD[v])  # fmt: skip
@@ -229,23 +254,24 @@ def replicate(args) -> None:
                         f"{len(gain)} seeds; per seed {', '.join(f'{g:+.1f}' for g in gain)}), t2i R@1 "
                         f"{dr1.mean():+.3f} on average. Goal ≥ +5 pts without losing R@1 — "
                         f"{'met' if met else '**not met**'}.")  # fmt: skip
-    title = f"Fine-tuning quality over seeds, {args.world} world (`benchmarks/bench_quality.py --seeds`)"
+    suffix, label, prose, flags = setup(args)
+    title = f"Fine-tuning quality over seeds, {args.world} world{label} (`benchmarks/bench_quality.py --seeds`)"
     md = f"""## {title}
 
-Each seed draws a fresh dataset ({args.n} pairs), LiT bootstrap and training order; (b) plain CLIP and the
-hard-negative recipe(s) then train {args.steps} steps at batch {args.batch_size}, lr {args.lr} from the same
-bootstrap, so the difference is paired.
+{prose}. Each seed draws a fresh dataset ({args.n} pairs), LiT bootstrap (a) and training order; (b) plain
+CLIP and the hard-negative recipe(s) then train {args.steps} steps at batch {args.batch_size}, lr {args.lr} from the
+same bootstrap, so the difference is paired.
 
 {chr(10).join(lines)}
 
 {chr(10).join(verdicts)}
 Total wall time {time.perf_counter() - t0:.0f} s on this machine.
 Reproduce: `.venv/bin/python benchmarks/bench_quality.py --world {args.world} --seeds {args.seeds} \\
---variants "{args.variants}" --steps {args.steps} --batch-size {args.batch_size}`
+--variants "{args.variants}" --steps {args.steps} --batch-size {args.batch_size}{flags}`
 """
     print(md)
     if not args.no_record:
-        record(f"quality-{args.world}-seeds", {"args": vars(args), "seeds": per_seed, "summary": summary}, md)
+        record(f"quality-{args.world}-seeds{suffix}", {"args": vars(args), "seeds": per_seed, "summary": summary}, md)
 
 
 if __name__ == "__main__":
