@@ -79,8 +79,8 @@ def evaluate(spec: str, ds, attributes) -> dict:
 
 def prepare(world: str, n: int, seed: int, tmp: Path, model: str = "builtin:lit-mini"):
     """The dataset of ``world`` drawn with ``seed``, and a LiT bootstrap of ``model`` on its train split."""
-    if world == "binding":
-        ds = generate_binding_dataset(tmp / "ds", n=n, seed=seed)
+    if world.startswith("binding"):
+        ds = generate_binding_dataset(tmp / "ds", n=n, seed=seed, layout="free" if world == "binding-free" else "sides")
         attributes = SWAPS
     else:
         ds = generate_dataset(tmp / "ds", n=n, seed=seed)
@@ -135,9 +135,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=48)
     ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--world", choices=("shapes", "binding"), default="shapes",
-                    help="shapes: one object, distractors swap an attribute; binding: two objects, "
-                    "distractors swap which colour goes with which shape, or the sides")  # fmt: skip
+    ap.add_argument("--world", choices=("shapes", "binding", "binding-free"), default="shapes",
+                    help="shapes: one object, distractors swap an attribute; binding: two objects, one per "
+                    "side, distractors swap which colour goes with which shape, or the sides; binding-free: "
+                    "the same with the objects anywhere, often in the same half")  # fmt: skip
     ap.add_argument("--seeds", default=None,
                     help="comma-separated seeds: replicate (b) against the --variants on fresh data, bootstrap and "
                     "training seeds each, and report the paired difference (e.g. 0,1,2,3)")  # fmt: skip
@@ -189,7 +190,9 @@ def main() -> None:
     r1_kept = best["t2i_R@1"] >= base["t2i_R@1"] - 1e-9
     world = {"shapes": "one-object world: distractors swap one attribute",
              "binding": "two-object world: distractors swap which colour goes with which shape (colour) "
-             "or the two objects' sides (order)"}[args.world]  # fmt: skip
+             "or the two objects' sides (order)",
+             "binding-free": "two-object world with objects anywhere (often both in one half): distractors "
+             "swap which colour goes with which shape or which object is left"}[args.world]  # fmt: skip
     suffix, label, prose, flags = setup(args)
     cmd = f"benchmarks/bench_quality.py --world {args.world}{flags}"
     title = f"Fine-tuning quality, {args.world} world{label} (`{cmd}`)"

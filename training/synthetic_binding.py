@@ -9,6 +9,12 @@ alike; only one that binds colour to shape and shape to side tells them apart. T
 single-object world's distractors change an attribute outright, which a frozen
 ImageNet tower with trained heads already separates (~0.99): too easy to measure
 what hard negatives add.
+
+Two layouts. ``sides`` (the default) puts one object in each half of the image, so a
+coarse spatial grid already says which is left. ``free`` draws smaller objects at random
+heights and horizontal positions (the left one still left of the other), often both in
+the same half: "left of" is then a relation between the objects, not a property of an
+image half.
 """
 
 from __future__ import annotations
@@ -33,8 +39,12 @@ from training.synthetic import (
 
 BINDING_VERSION = 1
 SWAPS = ("colour", "order")  # colours trade objects / objects trade sides
+LAYOUTS = ("sides", "free")
 MANIFEST_COLUMNS = ("id", "image", "text", "split", "left_colour", "left_shape", "right_colour", "right_shape")
 _LEFT, _RIGHT, _RADIUS = (0.28, 0.5), (0.72, 0.5), 0.17
+# free layout: radius, the margin that keeps a whole object on the canvas, and the least gap
+# between the two centres (enough that the objects barely touch)
+_FREE_RADIUS, _FREE_MARGIN, _FREE_GAP = 0.12, 0.13, 0.26
 
 
 @dataclass(frozen=True)
@@ -62,16 +72,34 @@ def sample_pair(rng: np.random.Generator) -> PairScene:
     return PairScene(str(c1), str(s1), str(c2), str(s2))
 
 
-def render_pair(scene: PairScene, image_size: int = 128, rng: np.random.Generator | None = None) -> Image.Image:
+def free_centres(rng: np.random.Generator) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Two centres anywhere on the canvas with the first left of the second by at least the gap."""
+    lo, hi = _FREE_MARGIN, 1 - _FREE_MARGIN
+    x1 = rng.uniform(lo, hi - _FREE_GAP)
+    x2 = rng.uniform(x1 + _FREE_GAP, hi)
+    y1, y2 = rng.uniform(lo, hi, size=2)
+    return (float(x1), float(y1)), (float(x2), float(y2))
+
+
+def render_pair(
+    scene: PairScene, image_size: int = 128, rng: np.random.Generator | None = None, layout: str = "sides"
+) -> Image.Image:
+    """The scene as an image; ``rng`` adds jitter (and, for the ``free`` layout, draws the positions)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    if layout == "free" and rng is None:
+        raise ValueError("the free layout draws object positions: pass an rng")
     pixels = _background(image_size, rng)
+    centres, base_radius = ((_LEFT, _RIGHT), _RADIUS) if layout == "sides" else (free_centres(rng), _FREE_RADIUS)
     for colour, shape, (cx, cy) in (
-        (scene.left_colour, scene.left_shape, _LEFT),
-        (scene.right_colour, scene.right_shape, _RIGHT),
+        (scene.left_colour, scene.left_shape, centres[0]),
+        (scene.right_colour, scene.right_shape, centres[1]),
     ):
         rgb = np.array(COLOURS[colour], dtype=np.float32)
-        angle, radius = 0.0, _RADIUS
+        angle, radius = 0.0, base_radius
         if rng is not None:
-            cx, cy = cx + rng.uniform(-0.04, 0.04), cy + rng.uniform(-0.15, 0.15)
+            if layout == "sides":
+                cx, cy = cx + rng.uniform(-0.04, 0.04), cy + rng.uniform(-0.15, 0.15)
             radius *= 1 + rng.uniform(-0.1, 0.1)
             angle = rng.uniform(-_ROTATION_JITTER, _ROTATION_JITTER)
             rgb = rgb + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, 3)
@@ -86,16 +114,21 @@ def generate_binding_dataset(
     image_size: int = 128,
     splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
     progress: Callable[[int, int], None] | None = None,
+    layout: str = "sides",
 ) -> SyntheticDataset:
     """Like :func:`training.synthetic.generate_dataset`, for two-object scenes (same files and guarantees)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     params = {"world": "binding", "version": BINDING_VERSION, "n": n, "seed": seed, "image_size": image_size,
               "splits": [float(f) for f in splits]}  # fmt: skip
+    if layout != "sides":  # the default layout keeps the parameters (and cached datasets) it always had
+        params["layout"] = layout
 
     def make_row(i: int, root: Path, split: str, n_hard: int) -> tuple[dict, dict | None]:
         rng = np.random.default_rng([seed, 3, i])
         scene = sample_pair(rng)
         image = f"images/{i:06d}.png"
-        render_pair(scene, image_size, rng).save(root / image, compress_level=1)
+        render_pair(scene, image_size, rng, layout).save(root / image, compress_level=1)
         row = {"id": f"{i:06d}", "image": image, "text": scene.caption(), "split": split, **scene.__dict__}
         if split != "test":
             return row, None

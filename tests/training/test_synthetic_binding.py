@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -53,3 +55,45 @@ def test_bad_parameters_and_a_smaller_regeneration(tmp_path):
     generate_binding_dataset(tmp_path / "d", n=12, seed=0, image_size=16)
     generate_binding_dataset(tmp_path / "d", n=8, seed=0, image_size=16)
     assert sorted(p.name for p in (tmp_path / "d" / "images").iterdir())[-1] == "000007.png"
+
+
+def _centre_x(img: np.ndarray, colour: str) -> float:
+    mask = np.abs(img - np.array(COLOURS[colour])).sum(axis=2) < 60
+    assert mask.sum() > 20, colour
+    return float(np.nonzero(mask)[1].mean())
+
+
+def test_free_layout_keeps_left_left_but_often_in_the_same_half():
+    same_half = 0
+    for i in range(60):
+        rng = np.random.default_rng(i)
+        scene = PairScene("red", "circle", "blue", "square")
+        img = np.asarray(render_pair(scene, 96, rng, layout="free")).astype(int)
+        left, right = _centre_x(img, "red"), _centre_x(img, "blue")
+        assert left + 0.2 * 96 < right  # centres at least the gap apart, minus anti-aliasing slack
+        same_half += (left < 48) == (right < 48)
+    assert same_half >= 10  # the layout no coarse 2-cell grid can read off: both objects in one half
+
+
+def test_free_layout_dataset_is_its_own_dataset(tmp_path):
+    sides = generate_binding_dataset(tmp_path / "s", n=20, seed=1, image_size=32)
+    free = generate_binding_dataset(tmp_path / "f", n=20, seed=1, image_size=32, layout="free")
+
+    def params(ds):
+        return json.loads((ds.root / "dataset.json").read_text())
+
+    assert "layout" not in params(sides) and params(free)["layout"] == "free"
+    assert [r["text"] for r in free.rows("train")] == [r["text"] for r in sides.rows("train")]
+    assert (free.root / "images" / "000003.png").read_bytes() != (sides.root / "images" / "000003.png").read_bytes()
+    again = generate_binding_dataset(tmp_path / "f2", n=20, seed=1, image_size=32, layout="free")
+    assert (again.root / "images" / "000003.png").read_bytes() == (free.root / "images" / "000003.png").read_bytes()
+
+
+def test_bad_layouts_are_refused(tmp_path):
+    scene = PairScene("red", "circle", "blue", "square")
+    with pytest.raises(ValueError, match="layout"):
+        render_pair(scene, 32, layout="grid")
+    with pytest.raises(ValueError, match="rng"):
+        render_pair(scene, 32, layout="free")
+    with pytest.raises(ValueError, match="layout"):
+        generate_binding_dataset(tmp_path / "x", n=10, layout="diagonal")
