@@ -53,6 +53,9 @@ HARD = {
     "caption perturbations": {"perturb_captions": 1},
     "ANN-mined batches": {"ann_mining": True},
 }
+# Pairs worth replicating with --seeds (not part of the single-seed (d) rows, which take one method each).
+COMBOS = {"queue + caption perturbations": {"queue_size": 4096, "perturb_captions": 1}}
+RECIPES = {**HARD, **COMBOS}
 ALL = {"beta": 0.2, "tau_plus": 0.1, "queue_size": 4096, "mochi": True, "perturb_captions": 1, "ann_mining": True}
 
 
@@ -143,13 +146,15 @@ def main() -> None:
                     help="comma-separated seeds: replicate (b) against the --variants on fresh data, bootstrap and "
                     "training seeds each, and report the paired difference (e.g. 0,1,2,3)")  # fmt: skip
     ap.add_argument("--variants", default="queue (4096)",
-                    help=f"with --seeds: comma-separated hard-negative recipes out of {list(HARD)}")  # fmt: skip
+                    help=f"with --seeds: comma-separated hard-negative recipes out of {list(RECIPES)}")  # fmt: skip
     ap.add_argument("--model", choices=("builtin:lit-mini", "builtin:lit-mini-spp"), default="builtin:lit-mini",
                     help="lit-mini pools image features globally, lit-mini-spp over a 1x1 + 2x2 pyramid")  # fmt: skip
     ap.add_argument("--image-groups", type=int, default=1,
                     help="unlocked image parameter groups from the top (1 = the final 1x1 conv; each more is one "
                     "MBConv block)")  # fmt: skip
     ap.add_argument("--text-layers", type=int, default=1, help="unlocked text transformer layers from the top")
+    ap.add_argument("--tag", default="", help="appended to the recorded section's name, to keep a run beside "
+                    "another of the same setup instead of replacing it")  # fmt: skip
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     if args.seeds:
@@ -222,9 +227,9 @@ def replicate(args) -> None:
     """(b) plain CLIP against each of ``--variants``, once per seed, each seed a fresh dataset and bootstrap."""
     seeds = [int(x) for x in args.seeds.split(",")]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in HARD]
+    unknown = [v for v in variants if v not in RECIPES]
     if unknown:
-        raise SystemExit(f"unknown variants {unknown}; choose from {list(HARD)}")
+        raise SystemExit(f"unknown variants {unknown}; choose from {list(RECIPES)}")
     t0 = time.perf_counter()
     per_seed: list[dict] = []
     for seed in seeds:
@@ -232,9 +237,9 @@ def replicate(args) -> None:
         ds, attributes, base_spec = prepare(args.world, args.n, seed, tmp, args.model)
         runs = {"(a) bootstrap": evaluate(base_spec, ds, attributes)}
         runs["(b) unlocked, CLIP"] = train_variant(args, ds, attributes, base_spec, tmp / "b", seed=seed)
-        for v in variants:
-            runs[f"(d) CLIP + {v}"] = train_variant(args, ds, attributes, base_spec, tmp / f"d-{v[:5]}", seed=seed,
-                                                    hard_negatives=HARD[v])  # fmt: skip
+        for i, v in enumerate(variants):  # one output folder each: a shared one would resume the last run
+            runs[f"(d) CLIP + {v}"] = train_variant(args, ds, attributes, base_spec, tmp / f"d{i}", seed=seed,
+                                                    hard_negatives=RECIPES[v])  # fmt: skip
         per_seed.append({"seed": seed, "hard_pairs": len(ds.hard_rows()), "runs": runs})
         print(seed, {k: round(r["binding_acc"], 3) for k, r in runs.items()}, flush=True)
 
@@ -258,12 +263,13 @@ def replicate(args) -> None:
                         f"{dr1.mean():+.3f} on average. Goal ≥ +5 pts without losing R@1 — "
                         f"{'met' if met else '**not met**'}.")  # fmt: skip
     suffix, label, prose, flags = setup(args)
+    flags += f" --tag {args.tag}" if args.tag else ""
     title = f"Fine-tuning quality over seeds, {args.world} world{label} (`benchmarks/bench_quality.py --seeds`)"
     md = f"""## {title}
 
-{prose}. Each seed draws a fresh dataset ({args.n} pairs), LiT bootstrap (a) and training order; (b) plain
-CLIP and the hard-negative recipe(s) then train {args.steps} steps at batch {args.batch_size}, lr {args.lr} from the
-same bootstrap, so the difference is paired.
+{prose}. Each seed draws a fresh dataset ({args.n} pairs), LiT bootstrap (a)
+and training order; (b) plain CLIP and the hard-negative recipe(s) then train {args.steps} steps at batch
+{args.batch_size}, lr {args.lr} from the same bootstrap, so the difference is paired.
 
 {chr(10).join(lines)}
 
@@ -274,7 +280,8 @@ Reproduce: `.venv/bin/python benchmarks/bench_quality.py --world {args.world} --
 """
     print(md)
     if not args.no_record:
-        record(f"quality-{args.world}-seeds{suffix}", {"args": vars(args), "seeds": per_seed, "summary": summary}, md)
+        name = f"quality-{args.world}-seeds{suffix}" + (f"-{args.tag}" if args.tag else "")
+        record(name, {"args": vars(args), "seeds": per_seed, "summary": summary}, md)
 
 
 if __name__ == "__main__":
