@@ -116,7 +116,6 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     ds = generate_binding_dataset(Path(tempfile.mkdtemp(prefix="probe-binding-")) / "ds", n=args.n, seed=args.seed)
     train, test = ds.rows("train"), ds.rows("test")
     loaded = load_model("builtin:lit-mini", "cpu")
