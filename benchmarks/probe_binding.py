@@ -44,11 +44,11 @@ import torch  # noqa: E402
 from benchmarks._report import record  # noqa: E402
 from training.data import open_image  # noqa: E402
 from training.evaluate import linear_probe  # noqa: E402
-from training.models import load_model, spatial_pyramid_pool  # noqa: E402
+from training.models import SPP_LEVELS, load_model, spatial_pyramid_pool  # noqa: E402
 from training.synthetic_binding import generate_binding_dataset  # noqa: E402
 
 TARGETS = ("left_colour", "left_shape")
-POOLS = ("avg", "grid", "spp")
+POOLS = {"avg": (1,), "grid": (2,), "spp": SPP_LEVELS}  # name -> spatial_pyramid_pool levels
 
 
 def stage_modules(trunk: torch.nn.Module) -> dict[str, torch.nn.Module]:
@@ -57,14 +57,6 @@ def stage_modules(trunk: torch.nn.Module) -> dict[str, torch.nn.Module]:
     stages = {f"blocks.{i}": blocks[i] for i in range(len(blocks) - 4, len(blocks))}
     stages["conv_head+bn2 (pooled by lit-mini)"] = trunk.bn2
     return stages
-
-
-def pooled(fmap: torch.Tensor, how: str) -> torch.Tensor:
-    if how == "avg":
-        return spatial_pyramid_pool(fmap, (1,))
-    if how == "grid":
-        return spatial_pyramid_pool(fmap, (2,))
-    return spatial_pyramid_pool(fmap, (1, 2))
 
 
 @torch.inference_mode()
@@ -82,7 +74,7 @@ def extract(loaded, paths: list[str], batch_size: int = 64) -> dict[str, dict[st
             trunk.forward_features(batch)
             for s in stages:
                 for p in POOLS:
-                    out[s][p].append(pooled(seen[s], p).numpy())
+                    out[s][p].append(spatial_pyramid_pool(seen[s], POOLS[p]).numpy())
             print(f"  features {min(start + batch_size, len(paths))}/{len(paths)}", end="\r", flush=True)
     finally:
         for h in hooks:

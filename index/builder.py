@@ -109,15 +109,15 @@ def build_index(
             progress("train", 1, 1)
     del sample
     masks = last_occurrence_masks(id_chunks)
+    kept = n if masks is None else int(sum(m.sum() for m in masks))
     if masks is not None:
-        log.warning("%d rows repeat an id of a later shard; keeping the last", n - sum(m.sum() for m in masks))
+        log.warning("%d rows repeat an id of a later shard; keeping the last", n - kept)
     # FAISS HNSW builds a worse graph when vectors arrive in several ``add`` calls: on the
     # benchmark's real embeddings (many near-duplicates) recall@10 at efSearch=64 fell from
     # 0.997-1.0 to 0.958-0.991 with 65,536-row adds (benchmarks/probe_hnsw_batches.py).
     # So HNSW gets one call; it holds every vector in RAM anyway, and this costs one more
     # float32 copy of the corpus while it is built.
     one_add = plan.kind == "hnsw"
-    kept = n if masks is None else int(sum(m.sum() for m in masks))
     if one_add:
         all_x = np.empty((kept, d), dtype=np.float32)
         all_ids = np.empty(kept, dtype=np.int64)

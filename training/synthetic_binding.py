@@ -81,12 +81,16 @@ def free_centres(rng: np.random.Generator) -> tuple[tuple[float, float], tuple[f
     return (float(x1), float(y1)), (float(x2), float(y2))
 
 
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+
+
 def render_pair(
     scene: PairScene, image_size: int = 128, rng: np.random.Generator | None = None, layout: str = "sides"
 ) -> Image.Image:
     """The scene as an image; ``rng`` adds jitter (and, for the ``free`` layout, draws the positions)."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    _check_layout(layout)
     if layout == "free" and rng is None:
         raise ValueError("the free layout draws object positions: pass an rng")
     pixels = _background(image_size, rng)
@@ -117,8 +121,7 @@ def generate_binding_dataset(
     layout: str = "sides",
 ) -> SyntheticDataset:
     """Like :func:`training.synthetic.generate_dataset`, for two-object scenes (same files and guarantees)."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    _check_layout(layout)  # before any file is written
     params = {"world": "binding", "version": BINDING_VERSION, "n": n, "seed": seed, "image_size": image_size,
               "splits": [float(f) for f in splits]}  # fmt: skip
     if layout != "sides":  # the default layout keeps the parameters (and cached datasets) it always had
