@@ -54,8 +54,19 @@ HARD = {
     "ANN-mined batches": {"ann_mining": True},
 }
 # Pairs worth replicating with --seeds (not part of the single-seed (d) rows, which take one method each).
-COMBOS = {"queue + caption perturbations": {"queue_size": 4096, "perturb_captions": 1}}
+COMBOS = {
+    "queue + caption perturbations": {"queue_size": 4096, "perturb_captions": 1},
+    "queue + caption perturbations ×3": {"queue_size": 4096, "perturb_captions": 3},
+}
 RECIPES = {**HARD, **COMBOS}
+GOAL_PTS = 5.0  # binding points the best recipe must add over (b), without losing t2i R@1
+
+
+def meets_goal(gain_pts: float, delta_r1: float) -> bool:
+    """Accuracies are multiples of 1/hard pairs, so an exact +5.0 may come out of float arithmetic as 4.999...9."""
+    return gain_pts >= GOAL_PTS - 1e-9 and delta_r1 >= -0.005
+
+
 ALL = {"beta": 0.2, "tau_plus": 0.1, "queue_size": 4096, "mochi": True, "perturb_captions": 1, "ann_mining": True}
 
 
@@ -122,6 +133,10 @@ def setup(args) -> tuple[str, str, str, str]:
         suffix += "-" + args.model.split("lit-mini-")[-1]
         labels.append(args.model.removeprefix("builtin:"))
         flags += f" --model {args.model}"
+    if args.steps != 30 or args.lr != 2e-4:
+        suffix += f"-s{args.steps}" + (f"-lr{args.lr:g}" if args.lr != 2e-4 else "")
+        labels.append(f"{args.steps} steps at lr {args.lr:g}")
+        flags += f" --lr {args.lr:g}" if args.lr != 2e-4 else ""
     if (args.image_groups, args.text_layers) != (1, 1):
         suffix += f"-g{args.image_groups}t{args.text_layers}"
         labels.append(f"{args.image_groups} image groups / {args.text_layers} text layers unlocked")
@@ -193,6 +208,7 @@ def main() -> None:
     best = hard_rows[best_name]
     gain = 100 * (best["binding_acc"] - base["binding_acc"])
     r1_kept = best["t2i_R@1"] >= base["t2i_R@1"] - 1e-9
+    met = meets_goal(gain, 0.0) and r1_kept
     world = {"shapes": "one-object world: distractors swap one attribute",
              "binding": "two-object world: distractors swap which colour goes with which shape (colour) "
              "or the two objects' sides (order)",
@@ -212,7 +228,7 @@ image scores its true caption above the same caption with one attribute swapped 
 
 Best hard-negative recipe: **{best_name}**, {gain:+.1f} points of binding accuracy over plain fine-tuning
 (b), t2i R@1 {"kept" if r1_kept else "**lost**"} ({best["t2i_R@1"]:.3f} vs {base["t2i_R@1"]:.3f}).
-Goal: ≥ +5 points without losing R@1 — {"met" if gain >= 5 and r1_kept else "**not met**"}.
+Goal: ≥ +5 points without losing R@1 — {"met" if met else "**not met**"}.
 Total wall time {time.perf_counter() - t0:.0f} s on this machine.
 Reproduce: `.venv/bin/python benchmarks/bench_quality.py --world {args.world} --steps {args.steps} \\
 --batch-size {args.batch_size}{flags}`
@@ -255,12 +271,15 @@ def replicate(args) -> None:
         gain = np.array([100 * (s["runs"][name]["binding_acc"] - s["runs"][base]["binding_acc"]) for s in per_seed])
         dr1 = np.array([s["runs"][name]["t2i_R@1"] - s["runs"][base]["t2i_R@1"] for s in per_seed])
         sem = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else float("nan")
+        per_attr = {a: float(np.mean([100 * (s["runs"][name][f"binding_acc_{a}"] - s["runs"][base][f"binding_acc_{a}"])
+                                      for s in per_seed])) for a in attributes}  # fmt: skip
         summary[name] = {"gain_pts": gain.tolist(), "mean_gain_pts": float(gain.mean()), "sem_pts": float(sem),
-                         "mean_delta_t2i_R@1": float(dr1.mean())}  # fmt: skip
-        met = gain.mean() >= 5 and dr1.mean() >= -0.005
+                         "mean_delta_t2i_R@1": float(dr1.mean()), "mean_gain_pts_by_swap": per_attr}  # fmt: skip
+        by_swap = ", ".join(f"{a} {g:+.1f}" for a, g in per_attr.items())
+        met = meets_goal(float(gain.mean()), float(dr1.mean()))
         verdicts.append(f"**{name}**: binding {gain.mean():+.1f} ± {sem:.1f} pts (mean ± s.e.m. over "
                         f"{len(gain)} seeds; per seed {', '.join(f'{g:+.1f}' for g in gain)}), t2i R@1 "
-                        f"{dr1.mean():+.3f} on average. Goal ≥ +5 pts without losing R@1 — "
+                        f"{dr1.mean():+.3f} on average; by swap {by_swap}. Goal ≥ +5 pts without losing R@1 — "
                         f"{'met' if met else '**not met**'}.")  # fmt: skip
     suffix, label, prose, flags = setup(args)
     flags += f" --tag {args.tag}" if args.tag else ""
