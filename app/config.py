@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     )
     index_mmap: bool = Field(True, description="Memory-map IVF inverted lists when serving (bigger-than-RAM).")
     log_level: str = Field("INFO", description="Python logging level.")
+    metrics_enabled: bool = Field(
+        True, description="Serve Prometheus metrics at `/metrics` (requests, latency, search stages, index sizes)."
+    )
 
     @field_validator("index_kind")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 
@@ -13,6 +13,7 @@ from app.api.routes import health, items, search
 from app.config import Settings, get_settings
 from app.db.session import ensure_schema_current, make_engine, make_session_factory
 from app.errors import ApiError, api_error_handler, validation_error_handler
+from app.metrics import Metrics, MetricsMiddleware
 from app.search import SearchState
 
 log = logging.getLogger(__name__)
@@ -46,4 +47,14 @@ def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAP
     v1.include_router(items.router)
     app.include_router(v1)
     app.include_router(health.router)
+    # Before startup, so that handlers can always reach it; the snapshot is read at scrape time.
+    app.state.metrics = Metrics(lambda: getattr(getattr(app.state, "search", None), "snapshot", None))
+    if settings.metrics_enabled:
+        app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+
+        @app.get("/metrics", include_in_schema=False)
+        def metrics() -> Response:
+            body, content_type = app.state.metrics.render()
+            return Response(content=body, media_type=content_type)
+
     return app

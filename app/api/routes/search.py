@@ -123,6 +123,7 @@ def run_search(
 
 @router.post("/text", response_model=SearchResponse, responses=ERRORS)
 def search_text(
+    request: Request,
     body: TextSearchRequest,
     state: SearchStateDep,
     session_factory: SessionFactoryDep,
@@ -138,7 +139,9 @@ def search_text(
             "query_too_long",
             f"the query has {len(query)} characters; the limit is {settings.max_query_chars}",
         )
-    return as_json(run_search(state, session_factory, settings, lambda enc: enc.encode_texts([query]), body))
+    result = run_search(state, session_factory, settings, lambda enc: enc.encode_texts([query]), body)
+    request.app.state.metrics.observe_search("text", body.target, result[1])
+    return as_json(result)
 
 
 _IMAGE_BODY = {
@@ -237,8 +240,8 @@ async def search_image(
     image = await run_in_threadpool(
         decode_query_image, data, settings.max_upload_bytes, settings.max_image_pixels
     )
-    return as_json(
-        await run_in_threadpool(
-            run_search, state, session_factory, settings, lambda enc: enc.encode_images([image]), opts
-        )
+    result = await run_in_threadpool(
+        run_search, state, session_factory, settings, lambda enc: enc.encode_images([image]), opts
     )
+    request.app.state.metrics.observe_search("image", opts.target, result[1])
+    return as_json(result)
