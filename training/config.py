@@ -77,7 +77,13 @@ class HardNegativeConfig(_Strict):
     beta: float = Field(
         0.0, ge=0.0, description="In-batch hardness weighting (Robinson et al. 2021); ~0.1-0.2 at CLIP scales."
     )
-    tau_plus: float = Field(0.0, ge=0.0, lt=1.0, description="Debiasing class prior (Chuang et al. 2020).")
+    tau_plus: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Debiasing class prior (Chuang et al. 2020). Keep 0 for captioned pairs: 0.1 cost 7.5 binding "
+        "points in benchmarks/bench_quality.py, as captions are nearly unique (docs/benchmarks.md).",
+    )
     queue_size: int = Field(
         0, ge=0, le=65_536, description="Memory queue of momentum-encoded keys used as extra negatives."
     )
