@@ -51,20 +51,26 @@ def test_gradient_caching_gives_the_same_training_as_the_big_batch(manifest, tmp
     _assert_same_weights(plain.checkpoint, cached.checkpoint)
 
 
-def _assert_same_weights(path_a, path_b, atol=2e-5):
-    """Equal up to float32 summation order, except where the true gradient is zero.
+def _assert_same_weights(path_a, path_b, atol=2e-5, rtol=1e-4, max_step=6 * 1e-3):
+    """Equal up to float32 summation order, except where the true gradient is (nearly) zero.
 
-    Attention key biases cannot change the softmax, so their gradient is exactly zero
-    and what remains is rounding noise (~1e-9) that Adam's g / sqrt(v) turns into
-    lr-sized steps of random sign: those entries are not comparable between runs.
-    Exact gradient equality is tested in test_gradcache / test_distributed.
+    Adam steps by g / sqrt(v), about ±lr whatever |g| is. Where the true gradient is zero or
+    rounding-small (attention key biases cannot change the softmax; a few other entries get
+    ~1e-9), the two runs' rounding noise has random signs and Adam turns it into lr-sized steps
+    that are not comparable. Such entries are rare and move at most lr x steps (``max_step``),
+    so: every element within ``max_step``, and at most 0.1% of each tensor's elements outside
+    the float32 tolerance. A real difference in gradients moves most elements. Exact gradient
+    equality is tested in test_gradcache / test_distributed.
     """
     a, b = _weights(path_a), _weights(path_b)
     for name in a:
         if name.endswith("in_proj_bias"):
             d = a[name].shape[0] // 3
             a[name], b[name] = torch.cat([a[name][:d], a[name][2 * d :]]), torch.cat([b[name][:d], b[name][2 * d :]])
-        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+        diff = (a[name].float() - b[name].float()).abs()
+        off = diff > atol + rtol * b[name].float().abs()
+        assert diff.max() <= max_step, f"{name}: max difference {diff.max():.3g} > {max_step}"
+        assert off.float().mean() <= 1e-3, f"{name}: {int(off.sum())} of {off.numel()} elements differ"
 
 
 def test_resume_restores_the_queue_and_momentum_model(manifest, tmp_path):
