@@ -286,7 +286,7 @@ def _print_examples(settings: Settings) -> None:
     base = f"http://{settings.host}:{settings.port}"
     typer.echo(
         f"""
-crossmodal is serving on {base}  (API docs: {base}/docs)
+crossmodal is serving on {base}  (search page: {base}/ · API docs: {base}/docs)
 
 Try:
   curl -s {base}/readyz

@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 
-from app.api.routes import health, items, search
+from app.api.routes import health, items, search, ui
 from app.config import Settings, get_settings
 from app.db.session import ensure_schema_current, make_engine, make_session_factory
 from app.errors import ApiError, api_error_handler, validation_error_handler
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAP
     v1.include_router(items.router)
     app.include_router(v1)
     app.include_router(health.router)
+    app.include_router(ui.router)
     # Before startup, so that handlers can always reach it; the snapshot is read at scrape time.
     app.state.metrics = Metrics(lambda: getattr(getattr(app.state, "search", None), "snapshot", None))
     if settings.metrics_enabled:

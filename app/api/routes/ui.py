@@ -1,0 +1,27 @@
+"""The web UI: one static page (no build step) that calls the /v1 search API from the browser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from app.errors import ApiError
+
+STATIC = Path(__file__).resolve().parents[2] / "static"
+ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def index() -> FileResponse:
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+@router.get("/ui/{name}")
+async def asset(name: str) -> FileResponse:
+    if name not in ASSETS:  # a fixed list: no path from the request ever reaches the filesystem
+        raise ApiError(404, "not_found", f"no UI asset {name!r}")
+    return FileResponse(STATIC / name, media_type=ASSETS[name])
