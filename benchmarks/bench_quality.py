@@ -64,6 +64,7 @@ COMBOS = {
 }
 RECIPES = {**HARD, **COMBOS}
 BEST = "queue + caption perturbations ×3"  # the recipe that met the goal on held-out seeds (docs/benchmarks.md)
+DEFAULT_STEPS, DEFAULT_LR = 30, 2e-4  # the schedule every recorded section without -s/-lr in its name used
 GOAL_PTS = 5.0  # binding points the best recipe must add over (b), without losing t2i R@1
 
 
@@ -138,10 +139,11 @@ def setup(args) -> tuple[str, str, str, str]:
         suffix += "-" + args.model.split("lit-mini-")[-1]
         labels.append(args.model.removeprefix("builtin:"))
         flags += f" --model {args.model}"
-    if args.steps != 30 or args.lr != 2e-4:
-        suffix += f"-s{args.steps}" + (f"-lr{args.lr:g}" if args.lr != 2e-4 else "")
+    other_lr = args.lr != DEFAULT_LR
+    if args.steps != DEFAULT_STEPS or other_lr:
+        suffix += f"-s{args.steps}" + (f"-lr{args.lr:g}" if other_lr else "")
         labels.append(f"{args.steps} steps at lr {args.lr:g}")
-        flags += f" --lr {args.lr:g}" if args.lr != 2e-4 else ""
+        flags += f" --lr {args.lr:g}" if other_lr else ""  # --steps is on every reproduce line already
     if (args.image_groups, args.text_layers) != (1, 1):
         suffix += f"-g{args.image_groups}t{args.text_layers}"
         labels.append(f"{args.image_groups} image groups / {args.text_layers} text layers unlocked")
@@ -155,9 +157,9 @@ def setup(args) -> tuple[str, str, str, str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     ap.add_argument("--batch-size", type=int, default=48)
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr", type=float, default=DEFAULT_LR)
     ap.add_argument("--world", choices=("shapes", "binding", "binding-free"), default="shapes",
                     help="shapes: one object, distractors swap an attribute; binding: two objects, one per "
                     "side, distractors swap which colour goes with which shape, or the sides; binding-free: "
@@ -270,14 +272,16 @@ def replicate(args) -> None:
     for s in per_seed:
         cells = " | ".join(f"{r['binding_acc']:.3f} / {r['t2i_R@1']:.3f}" for r in s["runs"].values())
         lines.append(f"| {s['seed']} | {s['hard_pairs']} | {cells} |")
+    def paired(name: str, metric: str) -> np.ndarray:
+        """Per seed, the recipe's ``metric`` minus plain CLIP's on the same seed."""
+        return np.array([s["runs"][name][metric] - s["runs"][base][metric] for s in per_seed])
+
     summary, verdicts = {}, []
     for v in variants:
         name = f"(d) CLIP + {v}"
-        gain = np.array([100 * (s["runs"][name]["binding_acc"] - s["runs"][base]["binding_acc"]) for s in per_seed])
-        dr1 = np.array([s["runs"][name]["t2i_R@1"] - s["runs"][base]["t2i_R@1"] for s in per_seed])
+        gain, dr1 = 100 * paired(name, "binding_acc"), paired(name, "t2i_R@1")
         sem = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else float("nan")
-        per_attr = {a: float(np.mean([100 * (s["runs"][name][f"binding_acc_{a}"] - s["runs"][base][f"binding_acc_{a}"])
-                                      for s in per_seed])) for a in attributes}  # fmt: skip
+        per_attr = {a: float(100 * paired(name, f"binding_acc_{a}").mean()) for a in attributes}
         summary[name] = {"gain_pts": gain.tolist(), "mean_gain_pts": float(gain.mean()), "sem_pts": float(sem),
                          "mean_delta_t2i_R@1": float(dr1.mean()), "mean_gain_pts_by_swap": per_attr}  # fmt: skip
         by_swap = ", ".join(f"{a} {g:+.1f}" for a, g in per_attr.items())
