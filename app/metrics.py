@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from app.search import Snapshot
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -26,31 +30,27 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 class _SnapshotCollector(Collector):
     """Gauges of the loaded model and indexes, computed from ``snapshot()`` on each scrape."""
 
-    def __init__(self, snapshot: Callable[[], object | None]):
+    def __init__(self, snapshot: Callable[[], Snapshot | None]):
         self._snapshot = snapshot
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        snap = self._snapshot()
+        snap = self._snapshot()  # None before the app's startup has built its search state
         loaded = GaugeMetricFamily("crossmodal_model_loaded", "1 when a model is loaded and serving.")
         vectors = GaugeMetricFamily(
             "crossmodal_index_vectors", "Vectors in the active index, by modality.", labels=["modality"]
         )
         problems = GaugeMetricFamily("crossmodal_search_problems", "Problems /readyz would report from the state.")
-        if snap is not None:
-            loaded.add_metric([], 1.0 if getattr(snap, "encoder", None) is not None else 0.0)
-            for modality, li in sorted(getattr(snap, "indexes", {}).items()):
-                vectors.add_metric([modality], float(li.index.ntotal))
-            problems.add_metric([], float(len(getattr(snap, "problems", ()))))
-        else:
-            loaded.add_metric([], 0.0)
-            problems.add_metric([], 0.0)
+        loaded.add_metric([], float(snap is not None and snap.encoder is not None))
+        problems.add_metric([], float(len(snap.problems) if snap is not None else 0))
+        for modality, li in sorted(snap.indexes.items() if snap is not None else ()):
+            vectors.add_metric([modality], float(li.index.ntotal))
         yield from (loaded, vectors, problems)
 
 
 class Metrics:
     """The app's collectors, plus the ASGI middleware that feeds the HTTP ones."""
 
-    def __init__(self, snapshot: Callable[[], object | None] = lambda: None):
+    def __init__(self, snapshot: Callable[[], Snapshot | None] = lambda: None):
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "crossmodal_http_requests",
