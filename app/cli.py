@@ -80,10 +80,10 @@ def embed() -> None:
     """
     import torch.distributed as dist
 
+    from app.encoders import load_encoder
     from app.ingest import IngestReport, embed_pending, ensure_active_model
     from app.publish import publish_indexes
-    from training.distributed import init_distributed
-    from training.encoder import Encoder
+    from crossmodal_kernel.distributed import init_distributed
 
     settings = _setup()
     info = init_distributed()
@@ -92,13 +92,13 @@ def embed() -> None:
         with sf() as session:
             model = ensure_active_model(session, settings)
         device = info.device if info.world_size > 1 else settings.device
-        encoder = Encoder.from_spec(model.spec, device=device, batch_size=settings.batch_size)
+        encoder = load_encoder(settings, model.spec, device=device)
         report = IngestReport(source="embed", model_id=model.id)
         embed_pending(sf, encoder, model, settings, report, rank=info.rank, world_size=info.world_size)
         if info.world_size > 1:
             dist.barrier()
         if info.is_main:
-            publish_indexes(sf, model, settings, report)
+            report.indexes = publish_indexes(sf, model, settings)
     except USER_ERRORS as e:
         raise _fail(e) from e
     if info.is_main:
@@ -140,7 +140,7 @@ def reindex(
         if model is None:
             raise RuntimeError("no active model yet: run `crossmodal ingest SOURCE` first")
         report = IngestReport(source="reindex", model_id=model.id)
-        publish_indexes(sf, model, settings, report, force=rebuild)
+        report.indexes = publish_indexes(sf, model, settings, force=rebuild)
     except USER_ERRORS as e:
         raise _fail(e) from e
     typer.echo(report.summary())
@@ -220,7 +220,7 @@ def finetune(
         typer.echo(f"skipped rows: {dict(result.skipped_rows)}")
     if register and result.checkpoint:
         from app.db import crud
-        from training.models import parse_spec
+        from crossmodal_kernel.specs import parse_spec
 
         base = parse_spec(cfg.model)
         spec = str(base.with_checkpoint(str(result.checkpoint.resolve())))
@@ -247,14 +247,14 @@ def evaluate(
     markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write the report as markdown.")] = None,
 ) -> None:
     """Recall@K both ways, median rank, hard-split binding, linear probe and zero-shot accuracy."""
-    from training.encoder import Encoder
+    from app.encoders import load_encoder
     from training.evaluate import evaluate_synthetic, report_markdown
     from training.synthetic import load_dataset
 
     settings = _setup()
     try:
         ds = load_dataset(dataset)
-        encoder = Encoder.from_spec(model, device=settings.device)
+        encoder = load_encoder(settings, model)
         report = evaluate_synthetic(encoder, ds, split)
     except USER_ERRORS as e:
         raise _fail(e) from e

@@ -25,7 +25,9 @@ from tqdm.auto import tqdm
 from app.config import Settings
 from app.db import crud
 from app.db.models import Item, Model
-from app.publish import MODALITIES, embeddings_dir, publish_indexes
+from app.encoders import load_encoder
+from app.publish import embeddings_dir, publish_indexes
+from crossmodal_kernel.modality import MODALITIES
 from index import shards
 from index.embed import embed_sharded
 from training.sources import Record, SourceReport, iter_source
@@ -158,7 +160,6 @@ def embed_pending(
                 modality,
                 rank=rank,
                 world_size=world_size,
-                batch_size=settings.batch_size,
                 num_workers=settings.num_workers if modality == "image" else 0,
                 progress=update,
             )
@@ -195,10 +196,8 @@ def ingest(
         model = ensure_active_model(session, settings)
     report.model_id = model.id
     if encoder is None:
-        from training.encoder import Encoder
-
-        encoder = Encoder.from_spec(model.spec, device=settings.device, batch_size=settings.batch_size)
+        encoder = load_encoder(settings, model.spec)
     embed_pending(session_factory, encoder, model, settings, report, show_progress)
-    publish_indexes(session_factory, model, settings, report)
+    report.indexes = publish_indexes(session_factory, model, settings)
     report.seconds = time.perf_counter() - t0
     return report

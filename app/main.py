@@ -58,4 +58,30 @@ def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAP
             body, content_type = app.state.metrics.render()
             return Response(content=body, media_type=content_type)
 
+    _openapi_states_the_limits(app, settings)
     return app
+
+
+def _openapi_states_the_limits(app: FastAPI, settings: Settings) -> None:
+    """Limits that come from the settings (``CROSSMODAL_MAX_K``) are written into the OpenAPI schema,
+    so that it describes exactly what this deployment accepts."""
+    default = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            _set_maximum(default(), "k", settings.max_k)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _set_maximum(node: object, name: str, maximum: int) -> None:
+    if isinstance(node, dict):
+        properties = node.get("properties")
+        if isinstance(properties, dict) and isinstance(properties.get(name), dict):
+            properties[name]["maximum"] = maximum
+        for value in node.values():
+            _set_maximum(value, name, maximum)
+    elif isinstance(node, list):
+        for value in node:
+            _set_maximum(value, name, maximum)

@@ -13,8 +13,9 @@ from tqdm.auto import tqdm
 from app.config import Settings
 from app.db import crud
 from app.db.models import Model
+from app.encoders import wrap_encoder
+from crossmodal_kernel.images import open_image
 from training.bootstrap import BootstrapConfig, bootstrap_heads
-from training.data import open_image
 from training.evaluate import retrieval_metrics
 from training.sources import SourceReport, iter_manifest
 
@@ -73,8 +74,8 @@ def bootstrap_model(
     show_progress: bool = True,
 ) -> Model:
     """Train ``base_spec``'s projection heads on the manifest's train split and register the result."""
-    from training.encoder import Encoder
-    from training.models import load_model, save_checkpoint
+    from crossmodal_kernel.checkpoints import save_checkpoint
+    from crossmodal_kernel.loading import load_model
 
     train = manifest_pairs(manifest, "train")
     held_out = manifest_pairs(manifest, "test") or manifest_pairs(manifest, "val")
@@ -95,7 +96,7 @@ def bootstrap_model(
     finally:
         for bar in bars.values():
             bar.close()
-    eval_report = evaluate_pairs(Encoder(loaded), held_out) if held_out else {}
+    eval_report = evaluate_pairs(wrap_encoder(settings, loaded), held_out) if held_out else {}
     with session_factory() as session:
         row = crud.create_model(
             session,

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Target = Literal["image", "text"]
+from crossmodal_kernel.modality import Modality
 
 
 class SearchOptions(BaseModel):
-    target: Target = Field("image", description="Which modality to search: `image` or `text`.")
-    k: int = Field(10, ge=1, le=1000, description="How many results to return.")
+    target: Modality = Field(Modality.IMAGE, description="Which modality to search: `image` or `text`.")
+    # The cap is CROSSMODAL_MAX_K, checked per request; the OpenAPI schema states it (app.main).
+    k: int = Field(10, ge=1, description="How many results to return (at most `CROSSMODAL_MAX_K`).")
     offset: int = Field(0, ge=0, le=100_000, description="Results to skip (pagination).")
     min_score: float | None = Field(
         None, ge=-1.0, le=1.0, description="Drop results whose cosine score is below this."
@@ -47,7 +48,7 @@ class ModelInfo(BaseModel):
 
 class IndexInfo(BaseModel):
     id: int
-    modality: Target
+    modality: Modality
     ntotal: int
 
 
@@ -74,4 +75,10 @@ class ItemsPublic(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    detail: str
+    """Every error the API returns: what went wrong, for a person, and a stable code, for a program."""
+
+    detail: str = Field(..., description="What went wrong and what to do about it.")
+    code: str = Field(..., description="A stable machine-readable reason, e.g. `k_too_large`.")
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="For request validation errors (422): every problem found, not only the first."
+    )

@@ -18,9 +18,11 @@ from sqlalchemy.orm import sessionmaker
 
 from app.config import Settings
 from app.db import crud
-from index import flat
-from index.builder import load_index
-from index.gpu import gpu_available, maybe_gpu
+from app.encoders import load_encoder
+from app.runtime import faiss_gpu
+from index import store
+from index.gpu import maybe_gpu
+from index.search import Keep, search
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LoadedIndex:
     id: int
-    index: flat.PublishedIndex
+    index: store.PublishedIndex
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,8 @@ class SearchState:
                 indexes[modality] = reuse
                 continue
             try:
-                published = load_index(path, mmap=self.settings.index_mmap)
-                if gpu_available() and "HNSW" not in published.meta.get("factory", ""):
+                published = store.load(path, mmap=self.settings.index_mmap)
+                if faiss_gpu() and published.kind != "hnsw":  # FAISS has no GPU HNSW
                     published.index = maybe_gpu(published.index, log.info)
                 indexes[modality] = LoadedIndex(index_id, published)
                 log.info(
@@ -117,20 +119,24 @@ class SearchState:
 
 def _default_encoder_factory(settings: Settings):
     def factory(spec: str):
-        from training.encoder import Encoder
-
-        return Encoder.from_spec(spec, device=settings.device, batch_size=settings.batch_size)
+        return load_encoder(settings, spec)
 
     return factory
 
 
-def search_vectors(
-    snapshot: Snapshot, xq: np.ndarray, target: str, want: int
+def search_index(
+    snapshot: Snapshot,
+    xq: np.ndarray,
+    target: str,
+    want: int,
+    keep: Keep | None = None,
+    min_score: float | None = None,
 ) -> tuple[LoadedIndex, np.ndarray, np.ndarray]:
-    """Top ``want`` (score, id) from the ``target`` modality's index for one query vector."""
+    """Top ``want`` (scores, ids) from the ``target`` modality's index for one query vector,
+    only ids that pass ``keep`` and score at least ``min_score`` (``index.search.search``)."""
     loaded = snapshot.indexes.get(target)
     if loaded is None:
         raise NotReady(f"no {target} index yet: ingest data with {target}s (`crossmodal ingest SOURCE`)")
-    D, I = flat.search(loaded.index.index, xq, want)
-    keep = I[0] >= 0
-    return loaded, D[0][keep], I[0][keep]
+    D, I = search(loaded.index.index, xq, want, keep=keep, min_score=min_score)
+    found = I[0] >= 0
+    return loaded, D[0][found], I[0][found]

@@ -25,9 +25,9 @@ from app.runtime import apply_runtime_defaults  # noqa: E402
 apply_runtime_defaults()
 
 from benchmarks._report import record  # noqa: E402
+from crossmodal_kernel.encoder import Encoder  # noqa: E402
+from crossmodal_kernel.images import open_image  # noqa: E402
 from index.embed import embed_sharded  # noqa: E402
-from training.data import open_image  # noqa: E402
-from training.encoder import Encoder  # noqa: E402
 from training.synthetic import generate_dataset  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def main() -> None:
 
     items = list(enumerate(paths))
     t0 = time.perf_counter()
-    report = embed_sharded(encoder, items, tmp / "out", "image", batch_size=args.batch_size, num_workers=args.workers)
+    report = embed_sharded(encoder, items, tmp / "out", "image", num_workers=args.workers)
     pipeline = report.embedded / (time.perf_counter() - t0)
     ratio = pipeline / raw
     result = {"model": args.model, "n": args.n, "batch_size": args.batch_size, "workers": args.workers,

@@ -57,9 +57,9 @@ def real_dataset(n_base: int, n_query: int, model: str = "builtin:lit-mini", cac
     rendered once, shards are embedded with ``embed_sharded`` (a restart skips
     finished shards), and the assembled arrays are saved as ``.npy``.
     """
+    from crossmodal_kernel.encoder import Encoder
     from index.embed import embed_sharded
     from index.shards import load_all
-    from training.encoder import Encoder
     from training.synthetic import generate_dataset, load_dataset
 
     n = n_base + 2 * n_query

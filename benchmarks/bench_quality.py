@@ -37,12 +37,13 @@ from app.runtime import apply_runtime_defaults  # noqa: E402
 apply_runtime_defaults()
 
 from benchmarks._report import record  # noqa: E402
+from crossmodal_kernel.checkpoints import save_checkpoint
+from crossmodal_kernel.encoder import Encoder  # noqa: E402
+from crossmodal_kernel.images import open_image  # noqa: E402
+from crossmodal_kernel.loading import load_model  # noqa: E402
 from training.bootstrap import BootstrapConfig, bootstrap_heads  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.data import open_image  # noqa: E402
-from training.encoder import Encoder  # noqa: E402
 from training.evaluate import binding_accuracy, retrieval_metrics  # noqa: E402
-from training.models import load_model, save_checkpoint  # noqa: E402
 from training.synthetic import generate_dataset  # noqa: E402
 from training.synthetic_binding import SWAPS, generate_binding_dataset  # noqa: E402
 from training.trainer import finetune  # noqa: E402

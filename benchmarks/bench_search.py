@@ -32,11 +32,11 @@ apply_runtime_defaults()  # the same OpenMP settings as the server, before torch
 from app.config import Settings  # noqa: E402
 from app.db import crud  # noqa: E402
 from app.db.session import make_engine, make_session_factory, upgrade  # noqa: E402
-from app.ingest import IngestReport, ensure_active_model  # noqa: E402
+from app.ingest import ensure_active_model  # noqa: E402
 from app.publish import embeddings_dir, publish_indexes  # noqa: E402
 from benchmarks._report import record  # noqa: E402
-from index import flat, shards  # noqa: E402
-from training.encoder import Encoder  # noqa: E402
+from crossmodal_kernel.encoder import Encoder  # noqa: E402
+from index import flat, shards, store  # noqa: E402
 from training.synthetic import COLOURS, POSITIONS, SHAPES, SIZES, Scene  # noqa: E402
 
 
@@ -78,7 +78,7 @@ def populate(settings: Settings, n_items: int, encoder: Encoder) -> None:
     x = rng.standard_normal((len(ids), encoder.embed_dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     shards.write_shard(embeddings_dir(settings, model.id, "image"), np.array(ids), x)
-    publish_indexes(sf, model, settings, IngestReport(source="bench", embedded={"image": len(ids)}))
+    publish_indexes(sf, model, settings)
 
 
 def percentiles(ms: list[float]) -> dict:
@@ -108,7 +108,7 @@ def main() -> None:
 
     with make_session_factory(make_engine(settings.resolved_database_url))() as s:
         row = crud.get_active_indexes(s, crud.get_active_model(s).id)["image"]
-    index = flat.load(row.path).index
+    index = store.load(row.path).index
 
     port = _free_port()
     server = subprocess.Popen(

@@ -27,11 +27,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.gpu_train import run as raw_amp_loop  # noqa: E402
+from crossmodal_kernel.encoder import trim_padding  # noqa: E402
+from crossmodal_kernel.images import open_image  # noqa: E402
+from crossmodal_kernel.loading import load_model  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.data import open_image  # noqa: E402
-from training.encoder import trim_padding  # noqa: E402
 from training.losses import ClipLoss  # noqa: E402
-from training.models import load_model  # noqa: E402
 from training.synthetic import generate_dataset  # noqa: E402
 from training.trainer import apply_locks, finetune, make_optimizer, set_train_mode  # noqa: E402
 

@@ -42,9 +42,10 @@ apply_runtime_defaults()
 import torch  # noqa: E402
 
 from benchmarks._report import record  # noqa: E402
-from training.data import open_image  # noqa: E402
+from crossmodal_kernel.builtin import SPP_LEVELS, spatial_pyramid_pool
+from crossmodal_kernel.images import open_image  # noqa: E402
+from crossmodal_kernel.loading import load_model  # noqa: E402
 from training.evaluate import linear_probe  # noqa: E402
-from training.models import SPP_LEVELS, load_model, spatial_pyramid_pool  # noqa: E402
 from training.synthetic_binding import generate_binding_dataset  # noqa: E402
 
 TARGETS = ("left_colour", "left_shape")

@@ -17,7 +17,6 @@ of ``(ids, x)`` pairs (``ids`` int64 DB ids, ``x`` float32 ``(n, d)``), e.g.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
@@ -26,7 +25,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from index import flat
 from index.factory import IndexPlan, estimate_memory
 from index.shards import iter_shards
 
@@ -73,19 +71,20 @@ def build_index(
     train_sample: int | None = None,
     progress: Progress | None = None,
     seed: int = 0,
-    gpu: bool | None = None,
+    gpu: bool = False,
 ) -> faiss.Index:
     """Train ``plan.factory`` on a random sample of the shards, then stream every vector in.
 
     ``train_sample`` defaults to ``plan.train_sample``. Deterministic for a
     given ``seed`` and sequence of rows, however the rows are cut into shards.
-    With ``gpu`` (default: when FAISS sees one) k-means training and adding run on
-    every GPU (HNSW has no GPU version and stays on the CPU); the result is a CPU index.
+    With ``gpu`` (the caller's decision, made once: ``app.runtime.faiss_gpu``) k-means training
+    and adding run on every GPU (HNSW has no GPU version and stays on the CPU); the result is a
+    CPU index.
     """
-    from index.gpu import gpu_available, maybe_gpu, to_cpu
+    from index.gpu import maybe_gpu, to_cpu
 
     cpu_index = faiss.index_factory(d, plan.factory, faiss.METRIC_INNER_PRODUCT)
-    on_gpu = ((gpu_available() > 0) if gpu is None else gpu) and plan.kind != "hnsw"
+    on_gpu = gpu and plan.kind != "hnsw"
     index = maybe_gpu(cpu_index, log.info) if on_gpu else cpu_index
     want = (plan.train_sample if train_sample is None else train_sample) if not index.is_trained else 0
     log.info(
@@ -210,59 +209,3 @@ def _scan(
             progress("scan", offset, 0)
     order = np.argsort(rows, kind="stable")
     return id_chunks, np.ascontiguousarray(vecs[order])
-
-
-def save_index(index: faiss.Index, out_dir: Path, meta: dict) -> Path:
-    """Publish ``index`` atomically to ``out_dir`` (``index.faiss`` + ``index.json``), via ``flat.publish``.
-
-    ``meta["factory"]`` defaults to the index's own description, so readers
-    (and ``load_index``) know what they hold. GPU indexes must be moved to the
-    CPU first (``gpu.to_cpu``).
-    """
-    full = dict(meta)
-    if "factory" not in full:
-        from faiss.contrib.factory_tools import reverse_index_factory
-
-        try:
-            full["factory"] = reverse_index_factory(index)
-        except NotImplementedError:
-            full["factory"] = type(index).__name__
-    search = _search_params(index)
-    if search:
-        full.setdefault("search_params", search)
-    return flat.publish(index, Path(out_dir), full)
-
-
-def load_index(path: Path, mmap: bool = False) -> flat.PublishedIndex:
-    """Read a published index folder (or a bare ``.faiss`` file).
-
-    ``mmap=True`` maps the inverted lists of IVF indexes read-only from the file
-    (FAISS turns them into an ``OnDiskInvertedLists``): the OS page cache holds
-    them once for every process, and startup is instant. The ``IDMap2``
-    id tables, centroids and codebooks are still read into RAM (~56 B a
-    vector for the id tables). Flat and HNSW indexes have no mappable part
-    and are read whole. A mapped index is read-only: never ``add`` to it, FAISS
-    throws inside an OpenMP region and that aborts the whole process. Mapping
-    is safe because a published folder is never rewritten (``publish`` refuses
-    to overwrite), and deleting it leaves existing mappings valid on POSIX.
-    """
-    path = Path(path)
-    file = path / flat.INDEX_FILE if path.is_dir() else path
-    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-    index = faiss.read_index(str(file), flags)
-    if mmap and faiss.try_extract_index_ivf(index) is None:
-        log.info("%s is not an IVF index: read into RAM instead of memory-mapped", file)
-    meta_file = file.parent / flat.META_FILE
-    meta = json.loads(meta_file.read_text()) if path.is_dir() and meta_file.exists() else {}
-    return flat.PublishedIndex(index=index, path=path, meta=meta)
-
-
-def _search_params(index: faiss.Index) -> dict:
-    """The tunable search setting held by ``index`` (stored with it by FAISS, recorded in the sidecar)."""
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        return {"nprobe": int(ivf.nprobe)}
-    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
-    if hasattr(inner, "hnsw"):
-        return {"efSearch": int(inner.hnsw.efSearch)}
-    return {}

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
+from crossmodal_kernel.images import ImageFiles, collate_images, worker_context
+from crossmodal_kernel.modality import Modality, as_modality
 from index import shards
 from index.shards import write_shard
-from training.data import ImageFiles, collate_images, worker_context
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ def embed_images(
     items: Sequence[tuple[int, str]],
     out_dir: Path,
     *,
-    batch_size: int = 64,
     num_workers: int = 2,
     shard_size: int = 8192,
     max_pixels: int | None = 100_000_000,
@@ -46,6 +46,7 @@ def embed_images(
 ) -> EmbedReport:
     """Embed ``(item id, image path)`` pairs into shards under ``out_dir``.
 
+    Images are decoded ``encoder.batch_size`` at a time by ``num_workers`` DataLoader workers.
     Unreadable images are reported in ``EmbedReport.failed`` and skipped.
     A shard is flushed every ``shard_size`` vectors, so a crash loses at most that many.
     """
@@ -54,7 +55,7 @@ def embed_images(
         return report
     loader = DataLoader(
         ImageFiles(items, encoder.preprocess, max_pixels),
-        batch_size=batch_size,
+        batch_size=encoder.batch_size,
         num_workers=num_workers,
         collate_fn=collate_images,
         persistent_workers=False,
@@ -93,12 +94,12 @@ def embed_texts(
     items: Sequence[tuple[int, str]],
     out_dir: Path,
     *,
-    batch_size: int = 256,
     shard_size: int = 8192,
     progress: Progress | None = None,
     stem: str | None = None,
 ) -> EmbedReport:
-    """Embed ``(item id, text)`` pairs into shards under ``out_dir``."""
+    """Embed ``(item id, text)`` pairs into shards under ``out_dir``, ``encoder.batch_size`` at a time."""
+    batch_size = encoder.batch_size
     report = EmbedReport()
     for start in range(0, len(items), shard_size):
         chunk = items[start : start + shard_size]
@@ -136,7 +137,6 @@ def embed_sharded(
     shard_size: int = 8192,
     rank: int = 0,
     world_size: int = 1,
-    batch_size: int = 64,
     num_workers: int = 2,
     progress: Progress | None = None,
 ) -> EmbedReport:
@@ -145,8 +145,7 @@ def embed_sharded(
     A killed job loses at most the shard in flight: each shard is written (atomically)
     as soon as it is done, and a restart finds it and moves on.
     """
-    if modality not in ("image", "text"):
-        raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
+    modality = as_modality(modality)
     report = EmbedReport()
     mine = plan_shards(items, shard_size)[rank::world_size]
     total = sum(len(chunk) for _, chunk in mine)
@@ -155,11 +154,11 @@ def embed_sharded(
         if shards.shard_exists(out_dir, stem):
             report.skipped_shards += 1
         else:
-            if modality == "image":
-                part = embed_images(encoder, chunk, out_dir, batch_size=batch_size, num_workers=num_workers,
-                                    shard_size=len(chunk) + 1, stem=stem)  # fmt: skip
+            one_shard = {"shard_size": len(chunk) + 1, "stem": stem}
+            if modality == Modality.IMAGE:
+                part = embed_images(encoder, chunk, out_dir, num_workers=num_workers, **one_shard)
             else:
-                part = embed_texts(encoder, chunk, out_dir, shard_size=len(chunk) + 1, stem=stem)
+                part = embed_texts(encoder, chunk, out_dir, **one_shard)
             report.embedded += part.embedded
             report.failed.update(part.failed)
             report.shards.extend(part.shards)

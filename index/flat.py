@@ -1,4 +1,4 @@
-"""Exact inner-product indexes keyed by DB ids, published atomically.
+"""Exact inner-product search keyed by DB ids: the ``IDMap2,Flat`` index and its fast BLAS path.
 
 Vectors are L2-normalised, so inner product is cosine similarity. Ids in the
 index are the items' primary keys (``IndexIDMap2``), never row positions.
@@ -6,19 +6,8 @@ index are the items' primary keys (``IndexIDMap2``), never row positions.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import time
-import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import faiss
 import numpy as np
-
-INDEX_FILE = "index.faiss"
-META_FILE = "index.json"
 
 
 def build_exact(xb: np.ndarray, ids: np.ndarray) -> faiss.Index:
@@ -31,58 +20,6 @@ def build_exact(xb: np.ndarray, ids: np.ndarray) -> faiss.Index:
     if len(xb):
         index.add_with_ids(xb, ids)
     return index
-
-
-@dataclass
-class PublishedIndex:
-    index: faiss.Index
-    path: Path
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def ntotal(self) -> int:
-        return int(self.index.ntotal)
-
-    @property
-    def dim(self) -> int:
-        return int(self.index.d)
-
-
-def publish(index: faiss.Index, out_dir: Path, meta: dict) -> Path:
-    """Write ``index`` + its sidecar JSON into ``out_dir`` all at once.
-
-    Files go to a sibling temp folder that is renamed into place, so a reader
-    sees either nothing or the whole index.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(f"refusing to overwrite published index {out_dir}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
-        faiss.write_index(index, str(tmp / INDEX_FILE))
-        full_meta = {
-            "factory": "IDMap2,Flat",
-            "metric": "ip",
-            "dim": int(index.d),
-            "ntotal": int(index.ntotal),
-            "published_at": time.time(),
-            **meta,
-        }
-        (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def load(path: Path) -> PublishedIndex:
-    path = Path(path)
-    index = faiss.read_index(str(path / INDEX_FILE))
-    meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}
-    return PublishedIndex(index=index, path=path, meta=meta)
 
 
 def search(index: faiss.Index, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,11 @@
-"""Batched search with overfetch: room for tombstones and filters without a second round trip.
+"""Batched search with overfetch: room for tombstones, filters and a score cutoff without a second query.
 
-An index keeps deleted items (tombstones) until it is compacted, and callers may
-filter results (by metadata, by permission). Asking FAISS for exactly ``k`` would
-then return fewer than ``k`` survivors, so ``search`` asks for ``ceil(k * overfetch)``
-(plus the number of known tombstones), keeps the survivors, and asks again with a
-doubled depth only for the queries that are still short.
+An index keeps deleted items (tombstones) until it is compacted, and callers filter results
+(items deleted since indexing, metadata filters, a minimum score). Asking FAISS for exactly
+``k`` would then return fewer than ``k`` survivors, so :func:`search` asks for
+``ceil(k * overfetch)`` (plus the number of known tombstones), keeps the survivors, and asks
+again with a doubled depth only for the queries that are still short and could still gain.
+This is the one overfetch loop: the API's search endpoints go through it too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from index import flat
 
-Keep = Callable[[np.ndarray], np.ndarray]  # ids (n,) -> bool mask (n,)
+Keep = Callable[[np.ndarray], np.ndarray]  # unique ids (n,) -> bool mask (n,)
 
 
 def search(
@@ -27,11 +28,15 @@ def search(
     *,
     tombstones: np.ndarray | None = None,
     keep: Keep | None = None,
+    min_score: float | None = None,
     overfetch: float = 1.5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(D, I)`` of shape (nq, k): the best ``k`` ids per query that are not tombstoned and pass ``keep``.
+    """``(D, I)`` of shape (nq, k): the best ``k`` ids per query that are not tombstoned, pass ``keep``
+    and score at least ``min_score``.
 
-    Rows are padded with ``-inf`` / ``-1`` when fewer than ``k`` results survive in the whole index.
+    ``keep`` is called once a round with the distinct candidate ids of every query (one DB
+    lookup, not one a query) and never twice for the same id. Rows are padded with ``-inf`` /
+    ``-1`` when fewer than ``k`` results survive in the whole index.
     """
     if k < 1 or overfetch < 1:
         raise ValueError(f"need k >= 1 and overfetch >= 1, got k={k}, overfetch={overfetch}")
@@ -40,21 +45,36 @@ def search(
     dead = np.asarray(tombstones if tombstones is not None else [], dtype=np.int64)
     D_out = np.full((nq, k), -np.inf, dtype=np.float32)
     I_out = np.full((nq, k), -1, dtype=np.int64)
+    verdicts: dict[int, bool] = {}
     todo = np.arange(nq)
     depth = min(ntotal, math.ceil(k * overfetch) + len(dead))
     while len(todo) and depth > 0:
         D, I = flat.search(index, xq[todo], depth)  # exact indexes take flat's BLAS path
+        ok = I >= 0
+        if len(dead):
+            ok &= ~np.isin(I, dead)
+        if min_score is not None:
+            ok &= D >= min_score
+        if keep is not None and ok.any():
+            _judge(np.unique(I[ok]), keep, verdicts)
+            ok[ok] = np.fromiter((verdicts[i] for i in I[ok].tolist()), dtype=bool, count=int(ok.sum()))
         short = []
         for row, q in enumerate(todo):
-            ok = I[row] >= 0
-            if len(dead):
-                ok &= ~np.isin(I[row], dead)
-            if keep is not None and ok.any():
-                ok[ok] = keep(I[row][ok])
-            d, i = D[row][ok][:k], I[row][ok][:k]
+            d, i = D[row][ok[row]][:k], I[row][ok[row]][:k]
             D_out[q, : len(d)], I_out[q, : len(i)] = d, i
-            if len(i) < k and depth < ntotal:
+            exhausted = depth >= ntotal or (min_score is not None and D[row, -1] < min_score)
+            if len(i) < k and not exhausted:
                 short.append(q)
         todo = np.array(short, dtype=np.int64)
         depth = min(ntotal, depth * 2)
     return D_out, I_out
+
+
+def _judge(ids: np.ndarray, keep: Keep, verdicts: dict[int, bool]) -> None:
+    """Ask ``keep`` about the ids not judged yet, and remember its answers."""
+    new = np.array([i for i in ids.tolist() if i not in verdicts], dtype=np.int64)
+    if len(new):
+        mask = np.asarray(keep(new), dtype=bool)
+        if mask.shape != new.shape:
+            raise ValueError(f"keep returned a mask of shape {mask.shape} for {new.shape} ids")
+        verdicts.update(zip(new.tolist(), mask.tolist(), strict=True))

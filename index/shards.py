@@ -7,24 +7,21 @@ half-written shard, and a crash loses at most the shard in flight.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from crossmodal_kernel.atomic import atomic_path
+
 # shard-00007 (numbered) or shard-000000000101-000000000164 (the id range a planned job covers)
 _SHARD = re.compile(r"^(shard-(\d{5,})(?:-\d+)?)\.ids\.npy$")
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def shard_stems(directory: Path) -> list[str]:

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from training.data import ImageFiles, collate_images, worker_context
-from training.encoder import trim_padding
+from crossmodal_kernel.encoder import trim_padding
+from crossmodal_kernel.images import ImageFiles, collate_images, worker_context
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from training.data import open_image
+from crossmodal_kernel.images import open_image
 from training.synthetic import COLOURS, POSITIONS, SHAPES, SIZES, SWAPPABLE, SyntheticDataset
 
 if TYPE_CHECKING:
-    from training.encoder import Encoder
+    from crossmodal_kernel.encoder import Encoder
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 

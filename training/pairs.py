@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from crossmodal_kernel.images import open_image
 from training.config import AugmentConfig
-from training.data import open_image
 from training.sources import SourceReport, iter_manifest
 
 

@@ -28,13 +28,15 @@ import torch
 from open_clip.hf_model import HFTextEncoder
 from torch.utils.data import BatchSampler, DataLoader
 
+from crossmodal_kernel.checkpoints import save_checkpoint
+from crossmodal_kernel.distributed import DistInfo, init_distributed
+from crossmodal_kernel.encoder import Encoder, trim_padding
+from crossmodal_kernel.images import open_image, worker_context
+from crossmodal_kernel.loading import LoadedModel, load_model
 from training.config import TrainConfig
-from training.data import open_image, worker_context
-from training.distributed import DistInfo, average_gradients, distributed_clip_loss, gather_features, init_distributed
-from training.encoder import Encoder, trim_padding
+from training.distributed import average_gradients, distributed_clip_loss, gather_features
 from training.evaluate import retrieval_metrics
 from training.gradcache import gradcache_backward
-from training.models import LoadedModel, load_model, save_checkpoint
 from training.pairs import EpochSampler, Pair, PairDataset, load_pairs, train_transform
 from training.sources import SourceReport
 from training.ssl import ImageSSL

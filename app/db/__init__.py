@@ -7,7 +7,6 @@ from app.db.models import (
     Item,
     Job,
     JobStatus,
-    Modality,
     Model,
     ModelStatus,
 )
@@ -28,7 +27,6 @@ __all__ = [
     "Item",
     "Job",
     "JobStatus",
-    "Modality",
     "Model",
     "ModelStatus",
     "current_revision",

@@ -21,11 +21,11 @@ from app.db.models import (
     Item,
     Job,
     JobStatus,
-    Modality,
     Model,
     ModelStatus,
     utcnow,
 )
+from crossmodal_kernel.modality import Modality
 
 # Rows per INSERT statement: keeps each statement well under SQLite's and
 # PostgreSQL's bound-parameter limits while amortising round trips.
@@ -222,6 +222,7 @@ def create_index(
     factory: str,
     dim: int,
     ntotal: int,
+    kind: str = "",
     metric: str = "ip",
     params: dict[str, Any] | None = None,
     stats: dict[str, Any] | None = None,
@@ -234,6 +235,7 @@ def create_index(
         modality=_check(modality, Modality, "modality"),
         path=path,
         factory=factory,
+        kind=kind,
         metric=metric,
         dim=dim,
         ntotal=ntotal,
@@ -244,6 +246,37 @@ def create_index(
     session.add(index)
     session.flush()
     return activate_index(session, index.id) if activate else index
+
+
+def record_index_build(
+    session: Session,
+    index_id: int,
+    *,
+    factory: str,
+    kind: str,
+    ntotal: int,
+    params: dict[str, Any] | None,
+    stats: dict[str, Any] | None,
+) -> Index:
+    """Fill in what the build of a ``building`` index produced (before :func:`activate_index`)."""
+    index = session.get(Index, index_id)
+    if index is None:
+        raise LookupError(f"no index {index_id}")
+    index.factory, index.kind, index.ntotal, index.params, index.stats = factory, kind, ntotal, params, stats
+    session.flush()
+    return index
+
+
+def retire_index(session: Session, index_id: int, stats: dict[str, Any] | None = None) -> Index:
+    """Take an index out of service (or mark a failed build as such), keeping why in its stats."""
+    index = session.get(Index, index_id)
+    if index is None:
+        raise LookupError(f"no index {index_id}")
+    index.status = IndexStatus.RETIRED
+    if stats:
+        index.stats = {**(index.stats or {}), **stats}
+    session.flush()
+    return index
 
 
 def activate_index(session: Session, index_id: int) -> Index:

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from crossmodal_kernel.modality import Modality
+
 # Deterministic constraint names, so later migrations (and downgrades) can address them.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -68,11 +70,6 @@ class IndexStatus(StrEnum):
     BUILDING = "building"
     ACTIVE = "active"
     RETIRED = "retired"
-
-
-class Modality(StrEnum):
-    IMAGE = "image"
-    TEXT = "text"
 
 
 class JobStatus(StrEnum):
@@ -164,6 +161,8 @@ class Index(Base):
     modality: Mapped[str] = mapped_column(sa.String(16))
     path: Mapped[str] = mapped_column(sa.Text)
     factory: Mapped[str] = mapped_column(sa.String(255))
+    # The ladder rung (index.factory.KINDS) it was built as: readers never parse the factory string.
+    kind: Mapped[str] = mapped_column(sa.String(32), server_default="")
     metric: Mapped[str] = mapped_column(sa.String(16), default="ip", server_default="ip")
     dim: Mapped[int] = mapped_column(sa.Integer)
     ntotal: Mapped[int] = mapped_column(sa.BigInteger)

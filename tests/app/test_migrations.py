@@ -20,7 +20,7 @@ EXPECTED_COLUMNS = {
         "created_at", "promoted_at",
     },
     "indexes": {
-        "id", "model_id", "modality", "path", "factory", "metric", "dim", "ntotal", "status",
+        "id", "model_id", "modality", "path", "factory", "kind", "metric", "dim", "ntotal", "status",
         "params", "stats", "created_at",
     },
     "jobs": {

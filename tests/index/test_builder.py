@@ -1,94 +1,32 @@
 """Every index kind built from shards, checked against brute force; streaming, dedupe, save/load, mmap."""
 
 import logging
-from contextlib import contextmanager
 
 import faiss
 import numpy as np
 import pytest
 
-from index import builder, factory
+from index import builder, factory, store
 from index.shards import write_shard
-
-N, D_DIM, NQ, K = 5000, 32, 200, 10
-PQ_M = 4  # 8 dims a sub-vector: coarse, but OPQ trains in ~1 s (m=16 takes ~10 s on 2 cores)
-
-
-@contextmanager
-def one_faiss_thread():
-    """Run FAISS on one thread. On 2 shared cores, OpenMP threads spin-waiting for one another made
-    the many small k-means steps of OPQ training up to 40x slower (0.3 s -> 12 s) in this suite."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+from tests.index.conftest import (
+    D_DIM,
+    NQ,
+    K,
+    N,
+    assert_matches_brute_force,
+    db_ids,
+    decoded,
+    exhaustive,
+    mixture,
+    one_faiss_thread,
+    plan_for,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     with one_faiss_thread():
         yield
-
-
-def mixture(n: int, d: int, clusters: int = 50, spread: float = 0.5, seed: int = 0) -> np.ndarray:
-    """Unit vectors from a Gaussian mixture: ``clusters`` random unit centres plus isotropic noise."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, d))
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, d)) / np.sqrt(d)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def db_ids(n: int, seed: int = 1) -> np.ndarray:
-    """Large random int64 ids, so a row position passed off as an id cannot go unnoticed."""
-    ids = np.random.default_rng(seed).integers(2**40, 2**62, n, dtype=np.int64)
-    assert len(np.unique(ids)) == n
-    return ids
-
-
-def plan_for(kind: str, n: int = N, d: int = D_DIM) -> factory.IndexPlan:
-    return factory.make_plan(kind, n, d, m=PQ_M if kind == "ivf_pq" else None)
-
-
-def exhaustive(index: faiss.Index) -> None:
-    """Probe every list, so the only error left is the codes' own (none for Flat codes)."""
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        ivf.nprobe = ivf.nlist
-
-
-def decoded(index: faiss.Index) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, vectors)`` as the index stores them (lossy for SQ/PQ), through the IDMap2 row map."""
-    inner = index.index
-    return faiss.vector_to_array(index.id_map), inner.reconstruct_n(0, inner.ntotal)
-
-
-def assert_matches_brute_force(D, I, xq, ids, xb, k, atol=1e-4):
-    """Scores equal the exact top-k of ``xq @ xb.T``; ids may differ only where scores tie."""
-    sims = xq @ xb.T
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    np.testing.assert_allclose(D, np.take_along_axis(sims, order, axis=1), atol=atol)
-    by_id = dict(zip(ids.tolist(), range(len(ids)), strict=True))
-    for q in range(len(xq)):
-        for rank in range(k):
-            if I[q, rank] != ids[order[q, rank]]:
-                assert abs(sims[q, by_id[int(I[q, rank])]] - sims[q, order[q, rank]]) < atol
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    x = mixture(N + NQ, D_DIM)
-    return db_ids(N), x[:N], x[N:]
-
-
-@pytest.fixture(scope="module")
-def built(corpus):
-    """One index of every kind, built once for the module (searches must not change them)."""
-    ids, xb, _ = corpus
-    source = builder.array_shards(ids, xb, shard_size=1000)
-    return {kind: builder.build_index(source, D_DIM, plan_for(kind)) for kind in factory.KINDS}
 
 
 @pytest.mark.parametrize("kind", factory.KINDS)
@@ -222,11 +160,11 @@ def test_save_and_load_round_trip(tmp_path, built, corpus, kind):
     plan = plan_for(kind)
     if plan.search_param:
         faiss.ParameterSpace().set_index_parameter(index, plan.search_param, plan.candidates[2])
-    out = builder.save_index(index, tmp_path / "indexes" / "7", {"model_id": 3})
+    out = store.publish(index, tmp_path / "indexes" / "7", {"model_id": 3})
     assert sorted(p.name for p in (tmp_path / "indexes").iterdir()) == ["7"]  # no temp folder left
     assert sorted(p.name for p in out.iterdir()) == ["index.faiss", "index.json"]
     D0, I0 = index.search(xq, K)
-    loaded = builder.load_index(out)
+    loaded = store.load(out)
     assert loaded.meta["model_id"] == 3 and loaded.meta["metric"] == "ip" and loaded.ntotal == N
     assert loaded.meta["factory"].startswith("IDMap2,")
     if plan.search_param:
@@ -235,15 +173,15 @@ def test_save_and_load_round_trip(tmp_path, built, corpus, kind):
     np.testing.assert_array_equal(I1, I0)
     np.testing.assert_array_equal(D1, D0)
     with pytest.raises(FileExistsError):
-        builder.save_index(index, out, {})
+        store.publish(index, out, {})
 
 
 @pytest.mark.parametrize("kind", ["ivf_flat", "ivf_sq8", "ivf_pq"])
 def test_ivf_indexes_load_memory_mapped(tmp_path, built, corpus, kind):
     _, _, xq = corpus
     index = built[kind]
-    out = builder.save_index(index, tmp_path / "1", {})
-    mapped = builder.load_index(out, mmap=True).index
+    out = store.publish(index, tmp_path / "1", {})
+    mapped = store.load(out, mmap=True).index
     lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(mapped).invlists)
     assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.read_only  # a view of index.faiss
     D0, I0 = index.search(xq, K)
@@ -254,9 +192,9 @@ def test_ivf_indexes_load_memory_mapped(tmp_path, built, corpus, kind):
 
 
 def test_mmap_of_a_graph_index_reads_it_into_ram(tmp_path, built, corpus, caplog):
-    out = builder.save_index(built["hnsw"], tmp_path / "1", {})
-    with caplog.at_level(logging.INFO, logger="index.builder"):
-        loaded = builder.load_index(out, mmap=True)
+    out = store.publish(built["hnsw"], tmp_path / "1", {})
+    with caplog.at_level(logging.INFO, logger="index.store"):
+        loaded = store.load(out, mmap=True)
     assert "not an IVF index" in caplog.text
     xq = corpus[2]
     np.testing.assert_array_equal(loaded.index.search(xq, K)[1], built["hnsw"].search(xq, K)[1])

@@ -4,9 +4,9 @@ import torch
 from PIL import Image
 
 import index.embed as embed_mod
+from crossmodal_kernel.encoder import Encoder
 from index import shards
 from index.embed import embed_images, embed_texts
-from training.encoder import Encoder
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +38,12 @@ def test_images_are_embedded_like_the_encoder_does_and_bad_files_reported(encode
         encoder,
         items,
         tmp_path / "out",
-        batch_size=4,
         num_workers=num_workers,
         shard_size=4,
         progress=lambda done, total: seen.append((done, total)),
     )
     assert report.embedded == 9 and set(report.failed) == {998, 999}
-    assert "UnidentifiedImageError" in report.failed[999]
+    assert "NotAnImage" in report.failed[999]
     assert len(report.shards) >= 2  # flushed every shard_size vectors
     ids, x = shards.load_all(tmp_path / "out")
     assert sorted(ids.tolist()) == list(range(100, 109))
@@ -57,13 +56,17 @@ def test_decompression_bombs_are_refused(encoder, tmp_path):
     big = tmp_path / "big.png"
     Image.new("RGB", (300, 300)).save(big)
     report = embed_images(encoder, [(1, str(big))], tmp_path / "out", num_workers=0, max_pixels=10_000)
-    assert report.embedded == 0 and "exceeds 10000 pixels" in report.failed[1]
+    assert report.embedded == 0
+    assert "TooManyPixels" in report.failed[1] and "the limit is 10000 pixels" in report.failed[1]
 
 
-def test_texts(encoder, tmp_path):
+def test_texts_are_encoded_in_the_encoders_batches(tmp_path):
+    encoder = Encoder.from_spec("test:tiny", device="cpu", batch_size=3)
     items = [(i, f"caption number {i}") for i in range(10)]
-    report = embed_texts(encoder, items, tmp_path / "t", batch_size=3, shard_size=4)
+    seen = []
+    report = embed_texts(encoder, items, tmp_path / "t", shard_size=4, progress=lambda d, t: seen.append(d))
     assert report.embedded == 10 and len(report.shards) == 3
+    assert seen == [3, 4, 7, 8, 10]  # batches of 3 within shards of 4: the one batch-size setting
     ids, x = shards.load_all(tmp_path / "t")
     assert ids.tolist() == list(range(10))
     np.testing.assert_allclose(x, encoder.encode_texts([t for _, t in items]), atol=2e-3)

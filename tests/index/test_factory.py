@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from index import builder, factory
-from tests.index.test_builder import db_ids, mixture, one_faiss_thread
+from tests.index.conftest import db_ids, mixture, one_faiss_thread
 
 GiB = 2**30
 RUNG = {kind: i for i, kind in enumerate(factory.KINDS)}  # lower = more memory, better recall

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from index import flat
+from index import flat, store
 
 
 def _unit(rng, n, d):
@@ -40,14 +40,14 @@ def test_publish_is_atomic_and_round_trips(tmp_path):
     rng = np.random.default_rng(2)
     xb = _unit(rng, 50, 8)
     index = flat.build_exact(xb, np.arange(100, 150))
-    out = flat.publish(index, tmp_path / "indexes" / "1", {"model_id": 3})
+    out = store.publish(index, tmp_path / "indexes" / "1", {"model_id": 3})
     assert sorted(p.name for p in (tmp_path / "indexes").iterdir()) == ["1"]  # no temp folder left
-    loaded = flat.load(out)
+    loaded = store.load(out)
     assert loaded.ntotal == 50 and loaded.dim == 8
     assert loaded.meta["model_id"] == 3 and loaded.meta["factory"] == "IDMap2,Flat"
     np.testing.assert_array_equal(flat.search(loaded.index, xb[:5], 1)[1][:, 0], np.arange(100, 105))
     with pytest.raises(FileExistsError):
-        flat.publish(index, out, {})
+        store.publish(index, out, {})
 
 
 def test_blas_path_agrees_with_faiss_in_every_chunking(monkeypatch, tmp_path):
@@ -63,8 +63,8 @@ def test_blas_path_agrees_with_faiss_in_every_chunking(monkeypatch, tmp_path):
         D, I = flat.search(index, xq, 10)
         np.testing.assert_allclose(D, D_ref, atol=1e-6)
         assert (I == I_ref).mean() > 0.99  # may differ only on exact ties
-    flat.publish(index, tmp_path / "1", {})
-    loaded = flat.load(tmp_path / "1").index
+    store.publish(index, tmp_path / "1", {})
+    loaded = store.load(tmp_path / "1").index
     np.testing.assert_allclose(flat.search(loaded, xq, 10)[0], D_ref, atol=1e-6)
     D, I = flat.search(index, xq[0], 700)  # k == n: everything, best first
     assert sorted(I[0]) == sorted(ids) and np.all(np.diff(D[0]) <= 1e-7)

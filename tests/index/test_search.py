@@ -70,3 +70,38 @@ def test_bad_arguments():
     xb, xq, ids = _data(n=10)
     with pytest.raises(ValueError):
         search(flat.build_exact(xb, ids), xq, 0)
+
+
+def test_min_score_cuts_off_and_stops_going_deeper(monkeypatch):
+    xb, xq, ids = _data(n=2000)
+    index = flat.build_exact(xb, ids)
+    D_all, _ = search(index, xq[:1], 50)
+    cutoff = float(D_all[0, 4])  # exactly five results reach it
+    depths, real = [], flat.search
+
+    def counting(index, xq, k):
+        depths.append(k)
+        return real(index, xq, k)
+
+    monkeypatch.setattr(flat, "search", counting)
+    D, I = search(index, xq[:1], 50, min_score=cutoff)
+    assert (I[0] >= 0).sum() == 5 and (D[0][:5] >= cutoff).all() and np.isneginf(D[0][5:]).all()
+    assert depths == [75]  # the 75th score is already below the cutoff: no deeper round
+
+
+def test_keep_sees_each_id_once_per_search_for_all_queries():
+    xb, xq, ids = _data(n=400)
+    index = flat.build_exact(xb, ids)
+    asked = []
+
+    def keep(batch):
+        asked.append(batch.copy())
+        return batch % 5 == 0
+
+    D, I = search(index, xq, 10, keep=keep)
+    seen = np.concatenate(asked)
+    assert len(seen) == len(np.unique(seen))  # never asked twice about one id
+    assert all(len(np.unique(a)) == len(a) for a in asked)
+    assert len(asked) <= 4  # one call a round, not one a query
+    allowed = ids % 5 == 0
+    _assert_matches(D, I, *_brute(xb, xq, ids, 10, allowed))

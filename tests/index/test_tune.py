@@ -6,7 +6,7 @@ import pytest
 
 from index import builder, factory, tune
 from index.shards import write_shard
-from tests.index.test_builder import D_DIM, NQ, N, db_ids, mixture, one_faiss_thread, plan_for
+from tests.index.conftest import D_DIM, NQ, N, db_ids, mixture, one_faiss_thread, plan_for
 
 K = 10
 

@@ -12,16 +12,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from training.distributed import (
-    DistInfo,
-    average_gradients,
-    distributed_clip_loss,
-    init_distributed,
-    shard_indices,
-)
+from crossmodal_kernel.distributed import DistInfo, init_distributed, shard_indices
+from crossmodal_kernel.loading import load_model
+from training.distributed import average_gradients, distributed_clip_loss
 from training.gradcache import gradcache_backward
 from training.losses import ClipLoss
-from training.models import load_model
 
 WORLD_SIZE = 2
 B = 8  # global batch: 4 pairs per rank

@@ -160,7 +160,7 @@ def test_zeroshot_by_hand():
 
 
 def test_evaluate_synthetic_with_tiny_model(tmp_path):
-    from training.encoder import Encoder
+    from crossmodal_kernel.encoder import Encoder
     from training.synthetic import generate_dataset
 
     dataset = generate_dataset(tmp_path, n=60, image_size=32)

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from crossmodal_kernel.loading import load_model
 from training.gradcache import gradcache_backward
 from training.losses import ClipLoss
-from training.models import load_model
 
 B = 8
 

@@ -38,12 +38,12 @@ def test_down_weights_ramp_over_the_worst():
 def test_trainer_drops_and_reports_the_worst_pairs(tmp_path):
     import json
 
-    from tests.training.test_trainer import _cfg
+    from tests.training.conftest import train_config
     from training.synthetic import generate_dataset
     from training.trainer import finetune
 
     manifest = generate_dataset(tmp_path / "ds", n=48, seed=0, image_size=32).manifest
-    result = finetune(_cfg(manifest, tmp_path / "run", data={"drop_noisy_fraction": 0.25}))
+    result = finetune(train_config(manifest, tmp_path / "run", data={"drop_noisy_fraction": 0.25}))
     noisy = json.loads((tmp_path / "run" / "noisy_pairs.json").read_text())
     assert result.noisy_pairs["dropped"] == noisy["dropped"] == round(0.25 * noisy["scored"])
     assert len(noisy["examples"]) == noisy["dropped"] and " | " in noisy["examples"][0]
@@ -52,8 +52,8 @@ def test_trainer_drops_and_reports_the_worst_pairs(tmp_path):
 @pytest.mark.slow
 def test_the_real_model_catches_planted_mismatched_captions(tmp_path):
     """Bootstrapped lit-mini on the synthetic world: swapped captions score lowest."""
+    from crossmodal_kernel.loading import load_model
     from training.bootstrap import BootstrapConfig, bootstrap_heads
-    from training.models import load_model
     from training.pairs import Pair
     from training.synthetic import generate_dataset
     from training.trainer import drop_noisy_pairs

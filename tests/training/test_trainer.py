@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from crossmodal_kernel.loading import load_model
+from tests.training.conftest import checkpoint_weights, train_config
 from training.config import TrainConfig
-from training.models import load_model
 from training.synthetic import generate_dataset
 from training.trainer import finetune, warmup_cosine
 
@@ -16,29 +17,6 @@ from training.trainer import finetune, warmup_cosine
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     return generate_dataset(tmp_path_factory.mktemp("ds"), n=48, seed=0, image_size=32).manifest
-
-
-def _cfg(manifest, out, **over) -> TrainConfig:
-    raw = {
-        "model": "test:tiny",
-        "device": "cpu",
-        "output_dir": str(out),
-        "data": {"manifest": str(manifest), "val_fraction": 0.2, "num_workers": 0},
-        "lock": {"image_unlocked_groups": None, "text_unlocked_layers": None},
-        "optim": {"steps": 6, "batch_size": 8, "warmup_steps": 2, "lr": 1e-3},
-        "checkpoint_every": 100,
-        "eval_every": 3,
-    }
-    for key, value in over.items():
-        if isinstance(value, dict):
-            raw[key] = {**raw.get(key, {}), **value}
-        else:
-            raw[key] = value
-    return TrainConfig.model_validate(raw)
-
-
-def _weights(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
 def test_warmup_then_cosine():
@@ -49,7 +27,7 @@ def test_warmup_then_cosine():
 
 def test_training_reports_progress_and_writes_a_loadable_checkpoint(manifest, tmp_path):
     seen = []
-    result = finetune(_cfg(manifest, tmp_path), progress=seen.append)
+    result = finetune(train_config(manifest, tmp_path), progress=seen.append)
     assert result.steps == 6 and [e["step"] for e in seen] == list(range(1, 7))
     assert all(math.isfinite(e["loss"]) and e["samples_per_s"] > 0 for e in seen)
     assert seen[-1]["eta_s"] == 0 and seen[0]["lr"] < seen[1]["lr"]  # warmup
@@ -62,73 +40,73 @@ def test_training_reports_progress_and_writes_a_loadable_checkpoint(manifest, tm
 
 
 def test_resume_after_a_kill_continues_exactly(manifest, tmp_path):
-    straight = finetune(_cfg(manifest, tmp_path / "a"))
+    straight = finetune(train_config(manifest, tmp_path / "a"))
     calls = {"n": 0}
 
     def cancel_after_three() -> bool:
         calls["n"] += 1
         return calls["n"] == 3
 
-    cfg = _cfg(manifest, tmp_path / "b")
+    cfg = train_config(manifest, tmp_path / "b")
     first = finetune(cfg, cancel=cancel_after_three)
     assert first.cancelled and first.steps == 3 and first.checkpoint is None
     resumed = finetune(cfg)
     assert resumed.steps == 6 and [h["step"] for h in resumed.history] == list(range(1, 7))
     assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in straight.history], abs=1e-6)
-    a, b = _weights(straight.checkpoint), _weights(resumed.checkpoint)
+    a, b = checkpoint_weights(straight.checkpoint), checkpoint_weights(resumed.checkpoint)
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
 
 
 def test_resume_refuses_another_configuration(manifest, tmp_path):
-    finetune(_cfg(manifest, tmp_path, checkpoint_every=3), cancel=lambda: False)
+    finetune(train_config(manifest, tmp_path, checkpoint_every=3), cancel=lambda: False)
     with pytest.raises(ValueError, match="another configuration"):
-        finetune(_cfg(manifest, tmp_path, checkpoint_every=3, optim={"lr": 5e-4}))
+        finetune(train_config(manifest, tmp_path, checkpoint_every=3, optim={"lr": 5e-4}))
 
 
 def test_early_stopping(manifest, tmp_path):
     result = finetune(
-        _cfg(manifest, tmp_path, optim={"steps": 60, "lr": 1e-9}, eval_every=2, early_stopping_patience=2)
+        train_config(manifest, tmp_path, optim={"steps": 60, "lr": 1e-9}, eval_every=2, early_stopping_patience=2)
     )
     assert result.stopped_early and result.steps < 60
 
 
 def test_a_locked_image_tower_stays_put_while_the_text_tower_trains(manifest, tmp_path):
     # open_clip's lock semantics: a native ViT tower locks with its projection (LiT).
-    cfg = _cfg(manifest, tmp_path, lock={"image_unlocked_groups": 0, "text_unlocked_layers": None})
+    cfg = train_config(manifest, tmp_path, lock={"image_unlocked_groups": 0, "text_unlocked_layers": None})
     result = finetune(cfg)
     base = load_model("test:tiny", "cpu").model.state_dict()
-    tuned = _weights(result.checkpoint)
+    tuned = checkpoint_weights(result.checkpoint)
     for name in ("visual.conv1.weight", "visual.proj"):
         assert torch.equal(base[name], tuned[name]), name
     assert not torch.equal(base["text_projection"], tuned["text_projection"])
 
 
 def test_wise_ft_zero_returns_the_base_model(manifest, tmp_path):
-    result = finetune(_cfg(manifest, tmp_path, wise_ft_alpha=0.0))
+    result = finetune(train_config(manifest, tmp_path, wise_ft_alpha=0.0))
     base = load_model("test:tiny", "cpu").model.state_dict()
-    for name, value in _weights(result.checkpoint).items():
+    for name, value in checkpoint_weights(result.checkpoint).items():
         if value.is_floating_point():
             torch.testing.assert_close(value, base[name])
 
 
 def test_siglip_loss_trains(manifest, tmp_path):
-    result = finetune(_cfg(manifest, tmp_path, loss={"kind": "siglip"}))
+    result = finetune(train_config(manifest, tmp_path, loss={"kind": "siglip"}))
     assert result.steps == 6 and all(math.isfinite(h["loss"]) for h in result.history)
 
 
 def test_config_rejects_typos_and_bad_values(manifest, tmp_path):
     with pytest.raises(ValueError):
-        _cfg(manifest, tmp_path, optim={"batch_sise": 8})
+        train_config(manifest, tmp_path, optim={"batch_sise": 8})
     with pytest.raises(ValueError):
-        _cfg(manifest, tmp_path, augment={"crop_scale": (0.9, 0.2)})
+        train_config(manifest, tmp_path, augment={"crop_scale": (0.9, 0.2)})
 
 
 @pytest.mark.parametrize(
     "kind, key", [("simclr", "ntxent_loss"), ("byol", "byol_loss"), ("barlow_twins", "barlow_twins_loss")]
 )
 def test_self_supervised_auxiliaries_train_beside_the_contrastive_loss(manifest, tmp_path, kind, key):
-    cfg = _cfg(
+    cfg = train_config(
         manifest,
         tmp_path,
         ssl={"kind": kind, "weight": 0.5, "projector_hidden": 32, "projector_dim": 16},
@@ -142,14 +120,14 @@ def test_self_supervised_auxiliaries_train_beside_the_contrastive_loss(manifest,
 
 def test_byol_resume_restores_the_momentum_target(manifest, tmp_path):
     over = {"ssl": {"kind": "byol", "projector_hidden": 32, "projector_dim": 16}}
-    straight = finetune(_cfg(manifest, tmp_path / "a", **over))
+    straight = finetune(train_config(manifest, tmp_path / "a", **over))
     calls = {"n": 0}
 
     def cancel() -> bool:
         calls["n"] += 1
         return calls["n"] == 2
 
-    cfg = _cfg(manifest, tmp_path / "b", **over)
+    cfg = train_config(manifest, tmp_path / "b", **over)
     finetune(cfg, cancel=cancel)
     resumed = finetune(cfg)
     assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in straight.history], abs=1e-6)
@@ -159,7 +137,7 @@ def test_image_only_adaptation_needs_no_captions(tmp_path):
     ds = generate_dataset(tmp_path / "ds", n=24, seed=1, image_size=32)
     images_only = tmp_path / "images.csv"
     images_only.write_text("image\n" + "\n".join(str(ds.root / r["image"]) for r in ds.rows()) + "\n")
-    cfg = _cfg(
+    cfg = train_config(
         images_only,
         tmp_path / "run",
         ssl={"kind": "simclr", "image_only": True, "projector_hidden": 32, "projector_dim": 16},
@@ -167,14 +145,14 @@ def test_image_only_adaptation_needs_no_captions(tmp_path):
     result = finetune(cfg)
     assert result.steps == 6 and "contrastive_loss" not in result.history[-1]
     base = load_model("test:tiny", "cpu").model.state_dict()
-    tuned = _weights(result.checkpoint)
+    tuned = checkpoint_weights(result.checkpoint)
     assert not torch.equal(base["visual.conv1.weight"], tuned["visual.conv1.weight"])
     assert torch.equal(base["text_projection"], tuned["text_projection"])
 
 
 def test_image_only_needs_an_ssl_kind(manifest, tmp_path):
     with pytest.raises(ValueError, match="needs an ssl.kind"):
-        _cfg(manifest, tmp_path, ssl={"image_only": True})
+        train_config(manifest, tmp_path, ssl={"image_only": True})
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.training.test_trainer import _cfg, _weights
+from tests.training.conftest import checkpoint_weights, train_config
 from training.synthetic import generate_dataset
 from training.trainer import finetune
 
@@ -35,18 +35,18 @@ HARD_NEGATIVE_OPTIONS = {
 
 @pytest.mark.parametrize("name", list(HARD_NEGATIVE_OPTIONS))
 def test_each_hard_negative_method_and_all_combined_train(manifest, tmp_path, name):
-    result = finetune(_cfg(manifest, tmp_path, hard_negatives=HARD_NEGATIVE_OPTIONS[name]))
+    result = finetune(train_config(manifest, tmp_path, hard_negatives=HARD_NEGATIVE_OPTIONS[name]))
     assert result.steps == 6 and all(math.isfinite(h["loss"]) for h in result.history)
 
 
 def test_hard_negatives_need_the_infonce_family(manifest, tmp_path):
     with pytest.raises(ValueError, match="loss.kind 'clip'"):
-        _cfg(manifest, tmp_path, loss={"kind": "siglip"}, hard_negatives={"mochi": True})
+        train_config(manifest, tmp_path, loss={"kind": "siglip"}, hard_negatives={"mochi": True})
 
 
 def test_gradient_caching_gives_the_same_training_as_the_big_batch(manifest, tmp_path):
-    plain = finetune(_cfg(manifest, tmp_path / "plain"))
-    cached = finetune(_cfg(manifest, tmp_path / "cached", optim={"chunk_size": 3}))
+    plain = finetune(train_config(manifest, tmp_path / "plain"))
+    cached = finetune(train_config(manifest, tmp_path / "cached", optim={"chunk_size": 3}))
     assert [h["loss"] for h in cached.history] == pytest.approx([h["loss"] for h in plain.history], abs=1e-5)
     _assert_same_weights(plain.checkpoint, cached.checkpoint)
 
@@ -62,7 +62,7 @@ def _assert_same_weights(path_a, path_b, atol=2e-5, rtol=1e-4, max_step=6 * 1e-3
     the float32 tolerance. A real difference in gradients moves most elements. Exact gradient
     equality is tested in test_gradcache / test_distributed.
     """
-    a, b = _weights(path_a), _weights(path_b)
+    a, b = checkpoint_weights(path_a), checkpoint_weights(path_b)
     for name in a:
         if name.endswith("in_proj_bias"):
             d = a[name].shape[0] // 3
@@ -75,14 +75,14 @@ def _assert_same_weights(path_a, path_b, atol=2e-5, rtol=1e-4, max_step=6 * 1e-3
 
 def test_resume_restores_the_queue_and_momentum_model(manifest, tmp_path):
     over = {"hard_negatives": {"queue_size": 32, "perturb_captions": 1}}
-    straight = finetune(_cfg(manifest, tmp_path / "a", **over))
+    straight = finetune(train_config(manifest, tmp_path / "a", **over))
     calls = {"n": 0}
 
     def cancel() -> bool:
         calls["n"] += 1
         return calls["n"] == 3
 
-    cfg = _cfg(manifest, tmp_path / "b", **over)
+    cfg = train_config(manifest, tmp_path / "b", **over)
     finetune(cfg, cancel=cancel)
     resumed = finetune(cfg)
     assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in straight.history], abs=1e-6)
@@ -110,10 +110,10 @@ def test_two_gloo_ranks_train_like_one_process_on_the_global_batch(manifest, tmp
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # like each rank: a fixed summation order, whatever else loads the machine
     try:
-        single = finetune(_cfg(manifest, tmp_path / "single", **over))
+        single = finetune(train_config(manifest, tmp_path / "single", **over))
     finally:
         torch.set_num_threads(threads)
-    cfg = _cfg(manifest, tmp_path / "ddp", **over)
+    cfg = train_config(manifest, tmp_path / "ddp", **over)
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     mp.start_processes(_rank, args=(_free_port(), cfg.model_dump_json()), nprocs=2, start_method=method)
     # Both run single-threaded; the ranks still sum the global batch in another order.

@@ -12,6 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
+from sqlalchemy import Row
 from sqlalchemy.orm import sessionmaker
 
 from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
@@ -29,7 +30,8 @@ from app.schemas import (
     SearchResult,
     TextSearchRequest,
 )
-from app.search import NotReady, SearchState, search_vectors
+from app.search import NotReady, SearchState, search_index
+from crossmodal_kernel.modality import Modality
 
 router = APIRouter(prefix="/search", tags=["search"])
 
@@ -58,7 +60,7 @@ def run_search(
     encode: Callable[[object], np.ndarray],
     opts: SearchOptions,
 ) -> tuple[SearchResponse, dict[str, float]]:
-    """Encode, search with overfetch for deleted rows and ``min_score``, hydrate, paginate.
+    """Encode, search (``index.search``: overfetch past deleted rows and ``min_score``), hydrate, paginate.
 
     Returns the response and its stage timings in milliseconds (encode, search, hydrate).
     """
@@ -80,26 +82,23 @@ def run_search(
     xq = encode(snap.encoder)
     timings["encode"] = (time.perf_counter() - te) * 1000
     want = opts.offset + opts.k
-    fetch = want
-    while True:
-        t1 = time.perf_counter()
+    rows: dict[int, Row] = {}
+    with session_factory() as session:
+
+        def live(ids: np.ndarray) -> np.ndarray:
+            """Hydrate candidates as they come: an item deleted since indexing is not a result."""
+            th = time.perf_counter()
+            rows.update(crud.get_hits(session, ids.tolist()))
+            timings["hydrate"] += (time.perf_counter() - th) * 1000
+            return np.fromiter((int(i) in rows for i in ids), dtype=bool, count=len(ids))
+
+        ts = time.perf_counter()
         try:
-            loaded, scores, ids = search_vectors(snap, xq, opts.target, fetch)
+            loaded, scores, ids = search_index(snap, xq, opts.target, want, keep=live, min_score=opts.min_score)
         except NotReady as e:
             raise ApiError(503, "nothing_indexed", str(e)) from e
-        t2 = time.perf_counter()
-        if opts.min_score is not None:
-            keep = scores >= opts.min_score
-            scores, ids = scores[keep], ids[keep]
-        with session_factory() as session:
-            items = crud.get_hits(session, ids.tolist())
-        hits = [(float(s), items[i]) for s, i in zip(scores, ids.tolist(), strict=True) if i in items]
-        timings["search"] += (t2 - t1) * 1000
-        timings["hydrate"] += (time.perf_counter() - t2) * 1000
-        exhausted = fetch >= loaded.index.ntotal or len(ids) < fetch
-        if len(hits) >= want or exhausted:
-            break
-        fetch = min(fetch * 2 + 16, loaded.index.ntotal)  # rows were deleted since indexing
+        timings["search"] = (time.perf_counter() - ts) * 1000 - timings["hydrate"]
+    hits = [(float(score), rows[i]) for score, i in zip(scores.tolist(), ids.tolist(), strict=True)]
     page = hits[opts.offset : want]
     response = SearchResponse(
         data=[
@@ -154,8 +153,8 @@ _IMAGE_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "target": {"type": "string", "enum": ["image", "text"], "default": "image"},
-                        "k": {"type": "integer", "default": 10, "minimum": 1, "maximum": 1000},
+                        "target": {"type": "string", "enum": [m.value for m in Modality], "default": "image"},
+                        "k": {"type": "integer", "default": 10, "minimum": 1},
                         "offset": {"type": "integer", "default": 0, "minimum": 0},
                         "min_score": {"type": "number"},
                     },

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training.encoder import Encoder, to_rgb
+from crossmodal_kernel.encoder import Encoder
+from crossmodal_kernel.images import to_rgb
 
 TEXTS = ["a red circle", "a blue square", "two green triangles", "", "a very long caption " * 20]
 
@@ -112,8 +113,8 @@ def test_batch_size_is_validated(encoder):
 
 @pytest.mark.slow
 def test_trimming_padding_leaves_hf_text_embeddings_unchanged():
-    from training.encoder import trim_padding
-    from training.models import load_model
+    from crossmodal_kernel.encoder import trim_padding
+    from crossmodal_kernel.loading import load_model
 
     loaded = load_model("builtin:lit-mini", "cpu")
     tokens = loaded.tokenizer(["a red circle", "a much longer caption about a small blue star at the top"])

@@ -1,27 +1,24 @@
 import json
-import time
+import socket
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from training.encoder import Encoder
-from training.models import (
+from crossmodal_kernel.builtin import (
     LIT_MEAN,
     LIT_STD,
     LIT_VISION_MODEL,
-    ModelDownloadError,
-    ModelSpec,
     SpatialPyramidPool,
-    export_model,
     load_efficientnet_lite0,
-    load_model,
-    parse_spec,
-    resolve_device,
-    save_checkpoint,
     spatial_pyramid_pool,
 )
+from crossmodal_kernel.checkpoints import export_model, save_checkpoint
+from crossmodal_kernel.encoder import Encoder
+from crossmodal_kernel.hub import ModelDownloadError
+from crossmodal_kernel.loading import load_model, resolve_device
+from crossmodal_kernel.specs import ModelSpec, parse_spec
 
 CAPTIONS = ["a red circle on a white background", "two blue squares next to a green triangle"]
 
@@ -117,10 +114,8 @@ def test_resolve_device():
 # --- loading --------------------------------------------------------------------
 
 
-def test_tiny_loads_fast_and_encodes():
-    start = time.perf_counter()
+def test_tiny_loads_and_encodes():
     loaded = load_model("test:tiny", "cpu")
-    assert time.perf_counter() - start < 1.0
     assert (loaded.embed_dim, loaded.image_size, loaded.spec) == (32, 32, "test:tiny")
     assert not loaded.model.training
     x = loaded.preprocess(Image.new("RGB", (50, 40), "red"))
@@ -152,16 +147,17 @@ def _cached(repo, filename):
     return isinstance(try_to_load_from_cache(repo, filename), str)
 
 
-def test_hub_spec_offline_raises_download_error_fast(monkeypatch):
+def test_hub_spec_offline_raises_download_error_without_touching_the_network(monkeypatch):
     if _cached("timm/vit_base_patch32_clip_224.laion2b_e16", "open_clip_model.safetensors") or _cached(
         "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip_model.safetensors"
     ):
         pytest.skip("weights are in the local hub cache")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.perf_counter()
+    connections = []
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: connections.append(address))
     with pytest.raises(ModelDownloadError) as info:
         load_model("open_clip:ViT-B-32/laion2b_s34b_b79k", "cpu")
-    assert time.perf_counter() - start < 10
+    assert connections == []  # offline means no attempt (and so no timeout to wait for)
     message = str(info.value)
     for option in ("builtin:lit-mini", "local-dir:/path", "open_clip:ARCH@/path/ckpt.pt"):
         assert option in message

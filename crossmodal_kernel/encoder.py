@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from open_clip.hf_model import HFTextEncoder
 from PIL import Image
 
-from training.models import LoadedModel, load_model
+from crossmodal_kernel.images import to_rgb
+from crossmodal_kernel.loading import LoadedModel, load_model
 
 
 class Encoder:
@@ -109,12 +110,3 @@ def trim_padding(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     used = (tokens != text.config.pad_token_id).any(dim=0).nonzero()
     return tokens[:, : int(used.max()) + 1] if len(used) else tokens
 
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB view of any PIL image; transparent pixels become white, not the colour under them."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
