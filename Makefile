@@ -27,6 +27,8 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench-search: install
 	$(BIN)/python benchmarks/bench_search.py

@@ -31,9 +31,11 @@ from crossmodal_kernel.encoder import trim_padding  # noqa: E402
 from crossmodal_kernel.images import open_image  # noqa: E402
 from crossmodal_kernel.loading import load_model  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
+from training.locking import apply_locks, set_train_mode
 from training.losses import ClipLoss  # noqa: E402
+from training.optim import make_optimizer
 from training.synthetic import generate_dataset  # noqa: E402
-from training.trainer import apply_locks, finetune, make_optimizer, set_train_mode  # noqa: E402
+from training.trainer import finetune
 
 
 def main(argv: list[str] | None = None) -> dict:

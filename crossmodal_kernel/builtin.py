@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 import open_clip
 import torch
@@ -21,7 +22,7 @@ from crossmodal_kernel.hub import quiet_transformers
 SEED = 0
 
 
-def build_tiny() -> tuple[torch.nn.Module, Callable]:
+def build_tiny() -> tuple[Any, Callable]:
     """A CLIP small enough to build in ~50 ms; random, but the same in every process."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
@@ -86,7 +87,7 @@ class SpatialPyramidPool(nn.Module):
 
 def build_lit_mini(
     pretrained: bool = True, pyramid: tuple[int, ...] | None = None
-) -> tuple[torch.nn.Module, Callable]:
+) -> tuple[Any, Callable]:
     """EfficientNet-Lite0 image tower + all-MiniLM-L6-v2 text tower, fresh linear heads (LiT).
 
     ``pyramid`` replaces the image trunk's global average pool by a :class:`SpatialPyramidPool`

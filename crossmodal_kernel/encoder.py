@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ class Encoder:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.loaded = loaded
-        self.model = loaded.model
+        self.model: Any = loaded.model
         self.tokenizer = loaded.tokenizer
         self.preprocess = loaded.preprocess
         self.spec = loaded.spec

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -23,7 +24,7 @@ EXPORT_WEIGHTS = "weights.pt"
 
 @dataclass
 class LoadedModel:
-    model: torch.nn.Module  # open_clip CLIP / CustomTextCLIP, in eval mode, on `device`
+    model: Any  # open_clip CLIP / CustomTextCLIP (untyped), in eval mode, on `device`
     preprocess: Callable  # eval transform: PIL.Image -> float tensor (3,H,W)
     train_preprocess: Callable  # train transform (open_clip's)
     tokenizer: Callable  # list[str] -> LongTensor (n, context_length)
@@ -77,7 +78,7 @@ def load_model(spec: str, device: str | torch.device | None = "auto") -> LoadedM
     )
 
 
-def build_base(spec: ModelSpec, with_weights: bool) -> tuple[torch.nn.Module, Callable]:
+def build_base(spec: ModelSpec, with_weights: bool) -> tuple[Any, Callable]:
     """The architecture a spec names (its pretrained weights only ``with_weights``)."""
     if spec.kind == "builtin":
         pyramid = builtin.SPP_LEVELS if spec.name == "lit-mini-spp" else None
@@ -87,7 +88,7 @@ def build_base(spec: ModelSpec, with_weights: bool) -> tuple[torch.nn.Module, Ca
     return _build_open_clip(spec, with_weights)
 
 
-def _build_open_clip(spec: ModelSpec, with_weights: bool) -> tuple[torch.nn.Module, Callable]:
+def _build_open_clip(spec: ModelSpec, with_weights: bool) -> tuple[Any, Callable]:
     arch, tag = spec.name, spec.pretrained
     models = open_clip.list_models()
     if arch not in models:
@@ -111,7 +112,7 @@ def _build_open_clip(spec: ModelSpec, with_weights: bool) -> tuple[torch.nn.Modu
     return model, tokenizer
 
 
-def build_local_dir(path: Path) -> tuple[torch.nn.Module, Callable]:
+def build_local_dir(path: Path) -> tuple[Any, Callable]:
     """A model folder: ours (``export_model``) or open_clip's hf-hub layout."""
     if not path.is_dir():
         raise FileNotFoundError(f"model folder not found: {path}")
@@ -174,10 +175,11 @@ def preprocess_from_json(cfg: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in merge_preprocess_dict({}, cfg).items()}
 
 
-def _embed_dim(model: torch.nn.Module) -> int:
+def _embed_dim(model: Any) -> int:
     for module in (model.visual, getattr(model, "text", None)):
-        if isinstance(getattr(module, "output_dim", None), int):
-            return int(module.output_dim)
+        dim = getattr(module, "output_dim", None)
+        if isinstance(dim, int):
+            return dim
     projection = getattr(model, "text_projection", None)
     if projection is not None:
         return int(projection.shape[-1] if isinstance(projection, torch.Tensor) else projection.out_features)

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -163,13 +164,13 @@ def _train(index: faiss.Index, sample: np.ndarray) -> None:
       final code size trains for what the index will use, and is faster.
     """
     ivf = faiss.try_extract_index_ivf(index)
-    ivfpq = faiss.downcast_index(ivf) if ivf is not None else None
-    opq = None
+    ivfpq: Any = faiss.downcast_index(ivf) if ivf is not None else None  # SWIG: concrete class at run time
+    opq: Any = None
     if isinstance(ivfpq, faiss.IndexIVFPQ):
-        ivfpq.do_polysemous_training = False
-        inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
+        ivfpq.do_polysemous_training = False  # type: ignore[attr-defined]  # missing from faiss's stubs
+        inner: Any = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index  # type: ignore[attr-defined]
         if isinstance(inner, faiss.IndexPreTransform):
-            opq = faiss.downcast_VectorTransform(inner.chain.at(0))
+            opq = faiss.downcast_VectorTransform(inner.chain.at(0))  # type: ignore[attr-defined]
     if isinstance(opq, faiss.OPQMatrix):
         pq = faiss.ProductQuantizer(opq.d_out, opq.M, ivfpq.pq.nbits)  # kept alive until trained
         opq.pq = pq

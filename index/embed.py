@@ -154,11 +154,11 @@ def embed_sharded(
         if shards.shard_exists(out_dir, stem):
             report.skipped_shards += 1
         else:
-            one_shard = {"shard_size": len(chunk) + 1, "stem": stem}
+            one_shard = len(chunk) + 1
             if modality == Modality.IMAGE:
-                part = embed_images(encoder, chunk, out_dir, num_workers=num_workers, **one_shard)
+                part = embed_images(encoder, chunk, out_dir, num_workers=num_workers, shard_size=one_shard, stem=stem)
             else:
-                part = embed_texts(encoder, chunk, out_dir, **one_shard)
+                part = embed_texts(encoder, chunk, out_dir, shard_size=one_shard, stem=stem)
             report.embedded += part.embedded
             report.failed.update(part.failed)
             report.shards.extend(part.shards)

@@ -103,6 +103,8 @@ def make_plan(kind: str, n: int, d: int, *, gpu: bool = False, m: int | None = N
     nlist = ivf_nlist(n)
     nprobe = tuple(1 << i for i in range(int(math.log2(min(nlist, 2048))) + 1))
     sample = min(n, TRAIN_POINTS_PER_CENTROID * nlist)
+    param: str | None
+    values: tuple[int, ...]
     if kind == "flat":
         factory, sample, param, values = "IDMap2,Flat", 0, None, ()
     elif kind == "hnsw":

@@ -6,6 +6,8 @@ index are the items' primary keys (``IndexIDMap2``), never row positions.
 
 from __future__ import annotations
 
+from typing import Any
+
 import faiss
 import numpy as np
 
@@ -48,7 +50,7 @@ def _exact_parts(index: faiss.Index) -> tuple[np.ndarray, np.ndarray] | None:
     """Zero-copy ``(vectors, ids)`` views of a non-empty ``IDMap(2)`` over an inner-product ``IndexFlat``."""
     if not isinstance(index, faiss.IndexIDMap | faiss.IndexIDMap2) or index.ntotal == 0:
         return None
-    inner = faiss.downcast_index(index.index)
+    inner: Any = faiss.downcast_index(index.index)  # SWIG: the concrete class is known only at run time
     if type(inner) not in (faiss.IndexFlatIP, faiss.IndexFlat) or inner.metric_type != faiss.METRIC_INNER_PRODUCT:
         return None
     n, d = int(index.ntotal), int(index.d)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -113,6 +114,7 @@ def build(
     )
     log.info("index for %d x %d: %s %s", n, d, plan.factory, plan.reason)
     t0 = time.perf_counter()
+    stats: dict[str, Any]
     if plan.kind == "flat":
         index, stats = flat.build_exact(xb, ids), {"recall_at_10": 1.0, "exact": True}
     else:
@@ -182,7 +184,7 @@ def _build_tuned(
             fallback_from = {"factory": plan.factory, "recall_at_10": result.recall, "note": result.note}
             index, plan, result = alt, alt_plan, alt_result
         del alt
-    stats = {
+    stats: dict[str, Any] = {
         "recall_at_10": result.recall,
         "exact": False,
         "target_recall": result.target_recall,

@@ -33,7 +33,7 @@ def shard_stems(directory: Path) -> list[str]:
 
 
 def shard_numbers(directory: Path) -> list[int]:
-    return [int(_SHARD.match(f"{stem}.ids.npy").group(2)) for stem in shard_stems(directory)]
+    return [int(stem.split("-")[1]) for stem in shard_stems(directory)]
 
 
 def shard_exists(directory: Path, stem: str) -> bool:

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -93,7 +94,7 @@ def load(path: Path, mmap: bool = False) -> PublishedIndex:
 
 def held_ids(index: faiss.Index) -> np.ndarray:
     """The ids an ``IDMap``/``IDMap2`` index holds, in storage order."""
-    return faiss.vector_to_array(index.id_map).astype(np.int64)
+    return faiss.vector_to_array(index.id_map).astype(np.int64)  # type: ignore[attr-defined]
 
 
 def describe(index: faiss.Index) -> str:
@@ -111,7 +112,7 @@ def search_params(index: faiss.Index) -> dict:
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         return {"nprobe": int(ivf.nprobe)}
-    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
+    inner: Any = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index  # type: ignore[attr-defined]
     if hasattr(inner, "hnsw"):
         return {"efSearch": int(inner.hnsw.efSearch)}
     return {}

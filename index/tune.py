@@ -139,11 +139,11 @@ def tune(
     param = plan.search_param
     values: list[int | None] = list(plan.candidates) if param else [None]
     if param:
-        set_search_param(index, param, values[0])
+        set_search_param(index, param, plan.candidates[0])
     index.search(xq[:16], k)  # warm-up, so the first timing is not an outlier
     curve = []
     for value in values:
-        if param:
+        if param and value is not None:
             set_search_param(index, param, value)
         t0 = time.perf_counter()
         _, I = index.search(xq, k)
@@ -153,7 +153,7 @@ def tune(
             break
     best = curve[-1] if curve[-1].recall >= target_recall else max(curve, key=lambda p: p.recall)
     reached = best.recall >= target_recall
-    if param:
+    if param and best.value is not None:
         set_search_param(index, param, best.value)
     note = (
         f"{param or 'exact search'}={best.value}: recall@{k} {best.recall:.3f} at {best.qps:.0f} QPS"

@@ -56,7 +56,7 @@ def test_the_real_model_catches_planted_mismatched_captions(tmp_path):
     from training.bootstrap import BootstrapConfig, bootstrap_heads
     from training.pairs import Pair
     from training.synthetic import generate_dataset
-    from training.trainer import drop_noisy_pairs
+    from training.validation import drop_noisy_pairs
 
     ds = generate_dataset(tmp_path / "ds", n=300, seed=2)
     rows = ds.rows()

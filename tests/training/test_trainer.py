@@ -10,8 +10,9 @@ import torch
 from crossmodal_kernel.loading import load_model
 from tests.training.conftest import checkpoint_weights, train_config
 from training.config import TrainConfig
+from training.optim import warmup_cosine
 from training.synthetic import generate_dataset
-from training.trainer import finetune, warmup_cosine
+from training.trainer import finetune
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +158,7 @@ def test_image_only_needs_an_ssl_kind(manifest, tmp_path):
 
 @pytest.mark.slow
 def test_unlocking_the_last_minilm_layer_of_lit_mini():
-    from training.trainer import apply_locks
+    from training.locking import apply_locks
 
     loaded = load_model("builtin:lit-mini", "cpu")
     cfg = TrainConfig.model_validate(
@@ -179,7 +180,7 @@ def test_unlocking_the_last_minilm_layer_of_lit_mini():
 def test_locking_and_train_mode_leave_lit_mini_features_as_at_inference():
     """Regression: open_clip's freeze_bn_stats dropped EfficientNet's activations, and train-mode
     dropout / batch statistics moved features far enough to undo trained heads."""
-    from training.trainer import apply_locks, set_train_mode
+    from training.locking import apply_locks, set_train_mode
 
     loaded = load_model("builtin:lit-mini", "cpu")
     model = loaded.model
