@@ -33,9 +33,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `crossmodal serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `crossmodal serve` binds to.")
     batch_size: int = Field(64, ge=1, description="Encoding batch size for ingestion.")
-    num_workers: int = Field(
-        2, ge=0, description="DataLoader worker processes that decode images during ingestion."
-    )
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes that decode images during ingestion.")
     max_upload_bytes: int = Field(
         20_000_000, ge=1, description="Largest accepted query image, in bytes (after base64 decoding)."
     )

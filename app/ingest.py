@@ -35,7 +35,6 @@ from training.sources import Record, SourceReport, iter_source
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class IngestReport:
     source: str

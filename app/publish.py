@@ -145,4 +145,3 @@ def _abandon(session_factory: sessionmaker, row_id: int, error: BaseException) -
             session.commit()
     except Exception:  # the original error is the one to report
         log.exception("could not mark index #%d as failed", row_id)
-

@@ -14,22 +14,16 @@ class SearchOptions(BaseModel):
     # The cap is CROSSMODAL_MAX_K, checked per request; the OpenAPI schema states it (app.main).
     k: int = Field(10, ge=1, description="How many results to return (at most `CROSSMODAL_MAX_K`).")
     offset: int = Field(0, ge=0, le=100_000, description="Results to skip (pagination).")
-    min_score: float | None = Field(
-        None, ge=-1.0, le=1.0, description="Drop results whose cosine score is below this."
-    )
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Drop results whose cosine score is below this.")
 
 
 class TextSearchRequest(SearchOptions):
-    model_config = ConfigDict(
-        json_schema_extra={"example": {"query": "a red circle", "target": "image", "k": 5}}
-    )
+    model_config = ConfigDict(json_schema_extra={"example": {"query": "a red circle", "target": "image", "k": 5}})
     query: str = Field(..., description="The query text.")
 
 
 class ImageSearchJSON(SearchOptions):
-    image_base64: str = Field(
-        ..., description="The query image, base64-encoded (a data: URL prefix is allowed)."
-    )
+    image_base64: str = Field(..., description="The query image, base64-encoded (a data: URL prefix is allowed).")
 
 
 class SearchResult(BaseModel):

@@ -106,9 +106,7 @@ class SearchState:
                 if faiss_gpu() and published.kind != "hnsw":  # FAISS has no GPU HNSW
                     published.index = maybe_gpu(published.index, log.info)
                 indexes[modality] = LoadedIndex(index_id, published)
-                log.info(
-                    "loaded %s index #%s (%d vectors)", modality, index_id, indexes[modality].index.ntotal
-                )
+                log.info("loaded %s index #%s (%d vectors)", modality, index_id, indexes[modality].index.ntotal)
             except Exception as e:
                 log.exception("could not load index %s", path)
                 problems.append(f"{modality} index #{index_id} failed to load: {e}")

@@ -531,7 +531,8 @@ def report(res: dict, args) -> str:
         f"{title}; memory budget {res['budget_bytes'] / 2**30:.2f} GiB; our index tuned to recall@{k} ≥ {target} "
         f"on {res['queries']} held-out {'caption' if res['tune_on'] == 'text' else res['dataset']} queries and "
         f"measured on {res['queries']} other held-out {res['dataset']} vectors"
-        + (" and on the captions of their images (text queries)" if text_col else "") + ". "
+        + (" and on the captions of their images (text queries)" if text_col else "")
+        + ". "
         "Single = one query a call; batch = 64 a call; 2 threads. Index size = serialised bytes.",
         "",
         f"| index | factory | build s | size | params | recall@{k} | QPS single | QPS batch 64 |"

@@ -273,6 +273,7 @@ def replicate(args) -> None:
     for s in per_seed:
         cells = " | ".join(f"{r['binding_acc']:.3f} / {r['t2i_R@1']:.3f}" for r in s["runs"].values())
         lines.append(f"| {s['seed']} | {s['hard_pairs']} | {cells} |")
+
     def paired(name: str, metric: str) -> np.ndarray:
         """Per seed, the recipe's ``metric`` minus plain CLIP's on the same seed."""
         return np.array([s["runs"][name][metric] - s["runs"][base][metric] for s in per_seed])

@@ -49,9 +49,7 @@ def _free_port() -> int:
 def _queries(n: int, seed: int) -> list[str]:
     rng = np.random.default_rng(seed)
     pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
-    return [
-        Scene(pick(list(COLOURS)), pick(SHAPES), pick(SIZES), pick(POSITIONS)).caption() for _ in range(n)
-    ]
+    return [Scene(pick(list(COLOURS)), pick(SHAPES), pick(SIZES), pick(POSITIONS)).caption() for _ in range(n)]
 
 
 def populate(settings: Settings, n_items: int, encoder: Encoder) -> None:
@@ -66,9 +64,7 @@ def populate(settings: Settings, n_items: int, encoder: Encoder) -> None:
         ids, _ = crud.add_items(
             session,
             [
-                crud.NewItem(
-                    external_id=f"item-{i}", image_path=str(image), text=f"item {i}", metadata={"i": i}
-                )
+                crud.NewItem(external_id=f"item-{i}", image_path=str(image), text=f"item {i}", metadata={"i": i})
                 for i in range(n_items)
             ],
         )

@@ -119,8 +119,11 @@ def main() -> None:
             "model": args.model,
             "device": "cpu",
             "output_dir": str(tmp / "run"),
-            "data": {"manifest": str(ds.manifest), "val_fraction": 0.0,
-                     **({} if args.workers is None else {"num_workers": args.workers})},  # fmt: skip
+            "data": {
+                "manifest": str(ds.manifest),
+                "val_fraction": 0.0,
+                **({} if args.workers is None else {"num_workers": args.workers}),
+            },  # fmt: skip
             "lock": {"image_unlocked_groups": 1, "text_unlocked_layers": 0},
             "optim": {"steps": args.steps + args.warmup, "batch_size": args.batch_size, "warmup_steps": 1},
             "checkpoint_every": 10_000,

@@ -85,9 +85,7 @@ class SpatialPyramidPool(nn.Module):
         return self.cells
 
 
-def build_lit_mini(
-    pretrained: bool = True, pyramid: tuple[int, ...] | None = None
-) -> tuple[Any, Callable]:
+def build_lit_mini(pretrained: bool = True, pyramid: tuple[int, ...] | None = None) -> tuple[Any, Callable]:
     """EfficientNet-Lite0 image tower + all-MiniLM-L6-v2 text tower, fresh linear heads (LiT).
 
     ``pyramid`` replaces the image trunk's global average pool by a :class:`SpatialPyramidPool`

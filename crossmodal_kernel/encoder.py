@@ -110,4 +110,3 @@ def trim_padding(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         return tokens
     used = (tokens != text.config.pad_token_id).any(dim=0).nonzero()
     return tokens[:, : int(used.max()) + 1] if len(used) else tokens
-

@@ -51,9 +51,7 @@ def open_image(source: str | Path | bytes | BinaryIO, max_pixels: int | None = N
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(stream) as im:
                 if max_pixels is not None and im.width * im.height > max_pixels:
-                    raise TooManyPixels(
-                        f"the image is {im.width}x{im.height} pixels; the limit is {max_pixels} pixels"
-                    )
+                    raise TooManyPixels(f"the image is {im.width}x{im.height} pixels; the limit is {max_pixels} pixels")
                 im.load()
                 return to_rgb(im)
     except (ImageDecodeError, FileNotFoundError):

@@ -27,9 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from app.db.session import make_engine, make_session_factory, upgrade
 
-POSTGRES_URL = os.environ.get(
-    "CROSSMODAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+POSTGRES_URL = os.environ.get("CROSSMODAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")

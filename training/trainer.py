@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[dict], None]
 
+
 @dataclass
 class TrainResult:
     steps: int

@@ -71,12 +71,7 @@ def add_items(session: Session, items: Sequence[NewItem]) -> tuple[list[int], in
             }
             for it in items[start : start + INSERT_CHUNK]
         ]
-        stmt = (
-            insert(table)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["external_id"])
-            .returning(table.c.id)
-        )
+        stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=["external_id"]).returning(table.c.id)
         new_ids.extend(session.execute(stmt).scalars())
     return sorted(new_ids), len(items) - len(new_ids)
 
@@ -200,9 +195,7 @@ def activate_model(session: Session, model_id: int) -> Model:
         raise LookupError(f"no model {model_id}")
     # Retire first, in its own statement: the partial unique index allows one active row.
     session.execute(
-        update(Model)
-        .where(Model.status == ModelStatus.ACTIVE, Model.id != model_id)
-        .values(status=ModelStatus.RETIRED)
+        update(Model).where(Model.status == ModelStatus.ACTIVE, Model.id != model_id).values(status=ModelStatus.RETIRED)
     )
     model.status = ModelStatus.ACTIVE
     model.promoted_at = utcnow()
@@ -300,9 +293,7 @@ def activate_index(session: Session, index_id: int) -> Index:
 
 
 def get_active_indexes(session: Session, model_id: int) -> dict[str, Index]:
-    found = session.scalars(
-        select(Index).where(Index.model_id == model_id, Index.status == IndexStatus.ACTIVE)
-    )
+    found = session.scalars(select(Index).where(Index.model_id == model_id, Index.status == IndexStatus.ACTIVE))
     return {index.modality: index for index in found}
 
 
@@ -326,11 +317,7 @@ def claim_job(session: Session, worker_id: str, kinds: Sequence[str] | None = No
     ``status = 'queued'`` guard on the UPDATE keep a job from being claimed twice.
     """
     query = (
-        select(Job.id)
-        .where(Job.status == JobStatus.QUEUED)
-        .order_by(Job.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
+        select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id).limit(1).with_for_update(skip_locked=True)
     )
     if kinds is not None:
         query = query.where(Job.kind.in_(list(kinds)))
@@ -350,18 +337,14 @@ def claim_job(session: Session, worker_id: str, kinds: Sequence[str] | None = No
     return None
 
 
-def heartbeat(
-    session: Session, job_id: int, progress: float | None = None, message: str | None = None
-) -> None:
+def heartbeat(session: Session, job_id: int, progress: float | None = None, message: str | None = None) -> None:
     """Record that the worker is alive (and how far it got), so it is not presumed dead."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if progress is not None:
         values["progress"] = min(max(float(progress), 0.0), 1.0)
     if message is not None:
         values["message"] = message
-    session.execute(
-        update(Job).where(Job.id == job_id).values(**values).execution_options(synchronize_session="fetch")
-    )
+    session.execute(update(Job).where(Job.id == job_id).values(**values).execution_options(synchronize_session="fetch"))
 
 
 def finish_job(

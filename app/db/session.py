@@ -99,6 +99,4 @@ def ensure_schema_current(engine: Engine) -> None:
     current, expected = current_revision(engine), head_revision()
     if current != expected:
         shown = current or "no revision (empty database)"
-        raise RuntimeError(
-            f"database schema is at {shown}, code expects {expected}: run `crossmodal db upgrade`"
-        )
+        raise RuntimeError(f"database schema is at {shown}, code expects {expected}: run `crossmodal db upgrade`")

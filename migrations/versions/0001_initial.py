@@ -97,9 +97,7 @@ def upgrade() -> None:
         _one_of("status", "building", "active", "retired"),
     )
     op.create_index("ix_indexes_model_id_modality_status", "indexes", ["model_id", "modality", "status"])
-    op.create_index(
-        "uq_indexes_one_active", "indexes", ["model_id", "modality"], unique=True, **_active_where()
-    )
+    op.create_index("uq_indexes_one_active", "indexes", ["model_id", "modality"], unique=True, **_active_where())
 
     op.create_table(
         "jobs",

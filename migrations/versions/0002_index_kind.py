@@ -32,9 +32,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("kind", sa.String(32), server_default="", nullable=False))
     indexes = sa.table("indexes", sa.column("factory", sa.String), sa.column("kind", sa.String))
     for pattern, kind in _KIND_FROM_FACTORY:
-        op.execute(
-            indexes.update().where(indexes.c.kind == "", indexes.c.factory.like(pattern)).values(kind=kind)
-        )
+        op.execute(indexes.update().where(indexes.c.kind == "", indexes.c.factory.like(pattern)).values(kind=kind))
 
 
 def downgrade() -> None:

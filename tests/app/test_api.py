@@ -59,9 +59,7 @@ def test_text_to_text_finds_the_identical_caption(service):
 
 def test_pagination_and_min_score(service):
     full = service.client.post("/v1/search/text", json={"query": "a star", "k": 10}).json()["data"]
-    page = service.client.post("/v1/search/text", json={"query": "a star", "k": 4, "offset": 3}).json()[
-        "data"
-    ]
+    page = service.client.post("/v1/search/text", json={"query": "a star", "k": 4, "offset": 3}).json()["data"]
     assert [h["id"] for h in page] == [h["id"] for h in full[3:7]]
     cut = full[4]["score"]
     kept = service.client.post("/v1/search/text", json={"query": "a star", "k": 10, "min_score": cut}).json()
@@ -90,9 +88,7 @@ def test_image_search_multipart_and_base64_agree(service):
     # image -> image: the query image itself is indexed, so it comes first with score ~1
     assert multipart.json()["data"][0]["score"] == pytest.approx(1.0, abs=1e-3)
     data_url = "data:image/png;base64," + base64.b64encode(data).decode()
-    to_text = service.client.post(
-        "/v1/search/image", json={"image_base64": data_url, "target": "text", "k": 2}
-    )
+    to_text = service.client.post("/v1/search/image", json={"image_base64": data_url, "target": "text", "k": 2})
     assert to_text.status_code == 200 and to_text.json()["index"]["modality"] == "text"
 
 
@@ -152,18 +148,13 @@ def test_decompression_bomb_is_refused_before_decoding(service):
 
 def test_image_request_errors(service):
     assert (
-        service.client.post(
-            "/v1/search/image", content=b"x", headers={"content-type": "text/plain"}
-        ).status_code
-        == 415
+        service.client.post("/v1/search/image", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
     )
     missing = service.client.post("/v1/search/image", data={"target": "image"}, files={"other": ("a", b"b")})
     assert missing.status_code == 422 and missing.json()["code"] == "missing_file"
     bad_b64 = service.client.post("/v1/search/image", json={"image_base64": "***"})
     assert bad_b64.status_code == 422 and bad_b64.json()["code"] == "invalid_base64"
-    bad_json = service.client.post(
-        "/v1/search/image", content=b"{", headers={"content-type": "application/json"}
-    )
+    bad_json = service.client.post("/v1/search/image", content=b"{", headers={"content-type": "application/json"})
     assert bad_json.status_code == 422
     bad_k = _post_file(service, _first_image(service), k="0")
     assert bad_k.status_code == 422 and bad_k.json()["code"] == "invalid_request"

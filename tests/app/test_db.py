@@ -121,9 +121,7 @@ def test_iter_item_batches_by_modality(session):
     everything = walk(batch_size=100)
     assert everything == [["img", "txt", "pair", "more-0", "more-1", "more-2", "more-3"]]
     pair_id = session.scalars(select(Item.id).where(Item.external_id == "pair")).one()
-    assert walk(batch_size=100, after_id=pair_id, modality="image") == [
-        ["more-0", "more-1", "more-2", "more-3"]
-    ]
+    assert walk(batch_size=100, after_id=pair_id, modality="image") == [["more-0", "more-1", "more-2", "more-3"]]
     with pytest.raises(ValueError, match="modality"):
         next(crud.iter_item_batches(session, 10, modality="audio"))
 

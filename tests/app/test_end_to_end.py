@@ -31,9 +31,7 @@ def test_held_out_captions_find_their_own_image(tmp_path):
     settings = make_settings(tmp_path, url, model_spec="builtin:lit-mini", num_workers=1)
     ds = generate_dataset(tmp_path / "synthetic", n=N, seed=0)
 
-    model = bootstrap_model(
-        settings, sf, ds.manifest, cfg=BootstrapConfig(num_workers=1), show_progress=False
-    )
+    model = bootstrap_model(settings, sf, ds.manifest, cfg=BootstrapConfig(num_workers=1), show_progress=False)
     assert model.spec.startswith("builtin:lit-mini@") and model.status == "active"
     assert model.eval_report["held_out"]["t2i_R@5"] >= RECALL_AT_5_FLOOR
 
@@ -42,9 +40,7 @@ def test_held_out_captions_find_their_own_image(tmp_path):
 
     test_rows = ds.rows("test")
     with sf() as s:
-        by_external = {
-            item.external_id: item.id for batch in crud.iter_item_batches(s, 1000) for item in batch
-        }
+        by_external = {item.external_id: item.id for batch in crud.iter_item_batches(s, 1000) for item in batch}
     hits = 0
     with TestClient(create_app(settings)) as client:
         for row in test_rows:

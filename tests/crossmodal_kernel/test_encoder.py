@@ -55,9 +55,7 @@ def test_batching_matches_one_by_one(encoder):
 def test_image_tensors_match_images(encoder):
     images = _images(3)
     tensors = torch.stack([encoder.preprocess(im) for im in images])
-    np.testing.assert_allclose(
-        encoder.encode_image_tensors(tensors), encoder.encode_images(images), atol=1e-6
-    )
+    np.testing.assert_allclose(encoder.encode_image_tensors(tensors), encoder.encode_images(images), atol=1e-6)
     with pytest.raises(ValueError, match="n, 3, H, W"):
         encoder.encode_image_tensors(tensors[0])
 
@@ -87,9 +85,7 @@ def test_any_image_mode_is_accepted(encoder):
     ]
     _assert_unit_rows(encoder.encode_images(modes), len(modes), 32)
     # An opaque RGBA image is the RGB image; a transparent one is white, not the hidden colour.
-    np.testing.assert_allclose(
-        encoder.encode_images([rgb.convert("RGBA")]), encoder.encode_images([rgb]), atol=1e-6
-    )
+    np.testing.assert_allclose(encoder.encode_images([rgb.convert("RGBA")]), encoder.encode_images([rgb]), atol=1e-6)
     clear = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
     assert to_rgb(clear).getpixel((0, 0)) == (255, 255, 255)
 

@@ -24,9 +24,7 @@ CAPTIONS = ["a red circle on a white background", "two blue squares next to a gr
 
 
 def _outputs(loaded):
-    images = torch.linspace(-1, 1, 2 * 3 * loaded.image_size**2).reshape(
-        2, 3, loaded.image_size, loaded.image_size
-    )
+    images = torch.linspace(-1, 1, 2 * 3 * loaded.image_size**2).reshape(2, 3, loaded.image_size, loaded.image_size)
     with torch.inference_mode():
         return (
             loaded.model.encode_image(images.to(loaded.device)),

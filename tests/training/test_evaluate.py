@@ -26,9 +26,7 @@ def naive_retrieval(img, txt, txt2img, keys):
         return next(pos + 1 for pos, c in enumerate(order) if matches[c])
 
     out = {}
-    t2i = [
-        first_match(sims[t], [keys[t] in keys_of_image[j] for j in range(len(img))]) for t in range(len(txt))
-    ]
+    t2i = [first_match(sims[t], [keys[t] in keys_of_image[j] for j in range(len(img))]) for t in range(len(txt))]
     i2t = [
         first_match(sims[:, j], [keys[t] in keys_of_image[j] for t in range(len(txt))])
         for j in range(len(img))

@@ -46,9 +46,7 @@ def test_caption_is_a_function_of_the_attributes():
     red_circle = Scene("red", "circle", "large", "top left")
     assert red_circle.caption() == "a large red circle in the top left"
     assert Scene("blue", "star", "small", "center").caption() == "a small blue star in the center"
-    captions = {
-        Scene(c, s, z, p).caption() for c in COLOURS for s in SHAPES for z in SIZES for p in POSITIONS
-    }
+    captions = {Scene(c, s, z, p).caption() for c in COLOURS for s in SHAPES for z in SIZES for p in POSITIONS}
     assert len(captions) == len(COLOURS) * len(SHAPES) * len(SIZES) * len(POSITIONS)
 
 
@@ -143,9 +141,7 @@ def test_rerun_is_a_no_op(tmp_path):
     first = generate_dataset(tmp_path, n=10, seed=0, image_size=32)
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
     calls = []
-    second = generate_dataset(
-        tmp_path, n=10, seed=0, image_size=32, progress=lambda done, total: calls.append(done)
-    )
+    second = generate_dataset(tmp_path, n=10, seed=0, image_size=32, progress=lambda done, total: calls.append(done))
     assert second == first
     assert calls == []
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == mtimes
@@ -160,9 +156,7 @@ def test_interrupted_run_is_regenerated(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_dataset(tmp_path)
     calls = []
-    generate_dataset(
-        tmp_path, n=10, seed=0, image_size=32, progress=lambda done, total: calls.append((done, total))
-    )
+    generate_dataset(tmp_path, n=10, seed=0, image_size=32, progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (10, 10)
     assert _digest(tmp_path) == expected
 

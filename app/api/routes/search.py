@@ -75,8 +75,7 @@ def run_search(
         raise ApiError(
             503,
             "nothing_indexed",
-            f"nothing is indexed for target {opts.target!r} yet: run `crossmodal ingest SOURCE` "
-            f"with {opts.target}s",
+            f"nothing is indexed for target {opts.target!r} yet: run `crossmodal ingest SOURCE` with {opts.target}s",
         )
     te = time.perf_counter()
     xq = encode(snap.encoder)
@@ -212,9 +211,7 @@ async def _image_and_options(request: Request, settings: Settings) -> tuple[byte
     if ctype == "multipart/form-data":
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > body_limit:
-            raise ApiError(
-                413, "body_too_large", f"the request body is {declared} bytes; the limit is {body_limit}"
-            )
+            raise ApiError(413, "body_too_large", f"the request body is {declared} bytes; the limit is {body_limit}")
         form = await request.form(max_files=1, max_fields=16)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -222,9 +219,7 @@ async def _image_and_options(request: Request, settings: Settings) -> tuple[byte
         data = await upload.read(settings.max_upload_bytes + 1)
         opts = _options({k: v for k, v in form.items() if k != "file"})
         return data, opts
-    raise ApiError(
-        415, "unsupported_media_type", "send multipart/form-data (field `file`) or JSON with `image_base64`"
-    )
+    raise ApiError(415, "unsupported_media_type", "send multipart/form-data (field `file`) or JSON with `image_base64`")
 
 
 @router.post("/image", response_model=SearchResponse, responses=ERRORS, openapi_extra=_IMAGE_BODY)
@@ -236,9 +231,7 @@ async def search_image(
 ) -> Response:
     """Find images or texts for an image query: a multipart upload or base64 JSON."""
     data, opts = await _image_and_options(request, settings)
-    image = await run_in_threadpool(
-        decode_query_image, data, settings.max_upload_bytes, settings.max_image_pixels
-    )
+    image = await run_in_threadpool(decode_query_image, data, settings.max_upload_bytes, settings.max_image_pixels)
     result = await run_in_threadpool(
         run_search, state, session_factory, settings, lambda enc: enc.encode_images([image]), opts
     )

@@ -19,9 +19,7 @@ def naive_byol(p_a, p_b, z_a, z_b):
 
 def test_value_and_gradients_match_naive():
     g = torch.Generator().manual_seed(5)
-    p_a, p_b, z_a, z_b = (
-        torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4)
-    )
+    p_a, p_b, z_a, z_b = (torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4))
     out = BYOLLoss()(p_a, p_b, z_a, z_b)
     assert list(out) == ["byol_loss"]
     ref = naive_byol(p_a, p_b, z_a, z_b)

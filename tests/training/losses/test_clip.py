@@ -108,9 +108,7 @@ def test_logit_scale_is_clamped_at_100():
     assert loss_fn.logit_scale.grad.item() == 0.0  # past the clip the scale stops learning
     # An external scale is clipped too; None lifts the clip.
     assert loss_fn.scale(500.0).item() == 100.0
-    assert ClipLoss(init_logit_scale=math.log(1000), max_logit_scale=None).scale().item() == pytest.approx(
-        1000
-    )
+    assert ClipLoss(init_logit_scale=math.log(1000), max_logit_scale=None).scale().item() == pytest.approx(1000)
 
 
 @pytest.mark.parametrize(

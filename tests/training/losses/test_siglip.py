@@ -33,9 +33,7 @@ def test_value_and_gradients_match_naive():
     ref = naive_siglip(images, texts, torch.exp(t), b)
     torch.testing.assert_close(out["contrastive_loss"], ref)
 
-    got = torch.autograd.grad(
-        out["contrastive_loss"], [images, texts, loss_fn.logit_scale, loss_fn.logit_bias]
-    )
+    got = torch.autograd.grad(out["contrastive_loss"], [images, texts, loss_fn.logit_scale, loss_fn.logit_bias])
     want = torch.autograd.grad(ref, [images, texts, t, b])
     for gv, wv in zip(got, want, strict=True):
         torch.testing.assert_close(gv, wv)
@@ -46,9 +44,7 @@ def test_hand_computed_logits_at_paper_init():
     # the negatives at -10, so L = (2 ln 2 + 2 ln(1 + e^-10)) / 2.
     features = torch.eye(2, dtype=torch.float64)
     loss = SigLipLoss().double()(features, features)["contrastive_loss"]
-    torch.testing.assert_close(
-        loss, torch.tensor(math.log(2) + math.log1p(math.exp(-10)), dtype=torch.float64)
-    )
+    torch.testing.assert_close(loss, torch.tensor(math.log(2) + math.log1p(math.exp(-10)), dtype=torch.float64))
 
 
 def test_external_scale_and_bias_override_the_modules_own():
@@ -69,9 +65,7 @@ def test_defaults_and_pretrained_values():
     assert loss_fn.logit_scale.item() == pytest.approx(math.log(10))
     assert loss_fn.logit_bias.item() == -10.0
     assert {name for name, _ in loss_fn.named_parameters()} == {"logit_scale", "logit_bias"}
-    pretrained = SigLipLoss(
-        init_logit_scale=torch.tensor(4.7), init_logit_bias=torch.tensor(-12.9), learnable=False
-    )
+    pretrained = SigLipLoss(init_logit_scale=torch.tensor(4.7), init_logit_bias=torch.tensor(-12.9), learnable=False)
     assert list(pretrained.parameters()) == []
     assert set(pretrained.state_dict()) == {"logit_scale", "logit_bias"}
     assert pretrained.logit_bias.item() == pytest.approx(-12.9)
