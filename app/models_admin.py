@@ -14,6 +14,7 @@ from app.config import Settings
 from app.db import crud
 from app.db.models import Model
 from app.encoders import wrap_encoder
+from crossmodal_kernel.atomic import atomic_path
 from crossmodal_kernel.images import open_image
 from training.bootstrap import BootstrapConfig, bootstrap_heads
 from training.evaluate import retrieval_metrics
@@ -37,17 +38,14 @@ def export_pairs(session_factory: sessionmaker, out: Path) -> int:
 
     from app.db import crud
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     n = 0
-    with session_factory() as session, open(tmp, "w", encoding="utf-8") as f:
+    with session_factory() as session, atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for batch in crud.iter_item_batches(session, 5000):
             for item in batch:
                 if item.image_path and item.text:
                     row = {**(item.meta or {}), "id": item.external_id, "image": item.image_path, "text": item.text}
                     f.write(json.dumps(row) + "\n")
                     n += 1
-    tmp.replace(out)
     return n
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from crossmodal_kernel import atomic
 from crossmodal_kernel.distributed import DistInfo
 from crossmodal_kernel.loading import LoadedModel, load_model
 from training.config import TrainConfig
@@ -107,9 +108,7 @@ def build_parts(cfg: TrainConfig, dist: DistInfo) -> TrainParts:
     if cfg.data.drop_noisy_fraction:
         train_pairs, noisy = drop_noisy_pairs(loaded, train_pairs, cfg.data.drop_noisy_fraction)
         if dist.is_main:
-            out = Path(cfg.output_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "noisy_pairs.json").write_text(json.dumps(noisy, indent=2))
+            atomic.write_text(Path(cfg.output_dir) / "noisy_pairs.json", json.dumps(noisy, indent=2))
     model, device = loaded.model, loaded.device
     base_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
     apply_locks(model, cfg)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from crossmodal_kernel.atomic import atomic_path
 
 # Saturated, mutually far-apart colours (pairwise RGB distance >= 85) that
 # all stand out against the light background; white and greys are left out
@@ -336,10 +337,8 @@ def _is_complete(root: Path, params: dict) -> bool:
 
 def _write_atomic(path: Path, write: Callable) -> None:
     """Write through a temporary name and rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         write(f)
-    os.replace(tmp, path)
 
 
 def _write_csv(f, columns: tuple[str, ...], rows: list[dict]) -> None:

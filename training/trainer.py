@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
+from crossmodal_kernel import atomic
 from crossmodal_kernel.checkpoints import save_checkpoint
 from crossmodal_kernel.distributed import init_distributed
 from crossmodal_kernel.encoder import trim_padding
@@ -155,7 +156,7 @@ def _finalise(parts: TrainParts, result: TrainResult) -> None:
         out = Path(parts.cfg.output_dir)
         result.checkpoint = save_checkpoint(parts.loaded, out / "final.pt", train_result={"steps": result.steps})
         summary = {**asdict(result), "checkpoint": str(result.checkpoint)}
-        (out / "result.json").write_text(json.dumps(summary, indent=2, default=str))
+        atomic.write_text(out / "result.json", json.dumps(summary, indent=2, default=str))
 
 
 def _wise_ft(model: torch.nn.Module, base: dict[str, torch.Tensor], alpha: float) -> None:
