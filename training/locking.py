@@ -48,7 +48,9 @@ def set_train_mode(model: torch.nn.Module, cfg: TrainConfig) -> None:
     heads were fitted on clean features sees different ones in training (on the
     synthetic world, dropout alone lifted the loss of a good model from 0.06 to 5).
     ``lock.freeze_bn_stats`` keeps every BatchNorm on its statistics, and
-    ``optim.dropout`` decides the unlocked layers' dropout.
+    ``optim.dropout`` decides the unlocked layers' dropout, including attention dropout that a
+    module applies itself, judged by its own training flag (Hugging Face's attention layers hold
+    an ``nn.Dropout`` only for its rate).
     """
     model.train()
     for module in model.modules():
@@ -59,3 +61,5 @@ def set_train_mode(model: torch.nn.Module, cfg: TrainConfig) -> None:
             module.eval()
         elif not cfg.optim.dropout and isinstance(module, torch.nn.Dropout):
             module.eval()
+        if not cfg.optim.dropout and isinstance(getattr(module, "dropout", None), torch.nn.Dropout):
+            module.training = False  # this module only: its children keep their own mode

@@ -54,6 +54,7 @@ class TrainResult:
     cancelled: bool = False
     skipped_rows: dict = field(default_factory=dict)
     noisy_pairs: dict | None = None
+    resumed_from_step: int | None = None  # the checkpoint's step when the run continued one
 
 
 def seed_everything(seed: int) -> None:
@@ -76,6 +77,7 @@ def finetune(
     parts = build_parts(cfg, dist)
     state = resume.load(parts)
     result = TrainResult(steps=0, checkpoint=None, skipped_rows=parts.skipped_rows, noisy_pairs=parts.noisy_pairs)
+    result.resumed_from_step = state.step if resume.state_path(cfg).exists() else None
     t_start, samples = time.perf_counter(), 0
     done = state.step >= cfg.optim.steps
     while not done:
@@ -93,7 +95,7 @@ def finetune(
             stop = _maybe_evaluate(parts, state)
             if state.step % cfg.checkpoint_every == 0:
                 resume.save(parts, state)
-            if cancel and cancel():
+            if _cancel_requested(cancel, parts):
                 resume.save(parts, state)
                 result.cancelled = True
             if stop or result.cancelled or state.step >= cfg.optim.steps:
@@ -107,6 +109,16 @@ def finetune(
     if not result.cancelled:
         _finalise(parts, result)
     return result
+
+
+def _cancel_requested(cancel: Callable[[], bool] | None, parts: TrainParts) -> bool:
+    """Rank 0 asks ``cancel``; under torchrun it tells every rank, so that all stop at the same step."""
+    flag = bool(cancel()) if cancel is not None and parts.dist.is_main else False
+    if parts.dist.world_size > 1:
+        decision = torch.tensor([int(flag)], device=parts.device if parts.dist.backend == "nccl" else "cpu")
+        torch.distributed.broadcast(decision, src=0)
+        flag = bool(decision.item())
+    return flag
 
 
 def _epoch_batches(parts: TrainParts, state: TrainState) -> Iterable:
@@ -124,6 +136,11 @@ def _epoch_batches(parts: TrainParts, state: TrainState) -> Iterable:
         num_workers=cfg.data.num_workers,
         collate_fn=_collate(parts.loaded.tokenizer, parts.model, with_text=not cfg.ssl.image_only),
         multiprocessing_context=worker_context(cfg.data.num_workers),
+        # Its own generator, so that making the iterator (which draws the workers' base seed) leaves
+        # the global RNG alone: from it, the draw would come at the epoch's start in an uninterrupted
+        # run but right after the restored RNG state in a resumed one, and shift every later draw
+        # (lit-mini's attention dropout): issue 16.
+        generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.epoch),
     )
 
 

@@ -176,6 +176,32 @@ def test_unlocking_the_last_minilm_layer_of_lit_mini():
         apply_locks(loaded.model, cfg.model_copy(update={"lock": too_many}))
 
 
+def test_no_dropout_means_no_attention_dropout_in_an_unlocked_minilm_layer():
+    """``optim.dropout: false`` must reach the attention dropout Hugging Face layers apply themselves
+    (they read their own training flag): with it on, the unlocked layer drew from the RNG every step."""
+    from crossmodal_kernel.encoder import trim_padding
+    from training.locking import apply_locks, set_train_mode
+
+    loaded = load_model("builtin:lit-mini", "cpu")
+    raw = {"data": {"manifest": "x.csv"}, "lock": {"image_unlocked_groups": 0, "text_unlocked_layers": 1}}
+    tokens = trim_padding(loaded.model, loaded.tokenizer(["a red circle", "a large blue square on the left"]))
+
+    def twice(dropout: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        cfg = TrainConfig.model_validate({**raw, "optim": {"dropout": dropout}})
+        apply_locks(loaded.model, cfg)
+        set_train_mode(loaded.model, cfg)
+        with torch.no_grad():
+            state = torch.random.get_rng_state()
+            first = loaded.model.encode_text(tokens)
+            drew = not torch.equal(state, torch.random.get_rng_state())
+            return first, loaded.model.encode_text(tokens), drew
+
+    off_a, off_b, drew = twice(dropout=False)
+    assert torch.equal(off_a, off_b) and not drew
+    on_a, on_b, drew = twice(dropout=True)
+    assert not torch.equal(on_a, on_b) and drew
+
+
 @pytest.mark.slow
 def test_locking_and_train_mode_leave_lit_mini_features_as_at_inference():
     """Regression: open_clip's freeze_bn_stats dropped EfficientNet's activations, and train-mode
@@ -195,3 +221,35 @@ def test_locking_and_train_mode_leave_lit_mini_features_as_at_inference():
         torch.testing.assert_close(model.encode_image(images), want_img, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(model.encode_text(tokens), want_txt, atol=1e-5, rtol=1e-4)
     assert model.visual.head.training  # the trainable head itself is in train mode
+
+
+def test_resume_from_a_periodic_checkpoint_keeps_the_global_rng_stream(manifest, tmp_path, monkeypatch):
+    """Regression: the DataLoader drew its workers' base seed from the global torch RNG when its
+    iterator was made, so a run resumed mid-epoch from a periodic checkpoint (after a kill) drew
+    once more than an uninterrupted one, right after the restored RNG state, and every random draw
+    of the later steps (lit-mini's attention dropout) moved. The tiny model draws nothing, so a
+    step here does."""
+    import training.step
+
+    set_train_mode = training.step.set_train_mode
+
+    def set_train_mode_and_draw(model, cfg):
+        set_train_mode(model, cfg)
+        with torch.no_grad():
+            model.logit_scale.add_(1e-3 * torch.rand(()))
+
+    monkeypatch.setattr(training.step, "set_train_mode", set_train_mode_and_draw)
+    over = {"checkpoint_every": 3, "optim": {"steps": 8}}  # 4 batches an epoch: resumes mid-epoch 0
+    straight = finetune(train_config(manifest, tmp_path / "a", **over))
+
+    def killed_at_step_5(entry: dict) -> None:
+        if entry["step"] == 5:
+            raise KeyboardInterrupt  # as a kill: nothing is saved after the step-3 checkpoint
+
+    cfg = train_config(manifest, tmp_path / "b", **over)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, progress=killed_at_step_5)
+    resumed = finetune(cfg)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    a, b = checkpoint_weights(straight.checkpoint), checkpoint_weights(resumed.checkpoint)
+    assert all(torch.equal(a[name], b[name]) for name in a)
