@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +71,47 @@ class Settings(BaseSettings):
     metrics_enabled: bool = Field(
         True, description="Serve Prometheus metrics at `/metrics` (requests, latency, search stages, index sizes)."
     )
+    search_auth: Literal["open", "key"] = Field(
+        "open",
+        description="`open`: search needs no key; `key`: search needs an API key (role `search` or `admin`). "
+        "The admin API always needs an `admin` key.",
+    )
+    allowed_roots: str = Field(
+        "",
+        description="Folders (separated by `:`) that admin jobs may read sources, manifests and evaluation "
+        "sets from; the data dir is always allowed. A request for anything else is a 403.",
+    )
+    job_heartbeat_seconds: float = Field(2.0, gt=0, description="How often a worker records that its job is alive.")
+    job_stale_seconds: float = Field(
+        30.0, gt=0, description="A running job whose heartbeat is older than this is presumed dead and requeued."
+    )
+    job_max_attempts: int = Field(
+        3, ge=1, description="Claims a job gets (a dead worker's job is resumed) before it fails for good."
+    )
+    job_poll_seconds: float = Field(1.0, gt=0, description="How often an idle worker looks for a queued job.")
+    promotion_metric: str = Field(
+        "t2i_R@1", description="The evaluation metric a candidate must beat the active model on to be promoted."
+    )
+    fetch_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest a fetch of an image by URL (ingest jobs) may take, start to end."
+    )
+    fetch_allow_private: bool = Field(
+        False,
+        description="Let URL fetches reach private and loopback addresses (closed networks and tests only: "
+        "otherwise anyone who may submit a URL can probe the service's own network).",
+    )
+    keep_generations: int = Field(
+        3,
+        ge=1,
+        description="Model generations (the active one and those before it) whose embeddings and indexes stay "
+        "on disk for an instant rollback; older ones are deleted after a promotion.",
+    )
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """The folders admin jobs may read from: the data dir and ``allowed_roots``, resolved."""
+        extra = [Path(p).expanduser() for p in self.allowed_roots.split(":") if p.strip()]
+        return tuple(p.resolve() for p in (self.data_dir, *extra))
 
     @field_validator("index_kind")
     @classmethod
@@ -90,6 +132,15 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'crossmodal.db').resolve()}"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as ``CROSSMODAL_*`` environment variables: how a child process gets the same ones."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"CROSSMODAL_{name.upper()}"] = str(value)
+    return env
 
 
 @lru_cache

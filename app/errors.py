@@ -9,15 +9,16 @@ from fastapi.responses import JSONResponse
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or ({"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
 
 async def api_error_handler(_request: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse(status_code=exc.status, content={"detail": exc.message, "code": exc.code})
+    return JSONResponse(status_code=exc.status, content={"detail": exc.message, "code": exc.code}, headers=exc.headers)
 
 
 async def validation_error_handler(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
-from tqdm.auto import tqdm
 
 from app.config import Settings
 from app.db import crud
 from app.db.models import Item, Model
 from app.encoders import load_encoder
+from app.progress import Reporter, quiet
 from app.publish import embeddings_dir, publish_indexes
 from crossmodal_kernel.modality import MODALITIES
 from index import shards
@@ -86,7 +86,10 @@ def ensure_active_model(session: Session, settings: Settings) -> Model:
     return model
 
 
-def add_records(session_factory: sessionmaker, records: Iterable[Record], report: IngestReport) -> None:
+def add_records(
+    session_factory: sessionmaker, records: Iterable[Record], report: IngestReport, progress: Reporter = quiet
+) -> None:
+    """Upsert records 1,000 to a transaction: a crash loses at most the chunk in flight."""
     for chunk in _chunks(records, 1000):
         with session_factory() as session:
             new_ids, skipped = crud.add_items(
@@ -105,6 +108,7 @@ def add_records(session_factory: sessionmaker, records: Iterable[Record], report
             session.commit()
         report.added += len(new_ids)
         report.already_present += skipped
+        progress("read rows", report.added + report.already_present, None, unit="rows")
 
 
 def _pending(session: Session, modality: str, done: np.ndarray) -> list[tuple[int, str]]:
@@ -118,23 +122,13 @@ def _pending(session: Session, modality: str, done: np.ndarray) -> list[tuple[in
     return pending
 
 
-def _bar(desc: str, enabled: bool):
-    bar = tqdm(desc=desc, unit="item", disable=not enabled, dynamic_ncols=True)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    return bar, update
-
-
 def embed_pending(
     session_factory: sessionmaker,
     encoder,
     model: Model,
     settings: Settings,
     report: IngestReport,
-    show_progress: bool = True,
+    progress: Reporter = quiet,
     rank: int = 0,
     world_size: int = 1,
 ) -> None:
@@ -150,18 +144,17 @@ def embed_pending(
         if not pending:
             report.embedded[modality] = 0
             continue
-        bar, update = _bar(f"embed {modality}s", show_progress and rank == 0)
-        with bar:
-            result = embed_sharded(
-                encoder,
-                pending,
-                out_dir,
-                modality,
-                rank=rank,
-                world_size=world_size,
-                num_workers=settings.num_workers if modality == "image" else 0,
-                progress=update,
-            )
+        stage = f"embed {modality}s"
+        result = embed_sharded(
+            encoder,
+            pending,
+            out_dir,
+            modality,
+            rank=rank,
+            world_size=world_size,
+            num_workers=settings.num_workers if modality == "image" else 0,
+            progress=lambda done, total, stage=stage: progress(stage, done, total) if rank == 0 else None,
+        )
         report.embedded[modality] = result.embedded
         if result.failed:
             _remove_unreadable(session_factory, result.failed, report)
@@ -182,13 +175,17 @@ def ingest(
     settings: Settings,
     session_factory: sessionmaker,
     encoder=None,
-    show_progress: bool = True,
+    progress: Reporter = quiet,
 ) -> IngestReport:
-    """Ingest ``source`` for the active model and publish fresh indexes. Never stops on bad rows."""
+    """Ingest ``source`` for the active model and publish fresh indexes. Never stops on bad rows.
+
+    ``progress`` hears about every stage (rows, embedding, index builds); a job's reporter raises
+    there when the job is cancelled, which stops the ingest with everything committed so far kept.
+    """
     t0 = time.perf_counter()
     report = IngestReport(source=str(Path(source).expanduser().resolve()))
     source_report = SourceReport()
-    add_records(session_factory, iter_source(source, source_report), report)
+    add_records(session_factory, iter_source(source, source_report), report, progress)
     report.read = source_report.read
     report.skipped.update(source_report.skipped)
     with session_factory() as session:
@@ -196,7 +193,7 @@ def ingest(
     report.model_id = model.id
     if encoder is None:
         encoder = load_encoder(settings, model.spec)
-    embed_pending(session_factory, encoder, model, settings, report, show_progress)
-    report.indexes = publish_indexes(session_factory, model, settings)
+    embed_pending(session_factory, encoder, model, settings, report, progress)
+    report.indexes = publish_indexes(session_factory, model, settings, progress=progress)
     report.seconds = time.perf_counter() - t0
     return report

@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 
-from app.api.routes import health, items, search, ui
+from app.api.routes import admin_jobs, admin_keys, admin_models, health, items, search, ui
 from app.config import Settings, get_settings
 from app.db.session import ensure_schema_current, make_engine, make_session_factory
 from app.errors import ApiError, api_error_handler, validation_error_handler
@@ -29,9 +29,10 @@ def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAP
         app.state.settings = settings
         app.state.session_factory = make_session_factory(engine)
         app.state.search = SearchState(settings, app.state.session_factory, encoder_factory)
-        # Load the model and indexes before taking traffic; failures show in /readyz.
-        await run_in_threadpool(app.state.search.refresh, True)
+        # Load the model and indexes before taking traffic (failures show in /readyz), then keep them fresh.
+        await run_in_threadpool(app.state.search.start)
         yield
+        await run_in_threadpool(app.state.search.stop)
         engine.dispose()
 
     app = FastAPI(
@@ -45,6 +46,11 @@ def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAP
     v1 = APIRouter(prefix="/v1")
     v1.include_router(search.router)
     v1.include_router(items.router)
+    admin = APIRouter(prefix="/admin")
+    admin.include_router(admin_jobs.router)
+    admin.include_router(admin_models.router)
+    admin.include_router(admin_keys.router)
+    v1.include_router(admin)
     app.include_router(v1)
     app.include_router(health.router)
     app.include_router(ui.router)

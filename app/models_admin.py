@@ -1,12 +1,10 @@
-"""Model lifecycle steps the CLI and (later) admin jobs share: bootstrap, evaluate, register."""
+"""Model steps the CLI and the admin jobs share: bootstrapping the offline model, exporting the DB as pairs."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from sqlalchemy.orm import sessionmaker
 from tqdm.auto import tqdm
 
@@ -15,9 +13,8 @@ from app.db import crud
 from app.db.models import Model
 from app.encoders import wrap_encoder
 from crossmodal_kernel.atomic import atomic_path
-from crossmodal_kernel.images import open_image
+from training import eval_sets
 from training.bootstrap import BootstrapConfig, bootstrap_heads
-from training.evaluate import retrieval_metrics
 from training.sources import SourceReport, iter_manifest
 
 log = logging.getLogger(__name__)
@@ -49,19 +46,6 @@ def export_pairs(session_factory: sessionmaker, out: Path) -> int:
     return n
 
 
-def evaluate_pairs(encoder, pairs: Sequence[tuple[str, str]]) -> dict:
-    """Recall@1/5/10 both ways and median rank on ``pairs`` (``training.evaluate.retrieval_metrics``).
-
-    Duplicate captions count as hits: an image whose caption equals the query's is a right answer.
-    Keys are ``t2i_R@k``, ``i2t_R@k`` and ``*_median_rank``, as in ``crossmodal evaluate``.
-    """
-    images = [open_image(p) for p, _ in pairs]
-    captions = [t for _, t in pairs]
-    img = encoder.encode_images(images)
-    txt = encoder.encode_texts(captions)
-    return {"pairs": len(pairs), **retrieval_metrics(img, txt, np.arange(len(pairs)), keys=captions)}
-
-
 def bootstrap_model(
     settings: Settings,
     session_factory: sessionmaker,
@@ -76,7 +60,8 @@ def bootstrap_model(
     from crossmodal_kernel.loading import load_model
 
     train = manifest_pairs(manifest, "train")
-    held_out = manifest_pairs(manifest, "test") or manifest_pairs(manifest, "val")
+    held_out = eval_sets.manifest_pairs(manifest, "test")
+    held_out = held_out if len(held_out) else eval_sets.manifest_pairs(manifest, "val")
     if not train:
         raise ValueError(f"{manifest} has no rows with split=train, an image and a text")
     cfg = cfg or BootstrapConfig(num_workers=settings.num_workers)
@@ -94,7 +79,7 @@ def bootstrap_model(
     finally:
         for bar in bars.values():
             bar.close()
-    eval_report = evaluate_pairs(wrap_encoder(settings, loaded), held_out) if held_out else {}
+    eval_report = eval_sets.evaluate_pairs(wrap_encoder(settings, loaded), held_out) if len(held_out) else {}
     with session_factory() as session:
         row = crud.create_model(
             session,

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import crud
 from app.db.models import Item, Model
+from app.progress import Reporter, quiet
 from app.runtime import faiss_gpu
 from crossmodal_kernel.modality import MODALITIES, Modality
 from index import pipeline, shards, store
@@ -51,7 +52,7 @@ def _tuning_queries(settings: Settings, model_id: int, modality: Modality, xb: n
 
 
 def publish_indexes(
-    session_factory: sessionmaker, model: Model, settings: Settings, force: bool = False
+    session_factory: sessionmaker, model: Model, settings: Settings, force: bool = False, progress: Reporter = quiet
 ) -> dict[str, int]:
     """Publish a new index version per modality whose content changed; returns ``{modality: index id}``.
 
@@ -61,14 +62,19 @@ def publish_indexes(
     """
     published = {}
     for modality in MODALITIES:
-        index_id = publish_modality(session_factory, model, settings, modality, force)
+        index_id = publish_modality(session_factory, model, settings, modality, force, progress)
         if index_id is not None:
             published[modality.value] = index_id
     return published
 
 
 def publish_modality(
-    session_factory: sessionmaker, model: Model, settings: Settings, modality: Modality, force: bool = False
+    session_factory: sessionmaker,
+    model: Model,
+    settings: Settings,
+    modality: Modality,
+    force: bool = False,
+    progress: Reporter = quiet,
 ) -> int | None:
     """One modality's update (see :func:`publish_indexes`); ``None`` when nothing needed publishing."""
     all_ids, all_xb = shards.load_all(embeddings_dir(settings, model.id, modality))
@@ -99,7 +105,8 @@ def publish_modality(
         else:
             ids, xb = all_ids[live], all_xb[live]
             xq = _tuning_queries(settings, model.id, modality, xb)
-            built = pipeline.build(ids, xb, xq, out_dir, index_policy(settings), meta)
+            stages = lambda stage, done, total: progress(f"{modality} index: {stage}", done, total or None)  # noqa: E731
+            built = pipeline.build(ids, xb, xq, out_dir, index_policy(settings), meta, progress=stages)
     except BaseException as e:
         _abandon(session_factory, row_id, e)
         raise

@@ -1,9 +1,11 @@
 """The per-process search state: the active model's encoder and its published indexes.
 
-Endpoints read one immutable :class:`Snapshot` per request. A refresh builds
-a whole new snapshot off to the side (loading a new encoder or index can take
-seconds) and swaps it in with one assignment, so a request never sees a model
-paired with another model's index, and the old index serves until the swap.
+Endpoints read one immutable :class:`Snapshot` per request. A refresher thread checks the
+database every ``CROSSMODAL_INDEX_REFRESH_SECONDS``; when the active model or an active index
+changed it builds a whole new snapshot off to the side (loading a new encoder or index takes
+seconds) and swaps it in with one assignment. So a request never sees a model paired with
+another model's index, never waits for a load, and one that started on the old pair finishes
+on it: the old pair serves until the swap, in-flight requests hold their snapshot.
 """
 
 from __future__ import annotations
@@ -53,7 +55,24 @@ class SearchState:
         self._encoder_factory = encoder_factory or _default_encoder_factory(settings)
         self._lock = threading.Lock()
         self._checked_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.snapshot = Snapshot(model_id=None, model_spec=settings.model_spec, encoder=None)
+
+    def start(self) -> None:
+        """Refresh now (before taking traffic), then keep refreshing on a thread of its own."""
+        self.refresh(force=True)
+        self._thread = threading.Thread(target=self._refresh_forever, name="crossmodal-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _refresh_forever(self) -> None:
+        while not self._stop.wait(max(self.settings.index_refresh_seconds, 0.1)):
+            self.refresh()
 
     def refresh(self, force: bool = False) -> Snapshot:
         """Reload from the DB when the active model or an active index changed."""

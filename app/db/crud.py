@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Row, bindparam, func, select, update
@@ -19,8 +18,6 @@ from app.db.models import (
     Index,
     IndexStatus,
     Item,
-    Job,
-    JobStatus,
     Model,
     ModelStatus,
     utcnow,
@@ -30,7 +27,6 @@ from crossmodal_kernel.modality import Modality
 # Rows per INSERT statement: keeps each statement well under SQLite's and
 # PostgreSQL's bound-parameter limits while amortising round trips.
 INSERT_CHUNK = 500
-FINISHED_JOB_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 def _check(value: str, allowed: type[Any], what: str) -> str:
@@ -295,91 +291,3 @@ def activate_index(session: Session, index_id: int) -> Index:
 def get_active_indexes(session: Session, model_id: int) -> dict[str, Index]:
     found = session.scalars(select(Index).where(Index.model_id == model_id, Index.status == IndexStatus.ACTIVE))
     return {index.modality: index for index in found}
-
-
-# --- jobs -------------------------------------------------------------------
-
-
-def create_job(session: Session, kind: str, params: dict[str, Any] | None = None) -> Job:
-    job = Job(kind=kind, params=params or {})
-    session.add(job)
-    session.flush()
-    return job
-
-
-def claim_job(session: Session, worker_id: str, kinds: Sequence[str] | None = None) -> Job | None:
-    """Take the oldest queued job for this worker, or None when there is nothing to do.
-
-    On PostgreSQL the candidate row is locked with SKIP LOCKED, so concurrent
-    workers pass over each other's picks instead of queueing behind them; the row
-    stays locked until the caller commits, which it should do at once. SQLite has
-    no row locks (FOR UPDATE renders as nothing); its single writer lock and the
-    ``status = 'queued'`` guard on the UPDATE keep a job from being claimed twice.
-    """
-    query = (
-        select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id).limit(1).with_for_update(skip_locked=True)
-    )
-    if kinds is not None:
-        query = query.where(Job.kind.in_(list(kinds)))
-    for _ in range(5):  # only loops if another writer took our pick in between
-        job_id = session.scalar(query)
-        if job_id is None:
-            return None
-        now = utcnow()
-        claimed = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-            .values(status=JobStatus.RUNNING, worker_id=worker_id, started_at=now, heartbeat_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount == 1:
-            return session.get(Job, job_id, populate_existing=True)
-    return None
-
-
-def heartbeat(session: Session, job_id: int, progress: float | None = None, message: str | None = None) -> None:
-    """Record that the worker is alive (and how far it got), so it is not presumed dead."""
-    values: dict[str, Any] = {"heartbeat_at": utcnow()}
-    if progress is not None:
-        values["progress"] = min(max(float(progress), 0.0), 1.0)
-    if message is not None:
-        values["message"] = message
-    session.execute(update(Job).where(Job.id == job_id).values(**values).execution_options(synchronize_session="fetch"))
-
-
-def finish_job(
-    session: Session,
-    job_id: int,
-    status: str,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
-) -> Job:
-    if status not in FINISHED_JOB_STATUSES:
-        allowed = sorted(FINISHED_JOB_STATUSES)
-        raise ValueError(f"a job finishes as one of {allowed}, got {status!r}")
-    job = session.get(Job, job_id)
-    if job is None:
-        raise LookupError(f"no job {job_id}")
-    job.status = status
-    job.result = result
-    job.error = error
-    job.finished_at = utcnow()
-    if status == JobStatus.SUCCEEDED:
-        job.progress = 1.0
-    session.flush()
-    return job
-
-
-def requeue_stale_jobs(session: Session, stale_after: timedelta) -> int:
-    """Put running jobs whose worker stopped heart-beating back in the queue.
-
-    Job functions are resumable (they skip work already recorded), so re-running
-    one from the start is safe. Returns how many were requeued.
-    """
-    result = session.execute(
-        update(Job)
-        .where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < utcnow() - stale_after)
-        .values(status=JobStatus.QUEUED, worker_id=None, message="requeued: worker stopped")
-        .execution_options(synchronize_session="fetch")
-    )
-    return result.rowcount

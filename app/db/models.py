@@ -194,3 +194,32 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=sa.func.now())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Claims so far; a job whose worker died is requeued while attempts < max_attempts.
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(sa.Integer, default=3, server_default="3")
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Progress beyond the fraction: stage, done, total, unit, rate (per second), eta_s.
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    log: Mapped[list[str] | None] = mapped_column(JSONType)  # the last lines the job logged
+    created_by: Mapped[str | None] = mapped_column(sa.String(255))  # the API key's name, or "cli"
+
+
+class KeyRole(StrEnum):
+    SEARCH = "search"
+    ADMIN = "admin"
+
+
+class ApiKey(Base):
+    """An API key: only a hash of its secret is stored; ``prefix`` finds it and is safe to show."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (_one_of("role", KeyRole),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(255))
+    prefix: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(sa.String(128))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=sa.func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

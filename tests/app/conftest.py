@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,6 +27,18 @@ class Service:
     session_factory: object
 
 
+def wait_for(condition, timeout: float = 30.0, every: float = 0.05):
+    """Poll ``condition`` until it returns something truthy (and return that), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout} s: {condition}")
+        time.sleep(every)
+
+
 def make_settings(tmp, url: str, **overrides) -> Settings:
     values = dict(model_spec="test:tiny", device="cpu", num_workers=0, index_refresh_seconds=0)
     return Settings(data_dir=tmp, database_url=url, **{**values, **overrides})
@@ -44,7 +57,7 @@ def service(request, tmp_path_factory) -> Iterator[Service]:
         engine = make_engine(url)
         session_factory = make_session_factory(engine)
         dataset = generate_dataset(tmp / "synthetic", n=40, seed=0, image_size=32)
-        report = ingest(dataset.manifest, settings, session_factory, show_progress=False)
+        report = ingest(dataset.manifest, settings, session_factory)
         with TestClient(create_app(settings)) as client:
             yield Service(settings, client, dataset, report, session_factory)
         engine.dispose()

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.db import crud
 from app.db.crud import NewItem
-from app.db.models import Item, Job, Model
+from app.db.models import Item, Model
 from app.db.session import make_session_factory
 
 
@@ -216,113 +215,6 @@ def test_activate_index_retires_the_old_one_of_same_model_and_modality(session):
     assert active["text"].params == {"nprobe": 8}
     with pytest.raises(ValueError, match="modality"):
         _index(session, model.id, modality="audio")
-
-
-# --- jobs -------------------------------------------------------------------
-
-
-def test_claim_job_hands_each_job_out_once(session):
-    first = crud.create_job(session, "ingest", {"folder": "/data/in"})
-    second = crud.create_job(session, "train", {"epochs": 1})
-    session.commit()
-    assert first.status == "queued" and first.progress == 0.0
-
-    a = crud.claim_job(session, "worker-a")
-    session.commit()
-    b = crud.claim_job(session, "worker-b")
-    session.commit()
-    assert (a.id, b.id) == (first.id, second.id)
-    assert (a.status, a.worker_id) == ("running", "worker-a")
-    assert a.started_at is not None and a.heartbeat_at is not None
-    assert crud.claim_job(session, "worker-c") is None
-
-
-def test_claim_job_filters_by_kind(session):
-    crud.create_job(session, "train", {})
-    ingest = crud.create_job(session, "ingest", {})
-    session.commit()
-    assert crud.claim_job(session, "w", kinds=["ingest", "reindex"]).id == ingest.id
-    assert crud.claim_job(session, "w", kinds=["reindex"]) is None
-
-
-def test_heartbeat_and_finish_job(session):
-    job = crud.create_job(session, "ingest", {"n": 3})
-    session.commit()
-    crud.claim_job(session, "w")
-    first_beat = job.heartbeat_at
-    crud.heartbeat(session, job.id, progress=0.5, message="encoded 150/300")
-    session.commit()
-    assert (job.progress, job.message) == (0.5, "encoded 150/300")
-    assert job.heartbeat_at >= first_beat
-
-    crud.finish_job(session, job.id, "succeeded", result={"added": 300})
-    session.commit()
-    session.expire_all()
-    done = session.get(Job, job.id)
-    assert (done.status, done.progress, done.result) == ("succeeded", 1.0, {"added": 300})
-    assert done.finished_at >= done.started_at
-
-    failed = crud.create_job(session, "train", {})
-    crud.finish_job(session, failed.id, "failed", error="Traceback: boom")
-    session.commit()
-    assert (failed.status, failed.error, failed.result) == ("failed", "Traceback: boom", None)
-    with pytest.raises(ValueError, match="finishes"):
-        crud.finish_job(session, failed.id, "running")
-
-
-def test_requeue_stale_jobs(session):
-    job = crud.create_job(session, "ingest", {})
-    session.commit()
-    crud.claim_job(session, "dead-worker")
-    session.commit()
-    assert crud.requeue_stale_jobs(session, timedelta(minutes=5)) == 0
-    job.heartbeat_at = datetime.now(UTC) - timedelta(minutes=10)
-    session.commit()
-    assert crud.requeue_stale_jobs(session, timedelta(minutes=5)) == 1
-    session.commit()
-    assert (job.status, job.worker_id) == ("queued", None)
-    assert crud.claim_job(session, "alive").id == job.id
-
-
-def test_concurrent_workers_never_share_a_job(engine):
-    factory = make_session_factory(engine)
-    with factory() as setup:
-        for i in range(30):
-            crud.create_job(setup, "ingest", {"i": i})
-        setup.commit()
-
-    def drain(worker_id: str) -> list[int]:
-        claimed = []
-        with factory() as session:
-            while (job := crud.claim_job(session, worker_id)) is not None:
-                session.commit()
-                claimed.append(job.id)
-        return claimed
-
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(drain, ["w0", "w1", "w2"]))
-    every = [job_id for claimed in results for job_id in claimed]
-    assert len(every) == 30 and len(set(every)) == 30
-
-
-@pytest.mark.postgres
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SKIP LOCKED is PG-only
-def test_claim_skips_rows_locked_by_another_worker(engine):
-    factory = make_session_factory(engine)
-    with factory() as setup:
-        ids = [crud.create_job(setup, "ingest", {"i": i}).id for i in range(2)]
-        setup.commit()
-
-    with factory() as worker_a, factory() as worker_b:
-        worker_b.execute(text("SET lock_timeout = '5s'"))  # fail, rather than hang, if it waits
-        a = crud.claim_job(worker_a, "a")  # not committed: the row stays locked
-        b = crud.claim_job(worker_b, "b")  # must not wait for a, nor take its job
-        assert (a.id, b.id) == (ids[0], ids[1])
-        assert crud.claim_job(worker_b, "b") is None  # job 0 is locked, job 1 is taken
-        worker_a.rollback()  # worker a dies before committing: its job is free again
-        worker_b.commit()
-        assert crud.claim_job(worker_b, "b").id == ids[0]
-        worker_b.commit()
 
 
 def test_get_hits_returns_light_rows_for_live_items_only(session):

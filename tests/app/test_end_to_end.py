@@ -35,7 +35,7 @@ def test_held_out_captions_find_their_own_image(tmp_path):
     assert model.spec.startswith("builtin:lit-mini@") and model.status == "active"
     assert model.eval_report["held_out"]["t2i_R@5"] >= RECALL_AT_5_FLOOR
 
-    report = ingest(ds.manifest, settings, sf, show_progress=False)
+    report = ingest(ds.manifest, settings, sf)
     assert report.added == N and report.model_id == model.id
 
     test_rows = ds.rows("test")

@@ -13,7 +13,7 @@ from app.ingest import ingest
 from app.main import create_app
 from app.publish import embeddings_dir
 from index import shards
-from tests.app.conftest import make_settings
+from tests.app.conftest import make_settings, wait_for
 
 
 @pytest.fixture
@@ -36,9 +36,9 @@ def _folder(root, n=6):
 def test_second_ingest_adds_nothing(env, tmp_path):
     settings, sf = env
     folder = _folder(tmp_path / "imgs")
-    first = ingest(folder, settings, sf, show_progress=False)
+    first = ingest(folder, settings, sf)
     assert first.added == 6 and first.embedded == {"image": 6, "text": 6}
-    second = ingest(folder, settings, sf, show_progress=False)
+    second = ingest(folder, settings, sf)
     assert second.added == 0 and second.already_present == 6
     assert second.embedded == {"image": 0, "text": 0}
     assert second.indexes == {}  # nothing changed, nothing republished
@@ -53,10 +53,10 @@ def test_corrupt_and_missing_images_are_skipped_and_counted(env, tmp_path):
     (folder / "empty.jpg").write_bytes(b"")
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"image,text\n{folder}/0.png,zero\nnope.png,missing\n,,\n,just text\n")
-    report = ingest(folder, settings, sf, show_progress=False)
+    report = ingest(folder, settings, sf)
     assert len(report.failed_images) == 2
     assert report.embedded["image"] == 3
-    report2 = ingest(manifest, settings, sf, show_progress=False)
+    report2 = ingest(manifest, settings, sf)
     assert report2.skipped == {"image file missing": 1, "row has neither image nor text": 1}
     assert report2.added == 2
     with sf() as s:
@@ -75,13 +75,13 @@ def test_a_crash_after_adding_rows_is_finished_by_the_next_run(env, tmp_path, mo
 
     monkeypatch.setattr(index.embed, "embed_texts", boom)
     with pytest.raises(KeyboardInterrupt):
-        ingest(folder, settings, sf, show_progress=False)
+        ingest(folder, settings, sf)
     monkeypatch.undo()
     with sf() as s:
         model = crud.get_active_model(s)
         assert crud.count_items(s) == 6 and not crud.get_active_indexes(s, model.id)
     assert len(shards.embedded_ids(embeddings_dir(settings, model.id, "image"))) == 6
-    report = ingest(folder, settings, sf, show_progress=False)
+    report = ingest(folder, settings, sf)
     assert report.added == 0 and report.embedded == {"image": 0, "text": 6}
     assert set(report.indexes) == {"image", "text"}
 
@@ -97,15 +97,19 @@ def test_nothing_indexed_answers_503_with_a_hint(env):
 
 
 def test_running_service_picks_up_a_new_index(env, tmp_path):
+    """The refresher thread swaps in each new version (refresh interval 0 here); no restart, no request waits."""
     settings, sf = env
+
+    def search(client):
+        return client.post("/v1/search/text", json={"query": "caption 1", "k": 10})
+
     with TestClient(create_app(settings)) as client:
-        assert client.post("/v1/search/text", json={"query": "caption 1"}).status_code == 503
-        ingest(_folder(tmp_path / "a", n=3), settings, sf, show_progress=False)
-        first = client.post("/v1/search/text", json={"query": "caption 1", "k": 10}).json()
-        assert first["count"] == 3
-        ingest(_folder(tmp_path / "b", n=4), settings, sf, show_progress=False)
-        second = client.post("/v1/search/text", json={"query": "caption 1", "k": 10}).json()
-        assert second["count"] == 7 and second["index"]["id"] != first["index"]["id"]
+        assert search(client).status_code == 503
+        ingest(_folder(tmp_path / "a", n=3), settings, sf)
+        first = wait_for(lambda: (r := search(client)).status_code == 200 and r.json()["count"] == 3 and r.json())
+        ingest(_folder(tmp_path / "b", n=4), settings, sf)
+        second = wait_for(lambda: (r := search(client).json())["count"] == 7 and r)
+        assert second["index"]["id"] != first["index"]["id"]
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf_flat"])
@@ -115,7 +119,7 @@ def test_approximate_indexes_are_tuned_published_and_served(db_url, tmp_path, ki
     sf = make_session_factory(engine)
     settings = make_settings(tmp_path, db_url, index_kind=kind)
     folder = _folder(tmp_path / "imgs", n=40)
-    report = ingest(folder, settings, sf, show_progress=False)
+    report = ingest(folder, settings, sf)
     with sf() as s:
         row = crud.get_active_indexes(s, crud.get_active_model(s).id)["image"]
         assert row.factory.startswith("IDMap2,") and ("HNSW" in row.factory or "IVF" in row.factory)
@@ -139,13 +143,13 @@ def test_new_items_are_added_without_a_rebuild_and_deletes_are_tombstones_until_
     engine = make_engine(db_url)
     sf = make_session_factory(engine)
     settings = make_settings(tmp_path, db_url, index_kind="ivf_flat", index_compact_fraction=0.2)
-    ingest(_folder(tmp_path / "a", n=30), settings, sf, show_progress=False)
+    ingest(_folder(tmp_path / "a", n=30), settings, sf)
     with sf() as s:
         model_id = crud.get_active_model(s).id
         v1 = crud.get_active_indexes(s, model_id)["image"]
     assert v1.stats["incremental"] is False
 
-    second = ingest(_folder(tmp_path / "b", n=5), settings, sf, show_progress=False)
+    second = ingest(_folder(tmp_path / "b", n=5), settings, sf)
     with sf() as s:
         v2 = crud.get_active_indexes(s, model_id)["image"]
     assert second.indexes["image"] == v2.id != v1.id
@@ -159,7 +163,7 @@ def test_new_items_are_added_without_a_rebuild_and_deletes_are_tombstones_until_
     with TestClient(create_app(settings)) as client:
         hits = client.post("/v1/search/text", json={"query": "caption 1", "k": 1000}).json()["data"]
         assert len(hits) == 30 and not set(victims) & {h["id"] for h in hits}
-    third = ingest(_folder(tmp_path / "c", n=1), settings, sf, show_progress=False)
+    third = ingest(_folder(tmp_path / "c", n=1), settings, sf)
     with sf() as s:
         v3 = crud.get_active_indexes(s, model_id)["image"]
     assert third.indexes["image"] == v3.id and v3.stats["incremental"] and v3.stats["tombstones"] == 5
@@ -167,7 +171,7 @@ def test_new_items_are_added_without_a_rebuild_and_deletes_are_tombstones_until_
     with sf() as s:  # 3 more: 8 of 36 > 20% -> the next publication compacts
         crud.soft_delete_items(s, [it.id for it in crud.list_items(s, 0, 3)[0]])
         s.commit()
-    ingest(_folder(tmp_path / "d", n=1), settings, sf, show_progress=False)
+    ingest(_folder(tmp_path / "d", n=1), settings, sf)
     with sf() as s:
         v4 = crud.get_active_indexes(s, model_id)["image"]
     assert v4.stats["incremental"] is False and v4.ntotal == 37 - 8
@@ -176,7 +180,7 @@ def test_new_items_are_added_without_a_rebuild_and_deletes_are_tombstones_until_
 
 def test_a_failing_refresh_keeps_serving_the_loaded_snapshot(env, tmp_path):
     settings, sf = env
-    ingest(_folder(tmp_path / "a", n=3), settings, sf, show_progress=False)
+    ingest(_folder(tmp_path / "a", n=3), settings, sf)
     app = create_app(settings)
     with TestClient(app) as client:
         assert client.post("/v1/search/text", json={"query": "caption 1"}).status_code == 200
@@ -186,5 +190,6 @@ def test_a_failing_refresh_keeps_serving_the_loaded_snapshot(env, tmp_path):
             raise RuntimeError("database went away")
 
         state._load = broken
+        state.refresh(force=True)
         resp = client.post("/v1/search/text", json={"query": "caption 1"})
         assert resp.status_code == 200 and resp.json()["count"] == 3

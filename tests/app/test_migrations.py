@@ -25,8 +25,10 @@ EXPECTED_COLUMNS = {
     },
     "jobs": {
         "id", "kind", "status", "params", "progress", "message", "result", "error",
-        "worker_id", "heartbeat_at", "created_at", "started_at", "finished_at",
+        "worker_id", "heartbeat_at", "created_at", "started_at", "finished_at", "attempts",
+        "max_attempts", "cancel_requested_at", "details", "log", "created_by",
     },
+    "api_keys": {"id", "name", "prefix", "secret_hash", "role", "created_at", "revoked_at", "last_used_at"},
 }  # fmt: skip
 
 

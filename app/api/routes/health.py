@@ -25,7 +25,7 @@ def _readiness(state, session_factory) -> tuple[bool, dict]:
             session.execute(text("SELECT 1"))
     except Exception as e:
         problems.append(f"database unreachable: {type(e).__name__}: {e}")
-    snap = state.refresh()
+    snap = state.snapshot
     problems.extend(snap.problems)
     if snap.encoder is None and not snap.problems:
         problems.append("model not loaded")

@@ -5,17 +5,18 @@ from __future__ import annotations
 import mimetypes
 from pathlib import Path
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 
 from app.api.deps import SessionDep
 from app.api.routes.search import item_image_url
+from app.auth import require_search
 from app.db import crud
 from app.db.models import Item
 from app.errors import ApiError
 from app.schemas import ErrorBody, ItemPublic, ItemsPublic
 
-router = APIRouter(prefix="/items", tags=["items"])
+router = APIRouter(prefix="/items", tags=["items"], dependencies=[Depends(require_search)])
 
 
 def to_public(item: Item) -> ItemPublic:

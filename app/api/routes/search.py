@@ -9,13 +9,14 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import Row
 from sqlalchemy.orm import sessionmaker
 
 from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
+from app.auth import require_search
 from app.config import Settings
 from app.db import crud
 from app.errors import ApiError
@@ -33,7 +34,7 @@ from app.schemas import (
 from app.search import NotReady, SearchState, search_index
 from crossmodal_kernel.modality import Modality
 
-router = APIRouter(prefix="/search", tags=["search"])
+router = APIRouter(prefix="/search", tags=["search"], dependencies=[Depends(require_search)])
 
 ERRORS = {status: {"model": ErrorBody} for status in (400, 413, 415, 422, 503)}
 
@@ -42,11 +43,13 @@ def as_json(result: tuple[SearchResponse, dict[str, float]]) -> Response:
     """Serialise once (skipping FastAPI's second validation pass) and add a Server-Timing header."""
     model, timings = result
     server_timing = ", ".join(f"{name};dur={ms:.3f}" for name, ms in timings.items())
-    return Response(
-        content=model.model_dump_json(),
-        media_type="application/json",
-        headers={"Server-Timing": server_timing},
-    )
+    headers = {
+        "Server-Timing": server_timing,
+        # Which pair answered (also in the body): a response never mixes one model with another's index.
+        "X-Crossmodal-Model": str(model.model.id),
+        "X-Crossmodal-Index": str(model.index.id),
+    }
+    return Response(content=model.model_dump_json(), media_type="application/json", headers=headers)
 
 
 def item_image_url(item_id: int) -> str:
@@ -68,7 +71,7 @@ def run_search(
     timings = {"encode": 0.0, "search": 0.0, "hydrate": 0.0}
     if opts.k > settings.max_k:
         raise ApiError(422, "k_too_large", f"k must be at most {settings.max_k}")
-    snap = state.refresh()
+    snap = state.snapshot
     if snap.encoder is None:
         raise ApiError(503, "model_not_loaded", "; ".join(snap.problems) or "model not loaded")
     if opts.target not in snap.indexes:

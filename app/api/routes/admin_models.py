@@ -1,0 +1,128 @@
+"""Admin: models (list, evaluate, promote, roll back), indexes, and deleting items."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from sqlalchemy import func, select
+
+from app.admin_schemas import (
+    DeletedItems,
+    DeleteItemsRequest,
+    EvaluateRequest,
+    IndexesPublic,
+    IndexPublic,
+    JobPublic,
+    ModelPublic,
+    ModelsPublic,
+    PromoteRequest,
+    RollbackRequest,
+    RollbackResponse,
+)
+from app.api.deps import SessionDep, SessionFactoryDep, SettingsDep
+from app.api.routes.admin_jobs import ERRORS, start_job
+from app.auth import AdminDep
+from app.db import crud
+from app.db.models import Index, Model
+from app.errors import ApiError
+from app.jobs.kinds import EvaluateParams, PromoteParams
+from app.lifecycle import NoRollbackTarget, rollback
+
+router = APIRouter(tags=["admin: models"])
+
+
+def model_or_404(session, model_id: int) -> Model:
+    model = session.get(Model, model_id)
+    if model is None:
+        raise ApiError(404, "model_not_found", f"no model with id {model_id}")
+    return model
+
+
+@router.get("/models", response_model=ModelsPublic, responses=ERRORS)
+def list_models(
+    _key: AdminDep,
+    session: SessionDep,
+    offset: int = Query(0, ge=0, le=2**31),
+    limit: int = Query(50, ge=1, le=1000),
+) -> ModelsPublic:
+    """Every model version the service has used, newest first: spec, lineage, checkpoint, reports, status."""
+    rows = session.scalars(select(Model).order_by(Model.id.desc()).offset(offset).limit(limit)).all()
+    count = session.scalar(select(func.count()).select_from(Model)) or 0
+    return ModelsPublic(data=[ModelPublic.model_validate(m) for m in rows], count=count)
+
+
+@router.get("/models/{model_id}", response_model=ModelPublic, responses=ERRORS)
+def get_model(model_id: int, _key: AdminDep, session: SessionDep) -> ModelPublic:
+    return ModelPublic.model_validate(model_or_404(session, model_id))
+
+
+@router.post("/models/{model_id}/evaluate", status_code=202, response_model=JobPublic, responses=ERRORS)
+def evaluate_model(
+    model_id: int, body: EvaluateRequest, key: AdminDep, session: SessionDep, settings: SettingsDep
+) -> JobPublic:
+    """Queue an evaluation; its report lands on the model (`eval_report.evaluations`)."""
+    model_or_404(session, model_id)
+    params = EvaluateParams(model_id=model_id, dataset=body.dataset, split=body.split)
+    return start_job(params, key, session, settings)
+
+
+@router.post("/models/{model_id}/promote", status_code=202, response_model=JobPublic, responses=ERRORS)
+def promote_model(
+    model_id: int, body: PromoteRequest, key: AdminDep, session: SessionDep, settings: SettingsDep
+) -> JobPublic:
+    """Queue a promotion: both models are evaluated on the same set, the candidate must win (unless `force`),
+    its embeddings and indexes are built beside the live ones, and then the active pair flips at once."""
+    model_or_404(session, model_id)
+    params = PromoteParams(
+        model_id=model_id, force=body.force, metric=body.metric, dataset=body.dataset, split=body.split
+    )
+    return start_job(params, key, session, settings)
+
+
+@router.post("/models/rollback", response_model=RollbackResponse, responses=ERRORS)
+def rollback_model(body: RollbackRequest, _key: AdminDep, session_factory: SessionFactoryDep) -> RollbackResponse:
+    """Flip back to the previous (model, indexes) pair now; API processes serve it within a refresh."""
+    try:
+        previous, active = rollback(session_factory, body.to_model_id)
+    except NoRollbackTarget as e:
+        raise ApiError(409, "no_rollback_target", str(e)) from e
+    except LookupError as e:
+        raise ApiError(404, "model_not_found", str(e.args[0])) from e
+    return RollbackResponse(previous=ModelPublic.model_validate(previous), active=ModelPublic.model_validate(active))
+
+
+@router.get("/indexes", response_model=IndexesPublic, responses=ERRORS)
+def list_indexes(
+    _key: AdminDep,
+    session: SessionDep,
+    model_id: int | None = Query(None, ge=1, le=2**62),
+    status: str | None = Query(None, description="building, active or retired"),
+    offset: int = Query(0, ge=0, le=2**31),
+    limit: int = Query(50, ge=1, le=1000),
+) -> IndexesPublic:
+    """Index versions, newest first, with their kind, measured recall and recall-QPS curve."""
+    query = select(Index)
+    if model_id is not None:
+        query = query.where(Index.model_id == model_id)
+    if status is not None:
+        query = query.where(Index.status == status)
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Index.id.desc()).offset(offset).limit(limit)).all()
+    return IndexesPublic(data=[IndexPublic.model_validate(i) for i in rows], count=count)
+
+
+@router.delete("/items/{item_id}", response_model=DeletedItems, responses=ERRORS)
+def delete_item(item_id: int, _key: AdminDep, session: SessionDep) -> DeletedItems:
+    """Search stops returning the item at once; the index drops it at its next compaction."""
+    deleted = crud.soft_delete_items(session, [item_id])
+    if not deleted:
+        raise ApiError(404, "item_not_found", f"no item with id {item_id}")
+    session.commit()
+    return DeletedItems(deleted=deleted)
+
+
+@router.post("/items/delete", response_model=DeletedItems, responses=ERRORS)
+def delete_items(body: DeleteItemsRequest, _key: AdminDep, session: SessionDep) -> DeletedItems:
+    """Delete items by id and/or external id; unknown ones are ignored."""
+    deleted = crud.soft_delete_items(session, body.ids, body.external_ids)
+    session.commit()
+    return DeletedItems(deleted=deleted)

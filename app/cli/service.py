@@ -1,0 +1,127 @@
+"""Service commands: serve the API (with an embedded job worker), run a worker, the demo."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from app.cli.common import USER_ERRORS, fail, session_factory, setup
+from app.config import Settings
+
+
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Run one job worker in this process (the default).")
+    ] = True,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="uvicorn worker processes for the API.")] = 1,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs), with one embedded job worker unless --no-worker."""
+    import uvicorn
+
+    from app.jobs.worker import start_embedded
+
+    settings = setup()
+    try:
+        sf = session_factory(settings)  # a database the code cannot use is a message, not a traceback
+    except USER_ERRORS as e:
+        raise fail(e) from e
+    embedded = start_embedded(settings, sf) if worker else None
+    try:
+        if workers == 1:
+            from app.main import create_app
+
+            uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port)
+        else:  # several processes import the app themselves: settings from the environment
+            uvicorn.run("app.asgi:app", host=host or settings.host, port=port or settings.port, workers=workers)
+    finally:
+        if embedded is not None:
+            embedded[0].stop.set()
+            embedded[1].join(timeout=60)
+
+
+def worker(
+    max_jobs: Annotated[int | None, typer.Option(help="Exit after this many jobs.")] = None,
+    idle_exit: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+) -> None:
+    """Claim and run queued jobs (each in a child process) until stopped; scale out by running more."""
+    import signal
+
+    from app.jobs.worker import Worker
+
+    settings = setup()
+    try:
+        sf = session_factory(settings)
+    except USER_ERRORS as e:
+        raise fail(e) from e
+    job_worker = Worker(settings, sf)
+    signal.signal(signal.SIGTERM, lambda *_: job_worker.stop.set())  # finish up: the job is requeued
+    try:
+        ran = job_worker.run(max_jobs=max_jobs, idle_exit=idle_exit)
+    except KeyboardInterrupt:
+        job_worker.stop.set()
+        ran = 0
+    typer.echo(f"worker {job_worker.worker_id} ran {ran} job(s)")
+
+
+def _print_examples(settings: Settings) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    typer.echo(
+        f"""
+crossmodal is serving on {base}  (search page: {base}/ · admin: {base}/admin · API docs: {base}/docs)
+
+Try:
+  curl -s {base}/readyz
+  curl -s -X POST {base}/v1/search/text -H 'content-type: application/json' \\
+       -d '{{"query": "a large red circle in the top left", "target": "image", "k": 5}}'
+  curl -s -X POST {base}/v1/search/text -H 'content-type: application/json' \\
+       -d '{{"query": "a blue square", "target": "text", "k": 3}}'
+  curl -s -X POST {base}/v1/search/image -F target=text -F k=3 \\
+       -F file=@{settings.data_dir.resolve()}/demo/images/000000.png
+  curl -s '{base}/v1/items?limit=2'
+  curl -s -o item1.png {base}/v1/items/1/image
+
+Admin (fine-tune, evaluate, promote, roll back): create a key with
+  .venv/bin/crossmodal keys create --name me --role admin
+"""
+    )
+
+
+def demo(n: int = 2000, serve_api: Annotated[bool, typer.Option("--serve/--no-serve")] = True) -> None:
+    """Synthetic data -> bootstrap builtin:lit-mini -> ingest -> serve. Reuses whatever exists."""
+    from app.db import crud
+    from app.db.session import upgrade
+    from app.ingest import ingest as run_ingest
+    from app.models_admin import bootstrap_model
+    from app.progress import Bars
+    from training.bootstrap import BootstrapConfig
+    from training.synthetic import generate_dataset
+
+    settings = setup()
+    upgrade(settings.resolved_database_url)
+    sf = session_factory(settings)
+    typer.echo("1/4 synthetic dataset")
+    ds = generate_dataset(settings.data_dir / "demo", n=n, seed=0)
+    with sf() as session:
+        active = crud.get_active_model(session)
+    if active is None or not active.checkpoint_path:
+        typer.echo("2/4 bootstrapping builtin:lit-mini (training its projection heads)")
+        row = bootstrap_model(settings, sf, ds.manifest, cfg=BootstrapConfig(num_workers=settings.num_workers))
+        typer.echo(json.dumps(row.eval_report.get("held_out", {}), indent=2))
+    else:
+        typer.echo(f"2/4 reusing model #{active.id}: {active.spec}")
+    typer.echo("3/4 ingesting")
+    with Bars() as bars:
+        typer.echo(run_ingest(ds.manifest, settings, sf, progress=bars).summary())
+    if serve_api:
+        typer.echo("4/4 serving")
+        _print_examples(settings)
+        serve(None, None)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (serve, worker, demo):
+        app.command()(command)

@@ -1,0 +1,1 @@
+"""One module per job kind: ``run(ctx, params) -> result``, called in the job's child process."""

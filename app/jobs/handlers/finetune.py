@@ -1,0 +1,139 @@
+"""``finetune`` jobs: train in this (child) process or under ``torchrun``, then register a candidate model.
+
+The run's folder is the job's (``data/jobs/<id>/run``), so an attempt that follows a dead one finds
+``checkpoints/last.pt`` and resumes from it: the result's ``resumed_from_step`` says where.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings
+from app.db import crud
+from app.db.models import Model
+from app.jobs.context import JobCancelled, JobContext, JobInterrupted, resolve_allowed
+from app.jobs.kinds import FinetuneParams
+from crossmodal_kernel.specs import parse_spec
+from training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+OUTCOME = "outcome.json"  # what rank 0 of a torchrun fine-tune reports back
+
+
+def finetune_config(settings: Settings, raw: dict[str, Any], output_dir: Path, default_model: str) -> TrainConfig:
+    """The job's configuration, validated like the YAML; the service picks ``output_dir``.
+
+    Raises ``pydantic.ValidationError`` (an unknown key, a bad value), ``ValueError`` (``output_dir``
+    given) or ``PermissionError`` (a manifest outside the allowed roots).
+    """
+    if "output_dir" in raw:
+        raise ValueError("output_dir is chosen by the service (the job's own folder); leave it out")
+    raw = {**raw, "output_dir": str(output_dir), "model": raw.get("model", default_model)}
+    raw["data"] = dict(raw.get("data") or {})
+    if raw["data"].get("manifest") is not None:
+        raw["data"]["manifest"] = str(resolve_allowed(settings, raw["data"]["manifest"], "data.manifest"))
+    return TrainConfig.model_validate(raw)
+
+
+def run(ctx: JobContext, params: dict) -> dict:
+    p = FinetuneParams.model_validate(params)
+    with ctx.session_factory() as session:
+        active = crud.get_active_model(session)
+        default_model = active.spec if active is not None else ctx.settings.model_spec
+    cfg = finetune_config(ctx.settings, p.config, ctx.workdir / "run", default_model)
+    if cfg.data.manifest is None:
+        from app.models_admin import export_pairs
+
+        manifest = ctx.workdir / "db-pairs.jsonl"
+        if not manifest.exists():  # a resumed attempt trains on the same export
+            n = export_pairs(ctx.session_factory, manifest)
+            log.info("exported %d image-text pairs from the database", n)
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": manifest})})
+    result = _train_here(ctx, cfg) if p.nproc_per_node == 1 else _train_torchrun(ctx, cfg, p.nproc_per_node)
+    if result.get("cancelled"):
+        ctx.notes.update({"steps": result["steps"], "resumed_from_step": result.get("resumed_from_step")})
+        if ctx.interrupted:
+            raise JobInterrupted("stopped at a checkpoint; the next attempt resumes from it")
+        raise JobCancelled(f"cancelled at step {result['steps']} (a checkpoint was saved)")
+    out = {k: result.get(k) for k in ("steps", "best_val_r1", "stopped_early", "resumed_from_step", "skipped_rows")}
+    out["val"] = result["evals"][-1] if result.get("evals") else None
+    if p.register_candidate:
+        out["model_id"] = _register(ctx, cfg, Path(result["checkpoint"]), out)
+    shutil.rmtree(Path(cfg.output_dir) / "checkpoints", ignore_errors=True)  # resume state is not needed now
+    return out
+
+
+def _train_here(ctx: JobContext, cfg: TrainConfig) -> dict:
+    from training.trainer import finetune
+
+    return result_dict(finetune(cfg, progress=train_progress(ctx), cancel=ctx.should_stop))
+
+
+def result_dict(result) -> dict:
+    from dataclasses import asdict
+
+    return {**asdict(result), "checkpoint": str(result.checkpoint) if result.checkpoint else None}
+
+
+def train_progress(ctx: JobContext):
+    """The trainer's per-step report, as the job's progress (cancellation is the trainer's to notice)."""
+
+    def report(entry: dict) -> None:
+        message = f"step {entry['step']}/{entry['total']}, loss {entry['loss']:.4f}"
+        try:
+            ctx.progress("train", entry["step"], entry["total"], unit="steps", message=message)
+        except (JobCancelled, JobInterrupted):
+            pass  # the trainer asks ``cancel`` next, saves a checkpoint and stops
+
+    return report
+
+
+def _train_torchrun(ctx: JobContext, cfg: TrainConfig, nproc: int) -> dict:
+    config_file = ctx.workdir / "train-config.json"
+    config_file.write_text(cfg.model_dump_json())
+    lease = ctx.lease
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        "-m", "app.jobs.train_rank", str(lease.job_id), lease.worker_id, str(lease.attempt), str(config_file),
+    ]  # fmt: skip
+    child = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    previous = signal.signal(signal.SIGTERM, lambda *_: (setattr(ctx, "interrupted", True), child.terminate()))
+    try:
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code != 0:
+        raise RuntimeError(f"torchrun exited with code {code}")
+    return json.loads((Path(cfg.output_dir) / OUTCOME).read_text())
+
+
+def _register(ctx: JobContext, cfg: TrainConfig, checkpoint: Path, summary: dict) -> int:
+    """A candidate model row whose weights live in ``data/models/<id>/``."""
+    with ctx.session_factory() as session:
+        parent = session.query(Model).filter(Model.spec == cfg.model).order_by(Model.id.desc()).first()
+        row = crud.create_model(
+            session,
+            cfg.model,
+            name=f"fine-tune (job {ctx.job_id}) of {parent.name or parent.spec if parent else cfg.model}",
+            parent_id=parent.id if parent else None,
+            eval_report={"val": summary["val"], "train": {k: v for k, v in summary.items() if k != "val"}},
+        )
+        target = ctx.settings.data_dir / "models" / str(row.id) / "checkpoint.pt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(checkpoint, target)
+        except OSError:
+            shutil.copy2(checkpoint, target)
+        row.checkpoint_path = str(target.resolve())
+        row.spec = str(parse_spec(cfg.model).with_checkpoint(row.checkpoint_path))
+        session.commit()
+        return row.id

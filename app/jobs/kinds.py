@@ -1,0 +1,121 @@
+"""The job kinds: what each takes (a strict pydantic model: an unknown key is an error) and what runs it.
+
+A handler is ``handler(ctx: JobContext, params: dict) -> dict`` (the job's result). Handlers are
+imported only in the child process that runs them. ``CROSSMODAL_JOB_PLUGINS`` (module names,
+comma-separated) may register more kinds; the test suite uses it for kinds of its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Handler = Callable[[Any, dict], dict | None]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UrlItem(_Params):
+    url: str = Field(..., description="An http(s) image URL, fetched by the worker (public addresses only).")
+    text: str | None = Field(None, description="A caption for the image.")
+    id: str | None = Field(None, description="The item's external id (default: derived from the URL and text).")
+    metadata: dict[str, Any] | None = None
+
+
+class IngestParams(_Params):
+    kind: Literal["ingest"] = "ingest"
+    source: str | None = Field(
+        None,
+        description="A folder of images (+ .txt captions) or a .csv/.jsonl/.parquet manifest, under an allowed root.",
+    )
+    items: list[UrlItem] | None = Field(None, min_length=1, max_length=100_000, description="Images to fetch by URL.")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.source is None) == (self.items is None):
+            raise ValueError("give exactly one of `source` (a path) and `items` (URLs)")
+        return self
+
+
+class EmbedParams(_Params):
+    kind: Literal["embed", "reindex"] = "embed"
+    model_id: int | None = Field(None, ge=1, description="The model to embed for (default: the active one).")
+    rebuild: bool = Field(False, description="Rebuild the indexes from scratch (compacts deleted items away).")
+
+
+class FinetuneParams(_Params):
+    kind: Literal["finetune"] = "finetune"
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The fine-tuning configuration, as in the YAML (`configs/finetune-demo.yaml`), validated the "
+        "same way; `output_dir` is chosen by the service. Without `data.manifest` it trains on the database's "
+        "items that have an image and a text. `model` defaults to the active model.",
+    )
+    nproc_per_node: int = Field(1, ge=1, le=64, description="Processes under `torchrun` (1: no torchrun).")
+    register_candidate: bool = Field(True, description="Record the result as a candidate model.")
+
+
+class EvaluateParams(_Params):
+    kind: Literal["evaluate"] = "evaluate"
+    model_id: int = Field(..., ge=1)
+    dataset: str = Field(
+        "db",
+        description="`db` (the database's held-out split, the same stable hash split the trainer uses), a "
+        "manifest or a synthetic dataset folder, under an allowed root.",
+    )
+    split: str | None = Field("test", description="For a synthetic folder or a manifest with a `split` column.")
+
+
+class PromoteParams(_Params):
+    kind: Literal["promote"] = "promote"
+    model_id: int = Field(..., ge=1)
+    force: bool = Field(False, description="Promote even if the candidate does not beat the active model.")
+    metric: str | None = Field(None, description="Default: `CROSSMODAL_PROMOTION_METRIC` (t2i_R@1).")
+    dataset: str = Field("db", description="The evaluation set both models are measured on (see `evaluate`).")
+    split: str | None = "test"
+
+
+JobParams = Annotated[
+    IngestParams | EmbedParams | FinetuneParams | EvaluateParams | PromoteParams, Field(discriminator="kind")
+]
+
+_HANDLERS: dict[str, str | Handler] = {
+    "ingest": "app.jobs.handlers.ingest:run",
+    "embed": "app.jobs.handlers.embed:run",
+    "reindex": "app.jobs.handlers.embed:run",
+    "finetune": "app.jobs.handlers.finetune:run",
+    "evaluate": "app.jobs.handlers.evaluate:run",
+    "promote": "app.jobs.handlers.promote:run",
+}
+
+
+def register(kind: str, handler: Handler) -> None:
+    """Add a job kind (from a ``CROSSMODAL_JOB_PLUGINS`` module)."""
+    _HANDLERS[kind] = handler
+
+
+def handler_for(kind: str) -> Handler:
+    _load_plugins()
+    target = _HANDLERS.get(kind)
+    if target is None:
+        raise LookupError(f"unknown job kind {kind!r}; known: {', '.join(sorted(_HANDLERS))}")
+    if isinstance(target, str):
+        module, name = target.split(":")
+        target = getattr(importlib.import_module(module), name)
+    return target
+
+
+def known_kinds() -> list[str]:
+    _load_plugins()
+    return sorted(_HANDLERS)
+
+
+def _load_plugins() -> None:
+    for name in filter(None, (m.strip() for m in os.environ.get("CROSSMODAL_JOB_PLUGINS", "").split(","))):
+        importlib.import_module(name)
