@@ -131,10 +131,14 @@ class Worker:
                 held = queue.heartbeat(session, lease)
                 session.commit()
                 cancelled = held and queue.cancel_requested(session, lease.job_id)
-            if not held:
-                child.kill()
-                child.wait()
-                return "lost"
+            if not held:  # finished by the child just now, or taken over by another attempt
+                try:
+                    child.wait(timeout=max(5 * self.settings.job_heartbeat_seconds, 15.0))  # exiting
+                    return "done"
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                    return "lost"
             if self.stop.is_set():
                 _stop(child)
                 return "stopping" if child.returncode != 0 else "done"

@@ -1,0 +1,113 @@
+"""Promote and roll back while clients search at concurrency 8: no failed request, no mixed pair."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import torch
+import uvicorn
+
+from app.auth import create_key
+from app.db import crud
+from app.db.models import Index
+from app.db.session import make_engine, make_session_factory, upgrade
+from app.ingest import ingest
+from app.jobs import queue
+from app.jobs.worker import Worker
+from app.main import create_app
+from crossmodal_kernel.checkpoints import save_checkpoint
+from crossmodal_kernel.loading import load_model
+from tests.app.conftest import make_settings, wait_for
+from training.synthetic import generate_dataset
+
+CONCURRENCY = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live(tmp_path):
+    """An ingested service (tiny model A) served by uvicorn on loopback, a candidate B, an admin key."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+    engine = make_engine(url)
+    sf = make_session_factory(engine)
+    settings = make_settings(
+        tmp_path / "data", url, index_refresh_seconds=0.2, job_heartbeat_seconds=0.2, port=_free_port()
+    )
+    dataset = generate_dataset(tmp_path / "data" / "demo", n=60, seed=0, image_size=32)
+    ingest(dataset.manifest, settings, sf)
+    other = load_model("test:tiny", "cpu")
+    with torch.no_grad():
+        for p in other.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    with sf() as session:
+        active = crud.get_active_model(session)
+        path = save_checkpoint(other, settings.data_dir / "models" / "b" / "checkpoint.pt")
+        candidate = crud.create_model(session, f"test:tiny@{path}", name="B", parent_id=active.id).id
+        key = create_key(session, "swap test", "admin")[1]
+        session.commit()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=60)
+    yield settings, sf, active.id, candidate, key, f"http://127.0.0.1:{settings.port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+    engine.dispose()
+
+
+def test_promote_and_rollback_under_search_load(live):
+    settings, sf, model_a, model_b, key, base = live
+    stop, responses, errors = threading.Event(), [], []
+
+    def search_forever(i: int) -> None:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    resp = client.post("/v1/search/text", json={"query": f"a red circle {i}", "k": 5})
+                except httpx.HTTPError as e:
+                    errors.append(repr(e))
+                    continue
+                if resp.status_code != 200:
+                    errors.append(f"{resp.status_code}: {resp.text[:200]}")
+                    continue
+                body = resp.json()
+                responses.append((time.monotonic(), body["model"]["id"], body["index"]["id"]))
+
+    clients = [threading.Thread(target=search_forever, args=(i,)) for i in range(CONCURRENCY)]
+    for c in clients:
+        c.start()
+    try:
+        wait_for(lambda: len(responses) > 50)
+        with sf() as session:
+            queue.enqueue(session, "promote", {"kind": "promote", "model_id": model_b, "force": True})
+            session.commit()
+        assert Worker(settings, sf).run_once()
+        wait_for(lambda: any(m == model_b for _, m, _ in responses[-20:]), timeout=60)
+        rolled = httpx.post(f"{base}/v1/admin/models/rollback", json={}, headers={"Authorization": f"Bearer {key}"})
+        assert rolled.status_code == 200 and rolled.json()["active"]["id"] == model_a
+        flipped_back = time.monotonic()
+        wait_for(lambda: responses[-1][0] > flipped_back and responses[-1][1] == model_a, timeout=60)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(timeout=60)
+    assert errors == []
+    with sf() as session:
+        owner = {i.id: i.model_id for i in session.query(Index)}
+    assert all(owner[index_id] == model_id for _, model_id, index_id in responses)  # never a mixed pair
+    seen = [m for _, m, _ in responses]
+    assert model_a in seen and model_b in seen and seen[-1] == model_a
+    assert len(responses) > 200
