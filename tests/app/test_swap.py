@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import httpx
 import pytest
 import torch
-import uvicorn
 
 from app.auth import create_key
 from app.db import crud
@@ -21,16 +19,10 @@ from app.jobs.worker import Worker
 from app.main import create_app
 from crossmodal_kernel.checkpoints import save_checkpoint
 from crossmodal_kernel.loading import load_model
-from tests.app.conftest import make_settings, wait_for
+from tests.app.conftest import free_port, make_settings, serving, wait_for
 from training.synthetic import generate_dataset
 
 CONCURRENCY = 8
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -41,7 +33,7 @@ def live(tmp_path):
     engine = make_engine(url)
     sf = make_session_factory(engine)
     settings = make_settings(
-        tmp_path / "data", url, index_refresh_seconds=0.2, job_heartbeat_seconds=0.2, port=_free_port()
+        tmp_path / "data", url, index_refresh_seconds=0.2, job_heartbeat_seconds=0.2, port=free_port()
     )
     dataset = generate_dataset(tmp_path / "data" / "demo", n=60, seed=0, image_size=32)
     ingest(dataset.manifest, settings, sf)
@@ -55,15 +47,8 @@ def live(tmp_path):
         candidate = crud.create_model(session, f"test:tiny@{path}", name="B", parent_id=active.id).id
         key = create_key(session, "swap test", "admin")[1]
         session.commit()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=60)
-    yield settings, sf, active.id, candidate, key, f"http://127.0.0.1:{settings.port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(create_app(settings), settings.port) as base:
+        yield settings, sf, active.id, candidate, key, base
     engine.dispose()
 
 

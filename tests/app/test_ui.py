@@ -31,9 +31,10 @@ def test_the_page_is_not_in_the_api_schema(service):
     assert "/" not in paths and "/ui/{name}" not in paths
 
 
-def test_every_element_the_script_uses_exists_in_the_page():
-    script = (STATIC / "app.js").read_text()
-    page = (STATIC / "index.html").read_text()
+@pytest.mark.parametrize("script_name, page_name", [("app.js", "index.html"), ("admin.js", "admin.html")])
+def test_every_element_the_script_uses_exists_in_the_page(script_name, page_name):
+    script = (STATIC / script_name).read_text()
+    page = (STATIC / page_name).read_text()
     used = set(re.findall(r'\$\("([\w-]+)"\)', script))
     present = set(re.findall(r'\bid="([\w-]+)"', page))
     assert used and used <= present, used - present
@@ -47,6 +48,23 @@ def test_the_script_calls_only_endpoints_that_exist(service):
     assert called and called <= paths, called - paths
 
 
+def test_the_admin_script_calls_only_admin_endpoints_that_exist(service):
+    script = (STATIC / "admin.js").read_text()
+    paths = set(service.client.get("/openapi.json").json()["paths"])
+    # api("/jobs?limit=25"), api(`/jobs/${job.id}/cancel`), api(`/models/${model.id}/${what}`) ...
+    called = {re.sub(r"\$\{[^}]+\}", "X", m).split("?")[0] for m in re.findall(r'api\([`"](/[^`"]+)[`"]', script)}
+    templates = {re.sub(r"\{[^}]+\}", "X", p.removeprefix("/v1/admin")) for p in paths if p.startswith("/v1/admin")}
+    # `/models/X/X` stands for /models/{id}/evaluate and /models/{id}/promote
+    assert called and all(c in templates or c == "/models/X/X" for c in called), called - templates
+    assert {"/models/X/evaluate", "/models/X/promote"} <= templates
+
+
+def test_admin_page_is_served(service):
+    page = service.client.get("/admin")
+    assert page.status_code == 200 and 'src="/ui/admin.js"' in page.text
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node for a syntax check")
-def test_the_script_parses():
-    subprocess.run(["node", "--check", str(STATIC / "app.js")], check=True)
+@pytest.mark.parametrize("name", ["app.js", "admin.js"])
+def test_the_scripts_parse(name):
+    subprocess.run(["node", "--check", str(STATIC / name)], check=True)

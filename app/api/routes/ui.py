@@ -1,4 +1,4 @@
-"""The web UI: one static page (no build step) that calls the /v1 search API from the browser."""
+"""The web UI: static pages (no build step) calling the API from the browser: search at ``/``, admin at ``/admin``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from fastapi.responses import FileResponse
 from app.errors import ApiError
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
-ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
+ASSETS = {
+    "app.js": "text/javascript",
+    "app.css": "text/css",
+    "admin.js": "text/javascript",
+    "admin.css": "text/css",
+}
 
 router = APIRouter(include_in_schema=False)
 
@@ -18,6 +23,12 @@ router = APIRouter(include_in_schema=False)
 @router.get("/")
 async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+@router.get("/admin")
+async def admin() -> FileResponse:
+    """Jobs and models; the admin key is asked for in the page and sent with each API call."""
+    return FileResponse(STATIC / "admin.html", media_type="text/html")
 
 
 @router.get("/ui/{name}")
