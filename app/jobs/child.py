@@ -31,18 +31,10 @@ from app.db.session import make_engine, make_session_factory
 from app.jobs import queue
 from app.jobs.context import JobCancelled, JobContext, JobInterrupted, LeaseLost
 from app.jobs.kinds import handler_for
+from crossmodal_kernel.processes import die_with_parent
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL
 log = logging.getLogger("app.jobs.child")
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies, so a killed worker leaves no orphan running."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class _LogTail(logging.Handler):

@@ -20,11 +20,11 @@ apply_runtime_defaults()
 from app.config import Settings
 from app.db.session import make_engine, make_session_factory
 from app.jobs import queue
-from app.jobs.child import die_with_parent
 from app.jobs.context import JobContext
 from app.jobs.handlers.finetune import OUTCOME, result_dict, train_progress
 from crossmodal_kernel import atomic
 from crossmodal_kernel.distributed import init_distributed
+from crossmodal_kernel.processes import die_with_parent
 from training.config import TrainConfig
 from training.trainer import finetune
 

@@ -32,6 +32,7 @@ from app.config import Settings, settings_env
 from app.db.models import JobStatus
 from app.jobs import queue
 from app.jobs.child import EXIT_REQUEUE
+from crossmodal_kernel.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class Worker:
                 stdout=stderr,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **settings_env(self.settings)},
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent,  # runs in the child between fork and exec
             )
             outcome = self._watch(child, lease)
         code = child.returncode
@@ -153,12 +154,6 @@ class Worker:
         folder = self.settings.data_dir / "jobs" / str(lease.job_id)
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"attempt-{lease.attempt}.log"
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _stop(child: subprocess.Popen) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import training.step
+from crossmodal_kernel.processes import die_with_parent
 from training.config import TrainConfig
 from training.trainer import finetune
 
@@ -24,6 +25,7 @@ def main() -> int:
     parser.add_argument("config", type=Path)
     parser.add_argument("--hold-at", type=int, default=None)
     args = parser.parse_args()
+    die_with_parent()  # torchrun starts ranks in sessions of their own: a killed launcher must take them along
     cfg = TrainConfig.model_validate_json(args.config.read_text())
     set_train_mode = training.step.set_train_mode
 

@@ -60,6 +60,24 @@ def _run(config: Path, ranks: int) -> str:
     return done.stdout
 
 
+def _wait_until_gone(marker: str, timeout: float = 30.0) -> None:
+    """No process of the killed run may live on (an orphaned rank would train beside the resumed run)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    if (proc / "stat").read_text().split(") ")[1][0] != "Z":
+                        alive.append(proc.name)
+            except OSError:
+                continue
+        if not alive:
+            return
+        assert time.monotonic() < deadline, f"processes of the killed run still alive: {alive}"
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights(manifest, tmp_path, ranks):
     straight = tmp_path / "straight"
@@ -75,8 +93,9 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights(manifest, t
     while not (marker.exists() and marker.read_text() == "7"):
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before step 7"
         time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)  # the process group: ranks and DataLoader workers too
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher's group; torchrun's ranks die with it (PDEATHSIG)
     process.wait()
+    _wait_until_gone(str(config))
     assert torch.load(killed / "checkpoints" / "last.pt", weights_only=False)["step"] == 5
     assert not (killed / "final.pt").exists()
 

@@ -181,3 +181,11 @@ def test_promotion_is_refused_when_the_candidate_does_not_win(stack):
         assert crud.get_active_model(session).id == active_id[1]
         assert session.get(Model, twin_id[0]).eval_report["promotion"]["beats"] is False
         assert session.query(Index).filter(Index.model_id == twin_id[0]).count() == 0  # nothing was built
+
+
+def test_finetune_job_under_torchrun_with_two_ranks(stack):
+    settings, sf, _ = stack
+    job = run_job(settings, sf, "finetune", {"kind": "finetune", "config": TRAIN, "nproc_per_node": 2})
+    assert job.status == "succeeded", job.error
+    assert job.result["steps"] == 6 and job.result["model_id"]
+    assert (job.details["stage"], job.details["done"]) == ("train", 6)  # rank 0 reported progress
