@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="`auto` (CUDA when present), `cpu` or `cuda[:N]`.")
     host: str = Field("127.0.0.1", description="Address `crossmodal serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `crossmodal serve` binds to.")
+    reuse_port: bool = Field(
+        False,
+        description="Bind with SO_REUSEPORT, so that several `crossmodal serve` processes (containers on the "
+        "host network) share one port and Linux spreads connections over them.",
+    )
     batch_size: int = Field(64, ge=1, description="Encoding batch size for ingestion.")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes that decode images during ingestion.")
     max_upload_bytes: int = Field(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Response
@@ -41,6 +44,8 @@ def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAP
         summary="Search images and texts against each other in one embedding space.",
         lifespan=lifespan,
     )
+    # Which process answered: replicas behind one port are told apart by it (/readyz, search headers).
+    app.state.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     v1 = APIRouter(prefix="/v1")

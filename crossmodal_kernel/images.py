@@ -8,6 +8,8 @@ decodes untrusted uploads and maps the errors below to 4xx answers.
 from __future__ import annotations
 
 import io
+import logging
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+
+log = logging.getLogger(__name__)
 
 
 class ImageDecodeError(ValueError):
@@ -100,6 +104,34 @@ def collate_images(batch):
     keys = np.array([k for k, _ in ok], dtype=np.int64)
     tensors = torch.stack([t for _, t in ok]) if ok else None
     return keys, tensors, bad
+
+
+MIN_SHM_BYTES = 256 * 2**20
+
+
+def loader_workers(requested: int, shm: str = "/dev/shm") -> int:
+    """``requested`` DataLoader workers, or 0 where shared memory is too small for them.
+
+    Workers hand batches to the main process through ``/dev/shm``; Docker gives containers 64 MB
+    by default, and there the workers fail to allocate and the loader waits forever, silently.
+    Decoding in the main process is slower but finishes (run containers with ``--shm-size=1g``).
+    """
+    if requested <= 0:
+        return 0
+    try:
+        free = shutil.disk_usage(shm).free
+    except OSError:
+        return requested  # no /dev/shm to judge (not Linux): trust the caller
+    if free < MIN_SHM_BYTES:
+        log.warning(
+            "%s has %.0f MiB free, too little for DataLoader workers: decoding in this process "
+            "(give the container --shm-size=1g to use %d workers)",
+            shm,
+            free / 2**20,
+            requested,
+        )
+        return 0
+    return requested
 
 
 def worker_context(num_workers: int) -> str | None:

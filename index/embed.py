@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from crossmodal_kernel.images import ImageFiles, collate_images, worker_context
+from crossmodal_kernel.images import ImageFiles, collate_images, loader_workers, worker_context
 from crossmodal_kernel.modality import Modality, as_modality
 from index import shards
 from index.shards import write_shard
@@ -53,6 +53,7 @@ def embed_images(
     report = EmbedReport()
     if not items:
         return report
+    num_workers = loader_workers(num_workers)
     loader = DataLoader(
         ImageFiles(items, encoder.preprocess, max_pixels),
         batch_size=encoder.batch_size,

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from crossmodal_kernel.encoder import trim_padding
-from crossmodal_kernel.images import ImageFiles, collate_images, worker_context
+from crossmodal_kernel.images import ImageFiles, collate_images, loader_workers, worker_context
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,9 @@ def cache_features(
         loader = DataLoader(
             ImageFiles(list(enumerate(p for p, _ in pairs)), loaded.preprocess),
             batch_size=cfg.encode_batch_size,
-            num_workers=cfg.num_workers,
+            num_workers=(workers := loader_workers(cfg.num_workers)),
             collate_fn=collate_images,
-            multiprocessing_context=worker_context(cfg.num_workers),
+            multiprocessing_context=worker_context(workers),
         )
         keys, img_feats = [], []
         for ks, tensors, bad in loader:

@@ -28,7 +28,7 @@ from crossmodal_kernel import atomic
 from crossmodal_kernel.checkpoints import save_checkpoint
 from crossmodal_kernel.distributed import init_distributed
 from crossmodal_kernel.encoder import trim_padding
-from crossmodal_kernel.images import worker_context
+from crossmodal_kernel.images import loader_workers, worker_context
 from training import resume
 from training.config import TrainConfig
 from training.hard_negatives import mined_batches
@@ -133,9 +133,9 @@ def _epoch_batches(parts: TrainParts, state: TrainState) -> Iterable:
     return DataLoader(
         parts.dataset,
         batch_sampler=_RankBatches(global_batches, parts.dist.rank, parts.dist.world_size),
-        num_workers=cfg.data.num_workers,
+        num_workers=(workers := loader_workers(cfg.data.num_workers)),
         collate_fn=_collate(parts.loaded.tokenizer, parts.model, with_text=not cfg.ssl.image_only),
-        multiprocessing_context=worker_context(cfg.data.num_workers),
+        multiprocessing_context=worker_context(workers),
         # Its own generator, so that making the iterator (which draws the workers' base seed) leaves
         # the global RNG alone: from it, the draw would come at the epoch's start in an uninterrupted
         # run but right after the restored RNG state in a resumed one, and shift every later draw

@@ -34,13 +34,29 @@ def serve(
         if workers == 1:
             from app.main import create_app
 
-            uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port)
+            bind = {"host": host or settings.host, "port": port or settings.port}
+            if settings.reuse_port:  # replicas on one host network share the port; the kernel balances
+                sock = _reuse_port_socket(**bind)  # held here: uvicorn serves on its descriptor
+                uvicorn.run(create_app(settings), fd=sock.fileno())
+            else:
+                uvicorn.run(create_app(settings), **bind)
         else:  # several processes import the app themselves: settings from the environment
             uvicorn.run("app.asgi:app", host=host or settings.host, port=port or settings.port, workers=workers)
     finally:
         if embedded is not None:
             embedded[0].stop.set()
             embedded[1].join(timeout=60)
+
+
+def _reuse_port_socket(host: str, port: int):
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 def worker(

@@ -53,3 +53,16 @@ def test_unusable_data_raises_a_typed_error(data, error, code):
 def test_a_missing_file_is_a_file_not_found_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         open_image(str(tmp_path / "nope.png"))
+
+
+def test_loader_workers_fall_back_to_none_where_shared_memory_is_small(tmp_path, monkeypatch, caplog):
+    import shutil
+    from collections import namedtuple
+
+    from crossmodal_kernel import images
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(64 << 20, 0, 64 << 20))  # Docker's default
+    assert images.loader_workers(4) == 0 and "--shm-size" in caplog.text
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(8 << 30, 0, 8 << 30))
+    assert images.loader_workers(4) == 4 and images.loader_workers(0) == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -39,7 +39,8 @@ def _readiness(state, session_factory) -> tuple[bool, dict]:
 
 
 @router.get("/readyz")
-async def readyz(state: SearchStateDep, session_factory: SessionFactoryDep) -> JSONResponse:
+async def readyz(request: Request, state: SearchStateDep, session_factory: SessionFactoryDep) -> JSONResponse:
     """200 when the DB answers and the model and at least one index are loaded; else 503 with reasons."""
     ok, body = await run_in_threadpool(_readiness, state, session_factory)
+    body["instance"] = request.app.state.instance
     return JSONResponse(body, status_code=200 if ok else 503)

@@ -39,7 +39,7 @@ router = APIRouter(prefix="/search", tags=["search"], dependencies=[Depends(requ
 ERRORS = {status: {"model": ErrorBody} for status in (400, 413, 415, 422, 503)}
 
 
-def as_json(result: tuple[SearchResponse, dict[str, float]]) -> Response:
+def as_json(request: Request, result: tuple[SearchResponse, dict[str, float]]) -> Response:
     """Serialise once (skipping FastAPI's second validation pass) and add a Server-Timing header."""
     model, timings = result
     server_timing = ", ".join(f"{name};dur={ms:.3f}" for name, ms in timings.items())
@@ -48,6 +48,7 @@ def as_json(result: tuple[SearchResponse, dict[str, float]]) -> Response:
         # Which pair answered (also in the body): a response never mixes one model with another's index.
         "X-Crossmodal-Model": str(model.model.id),
         "X-Crossmodal-Index": str(model.index.id),
+        "X-Crossmodal-Instance": request.app.state.instance,
     }
     return Response(content=model.model_dump_json(), media_type="application/json", headers=headers)
 
@@ -142,7 +143,7 @@ def search_text(
         )
     result = run_search(state, session_factory, settings, lambda enc: enc.encode_texts([query]), body)
     request.app.state.metrics.observe_search("text", body.target, result[1])
-    return as_json(result)
+    return as_json(request, result)
 
 
 _IMAGE_BODY = {
@@ -239,4 +240,4 @@ async def search_image(
         run_search, state, session_factory, settings, lambda enc: enc.encode_images([image]), opts
     )
     request.app.state.metrics.observe_search("image", opts.target, result[1])
-    return as_json(result)
+    return as_json(request, result)
