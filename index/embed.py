@@ -155,11 +155,15 @@ def embed_sharded(
         if shards.shard_exists(out_dir, stem):
             report.skipped_shards += 1
         else:
-            one_shard = len(chunk) + 1
+            # Batch by batch, not shard by shard: a long shard still reports (and can be cancelled) as it goes.
+            within = (lambda d, _t, base=done: progress(base + d, total)) if progress else None
+            size = len(chunk) + 1  # the whole chunk is one shard
             if modality == Modality.IMAGE:
-                part = embed_images(encoder, chunk, out_dir, num_workers=num_workers, shard_size=one_shard, stem=stem)
+                part = embed_images(
+                    encoder, chunk, out_dir, num_workers=num_workers, shard_size=size, stem=stem, progress=within
+                )
             else:
-                part = embed_texts(encoder, chunk, out_dir, shard_size=one_shard, stem=stem)
+                part = embed_texts(encoder, chunk, out_dir, shard_size=size, stem=stem, progress=within)
             report.embedded += part.embedded
             report.failed.update(part.failed)
             report.shards.extend(part.shards)

@@ -135,3 +135,14 @@ def test_two_ranks_write_what_one_process_writes(encoder, tmp_path):
     ids_b, xb = shards.load_all(tmp_path / "ranks")
     np.testing.assert_array_equal(ids_a, ids_b)
     np.testing.assert_allclose(xa, xb, atol=1e-3)
+
+
+def test_sharded_embedding_reports_progress_within_each_shard(tmp_path):
+    """A long shard must not go quiet (a job's progress and its cancel check ride on these calls)."""
+    encoder = Encoder.from_spec("test:tiny", device="cpu", batch_size=2)
+    items = [(i, f"caption {i}") for i in range(10)]
+    seen = []
+    embed_mod.embed_sharded(
+        encoder, items, tmp_path / "t", "text", shard_size=6, progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen == [(2, 10), (4, 10), (6, 10), (6, 10), (8, 10), (10, 10), (10, 10)]
