@@ -159,6 +159,7 @@ def run(args) -> dict:
         "job_status": final["status"],
         "job_seconds": t_job_done - t_promote,
         "promote_to_first_new_s": t_new - t_promote,
+        "job_done_to_first_new_s": t_new - t_job_done,
         "rollback_to_first_old_s": t_old - t_rollback,
         "errors": sum(1 for s in samples if s[2] != 200),
         "requests": len(samples),
@@ -208,7 +209,9 @@ def markdown(r: dict, args) -> str:
         "",
         f"Errors: **{r['errors']}** of {r['requests']} requests (goal 0: {verdict}); responses naming neither "
         f"model: {r['unknown_model_responses']}. The promotion job took {r['job_seconds']:.1f} s ({r['job_status']}); "
-        f"promote request → first response from the new pair: **{r['promote_to_first_new_s']:.1f} s**; rollback "
+        f"promote request → first response from the new pair: **{r['promote_to_first_new_s']:.1f} s** (the job "
+        f"embeds every item first, then flips; from the job's success, as polled, to the first new response: "
+        f"{r['job_done_to_first_new_s']:.2f} s); rollback "
         f"request → first response from the old pair: **{r['rollback_to_first_old_s']:.2f} s** "
         "(the refresher's interval is 1 s).",
         "",
