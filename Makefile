@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?=
 
-.PHONY: install demo test lint bench-search clean
+.PHONY: install demo test lint bench-search docker-test clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: install
 
 bench-search: install
 	$(BIN)/python benchmarks/bench_search.py
+
+# Builds both images and runs the demo flow and the compose stack (20-30 minutes; needs Docker).
+docker-test:
+	bash docker/test.sh
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

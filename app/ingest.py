@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -47,6 +47,10 @@ class IngestReport:
     indexes: dict[str, int] = field(default_factory=dict)
     model_id: int | None = None
     seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        """JSON-ready (a job's result)."""
+        return {**asdict(self), "skipped": dict(self.skipped)}
 
     def summary(self) -> str:
         lines = [

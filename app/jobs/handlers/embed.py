@@ -6,7 +6,6 @@ from app.db.models import Model
 from app.encoders import load_encoder
 from app.ingest import IngestReport, embed_pending, ensure_active_model
 from app.jobs.context import JobContext
-from app.jobs.handlers.ingest import report_dict
 from app.jobs.kinds import EmbedParams
 from app.publish import publish_indexes
 
@@ -18,7 +17,7 @@ def run(ctx: JobContext, params: dict) -> dict:
         if model is None:
             raise LookupError(f"no model {p.model_id}")
     report = embed_model(ctx, model, rebuild=p.rebuild or p.kind == "reindex")
-    return report_dict(report)
+    return report.as_dict()
 
 
 def embed_model(ctx: JobContext, model: Model, rebuild: bool = False) -> IngestReport:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 from app.fetch import FetchPolicy, FetchRefused, fetch
-from app.ingest import IngestReport, ingest
+from app.ingest import ingest
 from app.jobs.context import JobContext
 from app.jobs.kinds import IngestParams, UrlItem
 from crossmodal_kernel import atomic
@@ -25,14 +24,8 @@ def run(ctx: JobContext, params: dict) -> dict:
     else:
         assert p.items is not None
         source = fetch_items(ctx, p.items)
-    report = report_dict(ingest(source, ctx.settings, ctx.session_factory, progress=ctx.progress))
+    report = ingest(source, ctx.settings, ctx.session_factory, progress=ctx.progress).as_dict()
     return {**report, **ctx.notes}
-
-
-def report_dict(report: IngestReport) -> dict:
-    out = asdict(report)
-    out["skipped"] = dict(report.skipped)
-    return out
 
 
 def fetch_items(ctx: JobContext, items: list[UrlItem]) -> Path:
