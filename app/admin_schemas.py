@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.schemas import IdNumber
+
 
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -82,8 +84,11 @@ class IndexesPublic(BaseModel):
     count: int
 
 
-class EvaluateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class EvaluateRequest(_Request):
     dataset: str = Field("db", description="`db`, or a manifest or synthetic dataset folder under an allowed root.")
     split: str | None = "test"
 
@@ -93,9 +98,8 @@ class PromoteRequest(EvaluateRequest):
     metric: str | None = Field(None, description="Default: `CROSSMODAL_PROMOTION_METRIC`.")
 
 
-class RollbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    to_model_id: int | None = Field(None, ge=1, description="Default: the model that was active before this one.")
+class RollbackRequest(_Request):
+    to_model_id: IdNumber | None = Field(None, description="Default: the model that was active before this one.")
 
 
 class RollbackResponse(BaseModel):
@@ -103,9 +107,8 @@ class RollbackResponse(BaseModel):
     active: ModelPublic
 
 
-class DeleteItemsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ids: list[int] = Field(default_factory=list, max_length=100_000)
+class DeleteItemsRequest(_Request):
+    ids: list[IdNumber] = Field(default_factory=list, max_length=100_000)
     external_ids: list[str] = Field(default_factory=list, max_length=100_000)
 
 
@@ -128,8 +131,7 @@ class KeysPublic(BaseModel):
     count: int
 
 
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class KeyCreate(_Request):
     name: str = Field(..., min_length=1, max_length=255, description="Who or what uses the key.")
     role: Literal["search", "admin"] = "search"
 

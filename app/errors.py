@@ -1,11 +1,27 @@
-"""One error type for the API: a status, a stable code and a message a person can act on."""
+"""One error shape for the whole API, ``{"detail", "code"}``, whatever raised it.
+
+``ApiError`` is ours; FastAPI's validation errors, Starlette's HTTP errors (405, an unknown route,
+a malformed multipart body) and a body nested too deeply to parse are put in the same shape here.
+An error never echoes the offending input: a NaN or an infinite number there would make the error
+itself unencodable (a 500), and an echoed secret is a leaked secret.
+"""
 
 from __future__ import annotations
 
+import re
+
 from fastapi import Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
 
 
 class ApiError(Exception):
@@ -17,20 +33,50 @@ class ApiError(Exception):
         self.headers = headers or ({"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
 
+def error_response(status: int, code: str, detail: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail, "code": code, **extra}, headers=headers)
+
+
 async def api_error_handler(_request: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse(status_code=exc.status, content={"detail": exc.message, "code": exc.code}, headers=exc.headers)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+def _plain(error: dict) -> dict:
+    """A validation error without its input and context (which may hold values JSON cannot carry)."""
+    out = {"loc": [p if isinstance(p, int | str) else str(p) for p in error.get("loc", ())], "msg": error["msg"]}
+    out["type"] = error.get("type", "value_error")
+    return out
+
+
+def where(loc) -> str:
+    return ".".join(str(p) for p in loc if p != "body") or "body"
 
 
 async def validation_error_handler(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422, in the same shape as every other error, with the full list kept in ``errors``."""
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
-    return JSONResponse(
-        status_code=422,
-        content={
-            "detail": f"{where}: {first['msg']}",
-            "code": "invalid_request",
-            "errors": jsonable_encoder(errors),
-        },
-    )
+    """FastAPI's 422, in the same shape as every other error, with every problem listed in ``errors``."""
+    errors = [_plain(e) for e in exc.errors()] or [{"loc": [], "msg": "invalid request", "type": "value_error"}]
+    first = errors[0]
+    return error_response(422, "invalid_request", f"{where(first['loc'])}: {first['msg']}", errors=errors)
+
+
+async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:  # every method the path has, not only those of the first route that matched
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return error_response(exc.status_code, code, detail, headers or None)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the schema lists for this path (routers nest, so the route table is not flat)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, request.url.path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
+
+
+async def recursion_error_handler(_request: Request, _exc: RecursionError) -> JSONResponse:
+    return error_response(400, "body_too_deep", "the JSON body is nested too deeply to parse")

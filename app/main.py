@@ -11,12 +11,20 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.routes import admin_jobs, admin_keys, admin_models, health, items, search, ui
 from app.config import Settings, get_settings
 from app.db.session import ensure_schema_current, make_engine, make_session_factory
-from app.errors import ApiError, api_error_handler, validation_error_handler
+from app.errors import (
+    ApiError,
+    api_error_handler,
+    http_error_handler,
+    recursion_error_handler,
+    validation_error_handler,
+)
 from app.metrics import Metrics, MetricsMiddleware
+from app.openapi import finish_openapi
 from app.search import SearchState
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,8 @@ def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAP
     app.state.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(RecursionError, recursion_error_handler)
     v1 = APIRouter(prefix="/v1")
     v1.include_router(search.router)
     v1.include_router(items.router)
@@ -69,30 +79,5 @@ def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAP
             body, content_type = app.state.metrics.render()
             return Response(content=body, media_type=content_type)
 
-    _openapi_states_the_limits(app, settings)
+    finish_openapi(app, settings)
     return app
-
-
-def _openapi_states_the_limits(app: FastAPI, settings: Settings) -> None:
-    """Limits that come from the settings (``CROSSMODAL_MAX_K``) are written into the OpenAPI schema,
-    so that it describes exactly what this deployment accepts."""
-    default = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            _set_maximum(default(), "k", settings.max_k)
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _set_maximum(node: object, name: str, maximum: int) -> None:
-    if isinstance(node, dict):
-        properties = node.get("properties")
-        if isinstance(properties, dict) and isinstance(properties.get(name), dict):
-            properties[name]["maximum"] = maximum
-        for value in node.values():
-            _set_maximum(value, name, maximum)
-    elif isinstance(node, list):
-        for value in node:
-            _set_maximum(value, name, maximum)

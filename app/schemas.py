@@ -2,28 +2,66 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from crossmodal_kernel.modality import Modality
 
+MAX_OFFSET = 100_000
+# Standard base64 (padded), optionally behind a data: URL prefix: what the schema promises we decode.
+BASE64 = r"^(data:[^,]*,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _whole(value: Any) -> Any:
+    """JSON's integers: 5 and 5.0 (JSON Schema's "integer" admits both), never true, "5" or 5.5."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+# Database ids stay below 2**53: exact in a JSON number (and in JavaScript).
+MAX_DB_ID = 2**53 - 1
+IdNumber = Annotated[int, Field(ge=1, le=MAX_DB_ID), BeforeValidator(_whole)]
+
 
 class SearchOptions(BaseModel):
+    """Strict where JSON is ambiguous: `true` is not a number, `"5"` not an integer, NaN not a score;
+    an unknown key is an error (a misspelt option would otherwise be ignored without a word)."""
+
+    model_config = ConfigDict(extra="forbid")
     target: Modality = Field(Modality.IMAGE, description="Which modality to search: `image` or `text`.")
     # The cap is CROSSMODAL_MAX_K, checked per request; the OpenAPI schema states it (app.main).
-    k: int = Field(10, ge=1, description="How many results to return (at most `CROSSMODAL_MAX_K`).")
-    offset: int = Field(0, ge=0, le=100_000, description="Results to skip (pagination).")
-    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Drop results whose cosine score is below this.")
+    k: WholeNumber = Field(10, ge=1, description="How many results to return (at most `CROSSMODAL_MAX_K`).")
+    offset: WholeNumber = Field(0, ge=0, le=MAX_OFFSET, description="Results to skip (pagination).")
+    min_score: float | None = Field(
+        None, ge=-1.0, le=1.0, strict=True, allow_inf_nan=False, description="Drop results scoring below this."
+    )
 
 
 class TextSearchRequest(SearchOptions):
-    model_config = ConfigDict(json_schema_extra={"example": {"query": "a red circle", "target": "image", "k": 5}})
-    query: str = Field(..., description="The query text.")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"query": "a red circle", "target": "image", "k": 5}}
+    )
+    # At most CROSSMODAL_MAX_QUERY_CHARS (checked per request; the schema states it).
+    query: str = Field(
+        ..., min_length=1, pattern=r"\S", strict=True, description="The query text (not only white space)."
+    )
 
 
 class ImageSearchJSON(SearchOptions):
-    image_base64: str = Field(..., description="The query image, base64-encoded (a data: URL prefix is allowed).")
+    image_base64: str = Field(
+        ...,
+        min_length=1,
+        pattern=BASE64,
+        strict=True,
+        description="The query image, base64-encoded (a data: URL prefix is allowed).",
+    )
 
 
 class SearchResult(BaseModel):

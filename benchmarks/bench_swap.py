@@ -132,7 +132,7 @@ def run(args) -> dict:
         t_new = load.first_served_by(model_b, t_promote)
         time.sleep(args.phase_seconds)
         t_rollback = time.monotonic()
-        assert admin.post("/v1/admin/models/rollback", json={}).status_code == 200
+        assert admin.post("/v1/admin/rollback", json={}).status_code == 200
         _wait(lambda: load.first_served_by(model_a, t_rollback) is not None, 120)
         t_old = load.first_served_by(model_a, t_rollback)
         time.sleep(args.phase_seconds)

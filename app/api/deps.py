@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.schemas import MAX_DB_ID
 from app.search import SearchState
 
 
@@ -37,3 +38,9 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionFactoryDep = Annotated[sessionmaker, Depends(_session_factory)]
 SessionDep = Annotated[Session, Depends(_session)]
 SearchStateDep = Annotated[SearchState, Depends(_search_state)]
+
+# A larger id is a 422 here, not an overflow in the database driver.
+MAX_OFFSET = 2**31
+DbId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="A database id.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip.")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Rows to return.")]

@@ -165,7 +165,7 @@ $("key-form").addEventListener("submit", (event) => {
 $("sign-out").addEventListener("click", signOut);
 $("rollback").addEventListener("click", async () => {
   try {
-    const body = await api("/models/rollback", { method: "POST", body: "{}" });
+    const body = await api("/rollback", { method: "POST", body: "{}" });
     showError("");
     $("notice").textContent = `Rolled back: model #${body.active.id} is active (was #${body.previous.id}).`;
   } catch (err) { showError(err.message); }

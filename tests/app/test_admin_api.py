@@ -123,7 +123,7 @@ def test_models_indexes_and_rollback_without_a_target(admin, service):
     indexes = admin("GET", "/indexes", params={"model_id": active["id"], "status": "active"}).json()
     assert {i["modality"] for i in indexes["data"]} == {"image", "text"}
     assert all(i["kind"] == "flat" and i["stats"]["recall_at_10"] == 1.0 for i in indexes["data"])
-    resp = admin("POST", "/models/rollback", json={})
+    resp = admin("POST", "/rollback", json={})
     assert resp.status_code == 409 and resp.json()["code"] == "no_rollback_target"
 
 

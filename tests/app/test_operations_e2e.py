@@ -121,7 +121,7 @@ def test_ingest_finetune_evaluate_promote_search_rollback_over_http(server):
     assert decision["metric"] == "t2i_R@1" and decision["candidate"] == report["t2i_R@1"]
     wait_for(lambda: public.post("/v1/search/text", json={"query": "a blue square"}).json()["model"]["id"] == candidate)
 
-    rolled = admin.post("/v1/admin/models/rollback", json={})
+    rolled = admin.post("/v1/admin/rollback", json={})
     assert rolled.status_code == 200 and rolled.json()["active"]["id"] == base_model
     wait_for(
         lambda: public.post("/v1/search/text", json={"query": "a blue square"}).json()["model"]["id"] == base_model

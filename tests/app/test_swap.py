@@ -80,7 +80,7 @@ def test_promote_and_rollback_under_search_load(live):
             session.commit()
         assert Worker(settings, sf).run_once()
         wait_for(lambda: any(m == model_b for _, m, _ in responses[-20:]), timeout=60)
-        rolled = httpx.post(f"{base}/v1/admin/models/rollback", json={}, headers={"Authorization": f"Bearer {key}"})
+        rolled = httpx.post(f"{base}/v1/admin/rollback", json={}, headers={"Authorization": f"Bearer {key}"})
         assert rolled.status_code == 200 and rolled.json()["active"]["id"] == model_a
         flipped_back = time.monotonic()
         wait_for(lambda: responses[-1][0] > flipped_back and responses[-1][1] == model_a, timeout=60)

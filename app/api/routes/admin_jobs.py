@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 
 from app.admin_schemas import JobPublic, JobsPublic
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import DbId, Limit, Offset, SessionDep, SettingsDep
 from app.auth import AdminDep
 from app.db.models import Job
 from app.errors import ApiError
@@ -60,21 +60,21 @@ def list_jobs(
     session: SessionDep,
     status: str | None = Query(None, description="queued, running, succeeded, failed or cancelled"),
     kind: str | None = None,
-    offset: int = Query(0, ge=0, le=2**31),
-    limit: int = Query(50, ge=1, le=1000),
+    offset: Offset = 0,
+    limit: Limit = 50,
 ) -> JobsPublic:
     """Newest first."""
     jobs, count = queue.list_jobs(session, status=status, kind=kind, offset=offset, limit=limit)
     return JobsPublic(data=[JobPublic.model_validate(j) for j in jobs], count=count)
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=ERRORS)
-def get_job(job_id: int, _key: AdminDep, session: SessionDep) -> JobPublic:
+@router.get("/{job_id:int}", response_model=JobPublic, responses=ERRORS)
+def get_job(job_id: DbId, _key: AdminDep, session: SessionDep) -> JobPublic:
     return JobPublic.model_validate(job_or_404(session, job_id))
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=ERRORS)
-def cancel_job(job_id: int, _key: AdminDep, session: SessionDep) -> JobPublic:
+@router.post("/{job_id:int}/cancel", status_code=202, response_model=JobPublic, responses=ERRORS)
+def cancel_job(job_id: DbId, _key: AdminDep, session: SessionDep) -> JobPublic:
     """A queued job is cancelled at once; a running one stops at its next step or batch."""
     job_or_404(session, job_id)
     job = queue.request_cancel(session, job_id)
@@ -82,8 +82,8 @@ def cancel_job(job_id: int, _key: AdminDep, session: SessionDep) -> JobPublic:
     return JobPublic.model_validate(job)
 
 
-@router.post("/{job_id}/retry", status_code=202, response_model=JobPublic, responses=ERRORS)
-def retry_job(job_id: int, _key: AdminDep, session: SessionDep) -> JobPublic:
+@router.post("/{job_id:int}/retry", status_code=202, response_model=JobPublic, responses=ERRORS)
+def retry_job(job_id: DbId, _key: AdminDep, session: SessionDep) -> JobPublic:
     """Queue a failed or cancelled job again (a fine-tune resumes from its last checkpoint)."""
     job_or_404(session, job_id)
     try:
@@ -95,10 +95,10 @@ def retry_job(job_id: int, _key: AdminDep, session: SessionDep) -> JobPublic:
 
 
 @router.get(
-    "/{job_id}/events",
+    "/{job_id:int}/events",
     responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "`job` events, then `end`"}},
 )
-async def follow_job(job_id: int, request: Request, _key: AdminDep) -> EventSourceResponse:
+async def follow_job(job_id: DbId, request: Request, _key: AdminDep) -> EventSourceResponse:
     """Server-sent events: a `job` event (the job as JSON) whenever it changes, and `end` once it finished."""
     factory = request.app.state.session_factory
 

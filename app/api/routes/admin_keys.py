@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.admin_schemas import KeyCreate, KeyCreated, KeyPublic, KeysPublic
-from app.api.deps import SessionDep
+from app.api.deps import DbId, SessionDep
 from app.api.routes.admin_jobs import ERRORS
 from app.auth import AdminDep, create_key, list_keys, revoke_key
 from app.errors import ApiError
@@ -30,8 +30,8 @@ def new_key(body: KeyCreate, _key: AdminDep, session: SessionDep) -> KeyCreated:
     return KeyCreated.model_validate({**KeyPublic.model_validate(row).model_dump(), "key": key})
 
 
-@router.delete("/{key_id}", response_model=KeyPublic, responses=ERRORS)
-def delete_key(key_id: int, _key: AdminDep, session: SessionDep) -> KeyPublic:
+@router.delete("/{key_id:int}", response_model=KeyPublic, responses=ERRORS)
+def delete_key(key_id: DbId, _key: AdminDep, session: SessionDep) -> KeyPublic:
     """Revoke a key: every API process refuses it from its next request."""
     try:
         row = revoke_key(session, str(key_id))

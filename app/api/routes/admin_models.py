@@ -18,7 +18,7 @@ from app.admin_schemas import (
     RollbackRequest,
     RollbackResponse,
 )
-from app.api.deps import SessionDep, SessionFactoryDep, SettingsDep
+from app.api.deps import DbId, Limit, Offset, SessionDep, SessionFactoryDep, SettingsDep
 from app.api.routes.admin_jobs import ERRORS, start_job
 from app.auth import AdminDep
 from app.db import crud
@@ -26,6 +26,7 @@ from app.db.models import Index, Model
 from app.errors import ApiError
 from app.jobs.kinds import EvaluateParams, PromoteParams
 from app.lifecycle import NoRollbackTarget, rollback
+from app.schemas import MAX_DB_ID
 
 router = APIRouter(tags=["admin: models"])
 
@@ -41,8 +42,8 @@ def model_or_404(session, model_id: int) -> Model:
 def list_models(
     _key: AdminDep,
     session: SessionDep,
-    offset: int = Query(0, ge=0, le=2**31),
-    limit: int = Query(50, ge=1, le=1000),
+    offset: Offset = 0,
+    limit: Limit = 50,
 ) -> ModelsPublic:
     """Every model version the service has used, newest first: spec, lineage, checkpoint, reports, status."""
     rows = session.scalars(select(Model).order_by(Model.id.desc()).offset(offset).limit(limit)).all()
@@ -50,35 +51,35 @@ def list_models(
     return ModelsPublic(data=[ModelPublic.model_validate(m) for m in rows], count=count)
 
 
-@router.get("/models/{model_id}", response_model=ModelPublic, responses=ERRORS)
-def get_model(model_id: int, _key: AdminDep, session: SessionDep) -> ModelPublic:
+@router.get("/models/{model_id:int}", response_model=ModelPublic, responses=ERRORS)
+def get_model(model_id: DbId, _key: AdminDep, session: SessionDep) -> ModelPublic:
     return ModelPublic.model_validate(model_or_404(session, model_id))
 
 
-@router.post("/models/{model_id}/evaluate", status_code=202, response_model=JobPublic, responses=ERRORS)
+@router.post("/models/{model_id:int}/evaluate", status_code=202, response_model=JobPublic, responses=ERRORS)
 def evaluate_model(
-    model_id: int, body: EvaluateRequest, key: AdminDep, session: SessionDep, settings: SettingsDep
+    model_id: DbId, body: EvaluateRequest, key: AdminDep, session: SessionDep, settings: SettingsDep
 ) -> JobPublic:
     """Queue an evaluation; its report lands on the model (`eval_report.evaluations`)."""
     model_or_404(session, model_id)
-    params = EvaluateParams(model_id=model_id, dataset=body.dataset, split=body.split)
+    params = EvaluateParams(kind="evaluate", model_id=model_id, dataset=body.dataset, split=body.split)
     return start_job(params, key, session, settings)
 
 
-@router.post("/models/{model_id}/promote", status_code=202, response_model=JobPublic, responses=ERRORS)
+@router.post("/models/{model_id:int}/promote", status_code=202, response_model=JobPublic, responses=ERRORS)
 def promote_model(
-    model_id: int, body: PromoteRequest, key: AdminDep, session: SessionDep, settings: SettingsDep
+    model_id: DbId, body: PromoteRequest, key: AdminDep, session: SessionDep, settings: SettingsDep
 ) -> JobPublic:
     """Queue a promotion: both models are evaluated on the same set, the candidate must win (unless `force`),
     its embeddings and indexes are built beside the live ones, and then the active pair flips at once."""
     model_or_404(session, model_id)
     params = PromoteParams(
-        model_id=model_id, force=body.force, metric=body.metric, dataset=body.dataset, split=body.split
+        kind="promote", model_id=model_id, force=body.force, metric=body.metric, dataset=body.dataset, split=body.split
     )
     return start_job(params, key, session, settings)
 
 
-@router.post("/models/rollback", response_model=RollbackResponse, responses=ERRORS)
+@router.post("/rollback", response_model=RollbackResponse, responses=ERRORS)
 def rollback_model(body: RollbackRequest, _key: AdminDep, session_factory: SessionFactoryDep) -> RollbackResponse:
     """Flip back to the previous (model, indexes) pair now; API processes serve it within a refresh."""
     try:
@@ -94,10 +95,10 @@ def rollback_model(body: RollbackRequest, _key: AdminDep, session_factory: Sessi
 def list_indexes(
     _key: AdminDep,
     session: SessionDep,
-    model_id: int | None = Query(None, ge=1, le=2**62),
+    model_id: int | None = Query(None, ge=1, le=MAX_DB_ID),
     status: str | None = Query(None, description="building, active or retired"),
-    offset: int = Query(0, ge=0, le=2**31),
-    limit: int = Query(50, ge=1, le=1000),
+    offset: Offset = 0,
+    limit: Limit = 50,
 ) -> IndexesPublic:
     """Index versions, newest first, with their kind, measured recall and recall-QPS curve."""
     query = select(Index)
@@ -110,8 +111,8 @@ def list_indexes(
     return IndexesPublic(data=[IndexPublic.model_validate(i) for i in rows], count=count)
 
 
-@router.delete("/items/{item_id}", response_model=DeletedItems, responses=ERRORS)
-def delete_item(item_id: int, _key: AdminDep, session: SessionDep) -> DeletedItems:
+@router.delete("/items/{item_id:int}", response_model=DeletedItems, responses=ERRORS)
+def delete_item(item_id: DbId, _key: AdminDep, session: SessionDep) -> DeletedItems:
     """Search stops returning the item at once; the index drops it at its next compaction."""
     deleted = crud.soft_delete_items(session, [item_id])
     if not deleted:

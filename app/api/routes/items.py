@@ -5,10 +5,10 @@ from __future__ import annotations
 import mimetypes
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
-from app.api.deps import SessionDep
+from app.api.deps import DbId, Limit, Offset, SessionDep
 from app.api.routes.search import item_image_url
 from app.auth import require_search
 from app.db import crud
@@ -33,15 +33,15 @@ def to_public(item: Item) -> ItemPublic:
 @router.get("", response_model=ItemsPublic)
 def list_items(
     session: SessionDep,
-    offset: int = Query(0, ge=0),
-    limit: int = Query(50, ge=1, le=1000),
+    offset: Offset = 0,
+    limit: Limit = 50,
 ) -> ItemsPublic:
     items, count = crud.list_items(session, offset, limit)
     return ItemsPublic(data=[to_public(i) for i in items], count=count)
 
 
 @router.get("/{item_id}", response_model=ItemPublic, responses={404: {"model": ErrorBody}})
-def get_item(item_id: int, session: SessionDep) -> ItemPublic:
+def get_item(item_id: DbId, session: SessionDep) -> ItemPublic:
     item = crud.get_item(session, item_id)
     if item is None:
         raise ApiError(404, "item_not_found", f"no item with id {item_id}")
@@ -53,7 +53,7 @@ def get_item(item_id: int, session: SessionDep) -> ItemPublic:
     response_class=FileResponse,
     responses={200: {"content": {"image/*": {}}}, 404: {"model": ErrorBody}},
 )
-def get_item_image(item_id: int, session: SessionDep) -> FileResponse:
+def get_item_image(item_id: DbId, session: SessionDep) -> FileResponse:
     item = crud.get_item(session, item_id)
     if item is None:
         raise ApiError(404, "item_not_found", f"no item with id {item_id}")

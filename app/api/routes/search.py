@@ -19,9 +19,10 @@ from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
 from app.auth import require_search
 from app.config import Settings
 from app.db import crud
-from app.errors import ApiError
+from app.errors import ApiError, where
 from app.images import decode_query_image
 from app.schemas import (
+    MAX_OFFSET,
     ErrorBody,
     ImageSearchJSON,
     IndexInfo,
@@ -154,16 +155,19 @@ _IMAGE_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
+                    "additionalProperties": False,
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
+                        "file": {"type": "string", "format": "binary", "minLength": 1},
                         "target": {"type": "string", "enum": [m.value for m in Modality], "default": "image"},
                         "k": {"type": "integer", "default": 10, "minimum": 1},
-                        "offset": {"type": "integer", "default": 0, "minimum": 0},
-                        "min_score": {"type": "number"},
+                        "offset": {"type": "integer", "default": 0, "minimum": 0, "maximum": MAX_OFFSET},
+                        "min_score": {"type": "number", "minimum": -1, "maximum": 1},
                     },
                 }
             },
-            "application/json": {"schema": ImageSearchJSON.model_json_schema()},
+            "application/json": {
+                "schema": ImageSearchJSON.model_json_schema(ref_template="#/components/schemas/{model}")
+            },
         },
     }
 }
@@ -187,8 +191,26 @@ def _options(raw: dict, model=SearchOptions):
         return model.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"  # same shape as validation_error_handler
-        raise ApiError(422, "invalid_request", f"{where}: {first['msg']}") from e
+        raise ApiError(422, "invalid_request", f"{where(first['loc'])}: {first['msg']}") from e
+
+
+NUMERIC_FIELDS = ("k", "offset", "min_score")
+
+
+def _form_options(form) -> dict:
+    """Form fields are text: numbers are read as JSON numbers (so `5` is 5 and `true` is still not one)."""
+    raw = {}
+    for key, value in form.items():
+        if key == "file":
+            continue
+        if key in NUMERIC_FIELDS and isinstance(value, str):
+            try:
+                number = json.loads(value)
+            except ValueError:
+                number = value
+            value = number if isinstance(number, int | float) and not isinstance(number, bool) else value
+        raw[key] = value
+    return raw
 
 
 async def _image_and_options(request: Request, settings: Settings) -> tuple[bytes, SearchOptions]:
@@ -221,7 +243,7 @@ async def _image_and_options(request: Request, settings: Settings) -> tuple[byte
         if upload is None or isinstance(upload, str):
             raise ApiError(422, "missing_file", "send the image in a multipart file field named `file`")
         data = await upload.read(settings.max_upload_bytes + 1)
-        opts = _options({k: v for k, v in form.items() if k != "file"})
+        opts = _options(_form_options(form))
         return data, opts
     raise ApiError(415, "unsupported_media_type", "send multipart/form-data (field `file`) or JSON with `image_base64`")
 

@@ -20,7 +20,7 @@ from app.config import Settings
 from app.db import crud
 from app.db.models import Model
 from app.jobs.context import JobCancelled, JobContext, JobInterrupted, resolve_allowed
-from app.jobs.kinds import FinetuneParams
+from app.jobs.kinds import FinetuneParams, JobTrainConfig
 from crossmodal_kernel.specs import parse_spec
 from training.config import TrainConfig
 
@@ -35,8 +35,7 @@ def finetune_config(settings: Settings, raw: dict[str, Any], output_dir: Path, d
     Raises ``pydantic.ValidationError`` (an unknown key, a bad value), ``ValueError`` (``output_dir``
     given) or ``PermissionError`` (a manifest outside the allowed roots).
     """
-    if "output_dir" in raw:
-        raise ValueError("output_dir is chosen by the service (the job's own folder); leave it out")
+    JobTrainConfig.check(raw)
     raw = {**raw, "output_dir": str(output_dir), "model": raw.get("model", default_model)}
     raw["data"] = dict(raw.get("data") or {})
     if raw["data"].get("manifest") is not None:
