@@ -12,6 +12,8 @@
 #    fine-tune job submitted over the admin API runs in the worker container, the worker container
 #    is killed mid-job and started again, the job resumes from its checkpoint, and its model is
 #    promoted.
+# 5. the compose file as it is, on the bridge network: the load balancer spreads requests over the
+#    API replicas, and finds a third one after `--scale api=3`.
 # Results go to docker/test-results.json (and the console); docs/deploy.md quotes them.
 set -euo pipefail
 exec 3>&1  # the console, for messages from inside wait_for (whose output is discarded)
@@ -42,6 +44,7 @@ http_json() { py "import json,sys,urllib.request as u; r=u.urlopen(u.Request(sys
 
 cleanup() {
     $COMPOSE -p $PROJECT -f docker-compose.yml -f docker/compose.host.yml down -v --remove-orphans >/dev/null 2>&1 || true
+    $COMPOSE -p ${PROJECT}bridge down -v --remove-orphans >/dev/null 2>&1 || true
     $DOCKER rm -f crossmodal-demo >/dev/null 2>&1 || true
     $DOCKER volume rm -f crossmodal-demo-data >/dev/null 2>&1 || true
 }
@@ -156,6 +159,21 @@ wait_for 120 '[ "$(served_model)" = "$model" ] && [ "$(served_model)" = "$model"
 echo "   model #$model promoted; both replicas serve it"
 record compose_promoted_model "$model"
 record compose_total_s $((SECONDS - t0))
+dc down -v >/dev/null 2>&1
+
+# ------------------------------------------------------------------ 5. the default (bridge) network
+note "compose as it is, on Docker's bridge network: replicas behind the load balancer, scaled live"
+db() { $COMPOSE -p ${PROJECT}bridge "$@"; }
+LB=18090
+export CROSSMODAL_PORT=$LB CROSSMODAL_DEMO_ITEMS=100
+db up -d --scale api=2 >"$LOG/compose-bridge.log" 2>&1 || { cat "$LOG/compose-bridge.log"; exit 1; }
+replicas() { for _ in $(seq 1 20); do http_json "http://127.0.0.1:$LB/readyz" | py "import json,sys; print(json.load(sys.stdin)['instance'])"; done | sort -u | wc -l; }
+wait_for 600 '[ "$(replicas)" -eq 2 ]'
+db up -d --scale api=3 api >>"$LOG/compose-bridge.log" 2>&1
+wait_for 300 '[ "$(replicas)" -eq 3 ]'
+echo "   the load balancer spreads requests over 2 replicas, then over 3 after --scale api=3"
+record bridge_lb_replicas_after_scale 3
+db down -v >/dev/null 2>&1
 
 (IFS=,; echo "{${results[*]}}") | py "import json,sys; print(json.dumps(json.load(sys.stdin), indent=2))" >"$OUT"
 note "all checks passed; results in $OUT"
