@@ -42,10 +42,10 @@ include = setuptools.get("packages", {}).get("find", {}).get("include", [])
 lines = [
     "[build-system]",
     f"requires = {doc['build-system']['requires']!r}".replace("'", '"'),
-    f"build-backend = \"{doc['build-system']['build-backend']}\"",
+    f'build-backend = "{doc["build-system"]["build-backend"]}"',
     "[project]",
-    f"name = \"{project['name']}\"",
-    f"version = \"{project['version']}\"",
+    f'name = "{project["name"]}"',
+    f'version = "{project["version"]}"',
     "[project.scripts]",
     *(f'{k} = "{v}"' for k, v in project.get("scripts", {}).items()),
     "[tool.setuptools.packages.find]",
