@@ -15,6 +15,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_INDEX) $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# clip-retrieval's ClipClient and built front end, for the compatibility tests (its own deps are its server's)
+	$(BIN)/python -m pip install -q --no-deps clip-retrieval==2.45.0
 	@touch $@
 
 install: $(BIN)/.installed

@@ -48,6 +48,34 @@ class Settings(BaseSettings):
     )
     max_query_chars: int = Field(1000, ge=1, description="Longest accepted text query, in characters.")
     max_k: int = Field(1000, ge=1, description="Largest `k` a search may ask for.")
+    batching: bool = Field(
+        True,
+        description="Encode and search concurrent queries in micro-batches (one forward pass, one matrix product).",
+    )
+    batch_window_ms: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="Longest a forming batch waits for more queries; it waits only while other searches are on "
+        "their way, so a lone query never waits.",
+    )
+    batch_max_size: int = Field(32, ge=1, le=1024, description="Most queries in one micro-batch.")
+    gil_switch_ms: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="Python's thread switch interval in the API process (CPython's default is 5): lower hands the "
+        "GIL back to the encoding thread sooner between its many small operations while request threads run.",
+    )
+    query_cache_size: int = Field(
+        4096, ge=0, description="Text query vectors kept (LRU, keyed by model and text); 0 turns the cache off."
+    )
+    filter_id_selector_limit: int = Field(
+        20_000,
+        ge=0,
+        description="A metadata filter matching at most this many items restricts the FAISS search to their ids; "
+        "a broader one is checked on overfetched candidates instead.",
+    )
     index_refresh_seconds: float = Field(
         5.0,
         ge=0,
@@ -75,6 +103,18 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Python logging level.")
     metrics_enabled: bool = Field(
         True, description="Serve Prometheus metrics at `/metrics` (requests, latency, search stages, index sizes)."
+    )
+    threads: int = Field(
+        40, ge=1, description="Threads per API process for encoding, search and database work (FastAPI's pool)."
+    )
+    max_inflight: int = Field(
+        64,
+        ge=1,
+        description="Requests one API process works on at once; more get a fast 429 with `Retry-After` "
+        "(probes and metrics are never refused).",
+    )
+    db_pool_timeout_seconds: float = Field(
+        5.0, gt=0, description="How long a request waits for a database connection before a 503."
     )
     search_auth: Literal["open", "key"] = Field(
         "open",
@@ -105,6 +145,23 @@ class Settings(BaseSettings):
         description="Let URL fetches reach private and loopback addresses (closed networks and tests only: "
         "otherwise anyone who may submit a URL can probe the service's own network).",
     )
+    clip_index_name: str = Field(
+        "crossmodal",
+        min_length=1,
+        description="The one index name the clip-retrieval compatible endpoints (`/indices-list`, `/knn-service`, "
+        "`/metadata`) offer; its `modality` picks the image or the text index. Another name is a 404.",
+    )
+    clip_image_url_fetch: bool = Field(
+        False,
+        description="Let `/knn-service` fetch an `image_url` query itself (off: a 403). Fetches are http(s) only, "
+        "to public addresses unless `CROSSMODAL_FETCH_ALLOW_PRIVATE`, within `CROSSMODAL_FETCH_TIMEOUT_SECONDS` and "
+        "`CROSSMODAL_MAX_UPLOAD_BYTES`. URLs of this service's own item images are resolved without a fetch.",
+    )
+    cors_allow_origins: str = Field(
+        "",
+        description="Origins (comma-separated, or `*`) whose web pages may call the API from a browser (CORS), "
+        "e.g. clip-retrieval's front end served elsewhere; empty: no CORS headers.",
+    )
     keep_generations: int = Field(
         3,
         ge=1,
@@ -131,6 +188,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, v: str) -> str:
         return v.upper()
+
+    @property
+    def db_pool_size(self) -> int:
+        """Connections per process: one per thread, plus the refresher, event streams and a margin."""
+        return self.threads + 8
 
     @property
     def resolved_database_url(self) -> str:

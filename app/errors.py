@@ -8,12 +8,24 @@ itself unencodable (a 500), and an echoed secret is a leaked secret.
 
 from __future__ import annotations
 
+import logging
 import re
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import (
+    DatabaseError,
+    DataError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    ProgrammingError,
+)
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 HTTP_CODES = {
     400: "bad_request",
@@ -69,14 +81,50 @@ async def http_error_handler(request: Request, exc: StarletteHTTPException) -> J
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """The methods the schema lists for this path (routers nest, so the route table is not flat)."""
+    """The methods the schema lists for this path (routers nest, so the route table is not flat).
+
+    A path parameter the schema types as an integer matches digits only: `/v1/admin/items/delete`
+    is not `/v1/admin/items/{item_id}`.
+    """
     methods: set[str] = set()
     for template, operations in request.app.openapi().get("paths", {}).items():
-        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
-        if re.match(pattern, request.url.path):
-            methods |= {m.upper() for m in operations}
+        for method, operation in operations.items():
+            if re.match(_template_pattern(template, operation), request.url.path):
+                methods.add(method.upper())
     return sorted(methods)
+
+
+def _template_pattern(template: str, operation: dict) -> str:
+    integers = {
+        p["name"]
+        for p in operation.get("parameters", [])
+        if p.get("in") == "path" and p.get("schema", {}).get("type") == "integer"
+    }
+    parts = re.split(r"(\{[^}]+\})", template)
+    return (
+        "^"
+        + "".join(
+            ("[0-9]+" if part[1:-1] in integers else "[^/]+") if part.startswith("{") else re.escape(part)
+            for part in parts
+        )
+        + "$"
+    )
 
 
 async def recursion_error_handler(_request: Request, _exc: RecursionError) -> JSONResponse:
     return error_response(400, "body_too_deep", "the JSON body is nested too deeply to parse")
+
+
+# The database is down, restarting, replaced, or every connection is busy: the request may succeed later.
+# (DatabaseError covers a malformed or truncated SQLite file; the errors of our own making are re-raised.)
+DATABASE_UNAVAILABLE = (DatabaseError, InterfaceError, DisconnectionError, SQLAlchemyTimeoutError)
+OUR_BUGS = (IntegrityError, ProgrammingError, DataError)
+
+
+async def database_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, OUR_BUGS):
+        raise exc  # a 500, with its traceback: a constraint or a statement of ours is wrong
+    log.warning("database unavailable: %s", type(exc).__name__, exc_info=exc)
+    return error_response(
+        503, "database_unavailable", "the database is unavailable; retry shortly", {"Retry-After": "2"}
+    )

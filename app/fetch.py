@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -85,7 +86,8 @@ def _get(url: str, host: str, address: str, port: int, policy: FetchPolicy, dead
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
             request = client.build_request("GET", pinned, headers=headers, extensions=extensions)
-            with client.send(request, stream=True) as response:
+            # an httpx Response is not a context manager: closing() releases the streamed connection
+            with closing(client.send(request, stream=True)) as response:
                 if response.status_code != 200:
                     return response.status_code, response.headers.get("location"), b""
                 declared = response.headers.get("content-length", "")

@@ -75,6 +75,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.batch_size = Histogram(
+            "crossmodal_search_batch_size",
+            "Queries per micro-batch (encoded in one forward pass, searched in one product).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.query_cache = Counter(
+            "crossmodal_query_cache_lookups",
+            "Text query cache lookups, by result (hit, miss).",
+            ["result"],
+            registry=self.registry,
+        )
         self.registry.register(_SnapshotCollector(snapshot))
 
     def observe_search(self, query: str, target: str, timings_ms: Mapping[str, float]) -> None:

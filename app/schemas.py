@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from app.filters import Filter
 from crossmodal_kernel.modality import Modality
 
 MAX_OFFSET = 100_000
@@ -41,6 +42,20 @@ class SearchOptions(BaseModel):
     offset: WholeNumber = Field(0, ge=0, le=MAX_OFFSET, description="Results to skip (pagination).")
     min_score: float | None = Field(
         None, ge=-1.0, le=1.0, strict=True, allow_inf_nan=False, description="Drop results scoring below this."
+    )
+    filter: Filter | None = Field(
+        None,
+        description='Metadata conditions, all of which must hold: `{"color": "red", "year": {"gte": 2000}, '
+        '"tag": {"in": ["a", "b"]}, "taken": {"lt": "2024-01-01"}}` (README: Filters).',
+    )
+    dedupe: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        strict=True,
+        allow_inf_nan=False,
+        description="Drop a hit whose cosine similarity to a better hit is at least this (near-duplicates; "
+        "0.95 is a good start).",
     )
 
 

@@ -15,9 +15,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import faiss
 import numpy as np
 from sqlalchemy.orm import sessionmaker
 
+from app.batching import Batcher, QueryCache
 from app.config import Settings
 from app.db import crud
 from app.encoders import load_encoder
@@ -42,6 +44,7 @@ class Snapshot:
     encoder: object | None
     indexes: dict[str, LoadedIndex] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # e.g. a new index that failed to load while the old one serves
 
 
 class NotReady(RuntimeError):
@@ -56,7 +59,10 @@ class SearchState:
         self._lock = threading.Lock()
         self._checked_at = 0.0
         self._stop = threading.Event()
+        self._unloadable: dict[int, str] = {}  # index id -> why it failed (not retried while the row stands)
         self._thread: threading.Thread | None = None
+        self.batcher = Batcher(settings.batch_window_ms, settings.batch_max_size) if settings.batching else None
+        self.query_cache = QueryCache(settings.query_cache_size)
         self.snapshot = Snapshot(model_id=None, model_spec=settings.model_spec, encoder=None)
 
     def start(self) -> None:
@@ -69,6 +75,8 @@ class SearchState:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self.batcher is not None:
+            self.batcher.stop()
 
     def _refresh_forever(self) -> None:
         while not self._stop.wait(max(self.settings.index_refresh_seconds, 0.1)):
@@ -115,23 +123,45 @@ class SearchState:
                 log.exception("could not load model %s", spec)
                 problems.append(f"model {spec!r} failed to load: {e}")
         indexes: dict[str, LoadedIndex] = {}
+        warnings: list[str] = []
+        same_model = model_id == current.model_id
         for modality, (index_id, path) in rows.items():
             reuse = current.indexes.get(modality)
             if reuse is not None and reuse.id == index_id:
                 indexes[modality] = reuse
                 continue
-            try:
-                published = store.load(path, mmap=self.settings.index_mmap)
-                if faiss_gpu() and published.kind != "hnsw":  # FAISS has no GPU HNSW
-                    published.index = maybe_gpu(published.index, log.info)
-                indexes[modality] = LoadedIndex(index_id, published)
-                log.info("loaded %s index #%s (%d vectors)", modality, index_id, indexes[modality].index.ntotal)
-            except Exception as e:
-                log.exception("could not load index %s", path)
-                problems.append(f"{modality} index #{index_id} failed to load: {e}")
+            loaded = self._load_index(modality, index_id, path)
+            if isinstance(loaded, LoadedIndex):
+                indexes[modality] = loaded
+            elif reuse is not None and same_model:  # a broken new version: the old one keeps serving
+                indexes[modality] = reuse
+                warnings.append(f"{loaded}; still serving {modality} index #{reuse.id}")
+            else:
+                problems.append(loaded)
         if not rows:
             problems.append("nothing indexed yet: run `crossmodal ingest SOURCE`")
-        return Snapshot(model_id, spec, encoder, indexes, tuple(problems))
+        return Snapshot(model_id, spec, encoder, indexes, tuple(problems), tuple(warnings))
+
+    def _load_index(self, modality: str, index_id: int, path: str) -> LoadedIndex | str:
+        """The published index, or why it cannot be loaded (remembered: a broken folder is not retried)."""
+        if index_id in self._unloadable:
+            return self._unloadable[index_id]
+        try:
+            published = store.load(path, mmap=self.settings.index_mmap)
+            ivf = faiss.try_extract_index_ivf(published.index)
+            if ivf is not None:  # so that it can give back vectors (dedupe, exact filtered search)
+                try:
+                    ivf.make_direct_map()
+                except RuntimeError as e:
+                    log.warning("index %s cannot give back vectors (dedupe will be refused): %s", path, e)
+            if faiss_gpu() and published.kind != "hnsw":  # FAISS has no GPU HNSW
+                published.index = maybe_gpu(published.index, log.info)
+        except Exception as e:
+            log.exception("could not load index %s", path)
+            self._unloadable[index_id] = f"{modality} index #{index_id} failed to load: {type(e).__name__}: {e}"
+            return self._unloadable[index_id]
+        log.info("loaded %s index #%s (%d vectors)", modality, index_id, published.ntotal)
+        return LoadedIndex(index_id, published)
 
 
 def _default_encoder_factory(settings: Settings):
@@ -148,12 +178,14 @@ def search_index(
     want: int,
     keep: Keep | None = None,
     min_score: float | None = None,
+    allowed: np.ndarray | None = None,
+    first: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[LoadedIndex, np.ndarray, np.ndarray]:
     """Top ``want`` (scores, ids) from the ``target`` modality's index for one query vector,
     only ids that pass ``keep`` and score at least ``min_score`` (``index.search.search``)."""
     loaded = snapshot.indexes.get(target)
     if loaded is None:
         raise NotReady(f"no {target} index yet: ingest data with {target}s (`crossmodal ingest SOURCE`)")
-    D, I = search(loaded.index.index, xq, want, keep=keep, min_score=min_score)
+    D, I = search(loaded.index.index, xq, want, keep=keep, min_score=min_score, allowed=allowed, first=first)
     found = I[0] >= 0
     return loaded, D[0][found], I[0][found]

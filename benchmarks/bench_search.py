@@ -96,7 +96,9 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-search-"))
+    # The query cache off: the floor encodes every query, so the server must too (repeats would hit it).
     env = {**os.environ, "CROSSMODAL_DATA_DIR": str(tmp), "CROSSMODAL_MODEL_SPEC": args.model}
+    env["CROSSMODAL_QUERY_CACHE_SIZE"] = "0"
     settings = Settings(data_dir=tmp, model_spec=args.model)
     encoder = Encoder.from_spec(args.model, device="cpu")
     populate(settings, args.items, encoder)

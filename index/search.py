@@ -19,6 +19,12 @@ import numpy as np
 from index import flat
 
 Keep = Callable[[np.ndarray], np.ndarray]  # unique ids (n,) -> bool mask (n,)
+OVERFETCH = 1.5
+
+
+def first_depth(ntotal: int, k: int, tombstones: int = 0, overfetch: float = OVERFETCH) -> int:
+    """How many candidates :func:`search` asks for in its first round."""
+    return min(ntotal, math.ceil(k * overfetch) + tombstones)
 
 
 def search(
@@ -29,11 +35,18 @@ def search(
     tombstones: np.ndarray | None = None,
     keep: Keep | None = None,
     min_score: float | None = None,
-    overfetch: float = 1.5,
+    allowed: np.ndarray | None = None,
+    overfetch: float = OVERFETCH,
+    first: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(D, I)`` of shape (nq, k): the best ``k`` ids per query that are not tombstoned, pass ``keep``
     and score at least ``min_score``.
 
+    ``allowed`` restricts the search to those ids before ranking (``flat.search``): the way a
+    selective filter is applied; a broad one is better checked by ``keep`` on the candidates.
+    ``first`` is the first round's ``(D, I)`` when it was already searched (a batch of queries
+    from several requests searched in one product, ``app.batching``): at least
+    :func:`first_depth` wide, or it is searched again.
     ``keep`` is called once a round with the distinct candidate ids of every query (one DB
     lookup, not one a query) and never twice for the same id. Rows are padded with ``-inf`` /
     ``-1`` when fewer than ``k`` results survive in the whole index.
@@ -42,14 +55,21 @@ def search(
         raise ValueError(f"need k >= 1 and overfetch >= 1, got k={k}, overfetch={overfetch}")
     xq = np.ascontiguousarray(np.atleast_2d(xq), dtype=np.float32)
     nq, ntotal = len(xq), int(index.ntotal)
+    if allowed is not None:
+        allowed = np.unique(np.asarray(allowed, dtype=np.int64))
+        ntotal = min(ntotal, len(allowed))
     dead = np.asarray(tombstones if tombstones is not None else [], dtype=np.int64)
     D_out = np.full((nq, k), -np.inf, dtype=np.float32)
     I_out = np.full((nq, k), -1, dtype=np.int64)
     verdicts: dict[int, bool] = {}
     todo = np.arange(nq)
-    depth = min(ntotal, math.ceil(k * overfetch) + len(dead))
+    depth = first_depth(ntotal, k, len(dead), overfetch)
     while len(todo) and depth > 0:
-        D, I = flat.search(index, xq[todo], depth)  # exact indexes take flat's BLAS path
+        if first is not None and len(todo) == nq and first[1].shape[1] >= depth:
+            D, I = first[0][:, :depth], first[1][:, :depth]
+        else:  # exact indexes take flat's BLAS path
+            D, I = flat.search(index, xq[todo], depth, allowed)
+        first = None
         ok = I >= 0
         if len(dead):
             ok &= ~np.isin(I, dead)

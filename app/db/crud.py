@@ -95,11 +95,20 @@ _HITS = select(Item.id, Item.external_id, Item.text, Item.image_path, Item.meta)
 )
 
 
-def get_hits(session: Session, ids: Sequence[int]) -> dict[int, Row]:
-    """The fields a search result shows, for live ``ids``, as light rows (not ORM objects)."""
+def get_hits(session: Session, ids: Sequence[int], where: Any = None) -> dict[int, Row]:
+    """The fields a search result shows, for live ``ids`` (that also pass ``where``, a filter's
+    clause), as light rows (not ORM objects)."""
     if not ids:
         return {}
-    return {row.id: row for row in session.execute(_HITS, {"ids": list(set(ids))})}
+    statement = _HITS if where is None else _HITS.where(where)
+    return {row.id: row for row in session.execute(statement, {"ids": list(set(ids))})}
+
+
+def matching_ids(session: Session, where: Any, modality: str, limit: int) -> list[int]:
+    """Ids of live items with a ``modality`` that pass ``where``, sorted, at most ``limit`` of them."""
+    has = Item.image_path.is_not(None) if modality == "image" else Item.text.is_not(None)
+    statement = select(Item.id).where(Item.deleted_at.is_(None), has, where).order_by(Item.id).limit(limit)
+    return list(session.scalars(statement))
 
 
 def soft_delete_items(session: Session, ids: Sequence[int] = (), external_ids: Sequence[str] = ()) -> list[int]:

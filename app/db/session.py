@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 import app
@@ -23,18 +24,28 @@ MIGRATIONS_DIR = Path(app.__file__).resolve().parent.parent / "migrations"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with the per-backend settings the service relies on."""
+    """An engine with the per-backend settings the service relies on.
+
+    Connections are checked before use (``pool_pre_ping``): after a PostgreSQL restart the pool
+    replaces its dead connections by itself. A SQLite file that was replaced under a running
+    process (restored from a backup, say) is noticed too: a connection opened on another file
+    (inode) is thrown away at checkout, so the process recovers without a restart.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, **kwargs)
 
     database = parsed.database
+    path = None
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
     # API threads, the job worker and the ingestion loop share one file: allow
     # cross-thread use and wait for the write lock rather than failing at once.
     connect_args = {"check_same_thread": False, "timeout": 30, **kwargs.pop("connect_args", {})}
-    engine = create_engine(url, connect_args=connect_args, **kwargs)
+    engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+    if path is not None:
+        _reopen_replaced_files(engine, path)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -44,6 +55,34 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         cursor.close()
 
     return engine
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
+def _reopen_replaced_files(engine: Engine, path: Path) -> None:
+    @event.listens_for(engine, "connect")
+    def _remember(_dbapi_connection: Any, record: Any) -> None:
+        record.info["inode"] = _inode(path)
+
+    @event.listens_for(engine, "checkout")
+    def _same_file(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get("inode") != _inode(path):
+            raise DisconnectionError(f"{path} was replaced or removed since this connection opened it")
+
+
+def service_engine(settings: Any) -> Engine:
+    """The API's engine: a pool sized for its thread pool, and a short wait for a connection (then 503)."""
+    return make_engine(
+        settings.resolved_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=8,
+        pool_timeout=settings.db_pool_timeout_seconds,
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -79,9 +79,9 @@ def test_min_score_cuts_off_and_stops_going_deeper(monkeypatch):
     cutoff = float(D_all[0, 4])  # exactly five results reach it
     depths, real = [], flat.search
 
-    def counting(index, xq, k):
+    def counting(index, xq, k, allowed=None):
         depths.append(k)
-        return real(index, xq, k)
+        return real(index, xq, k, allowed)
 
     monkeypatch.setattr(flat, "search", counting)
     D, I = search(index, xq[:1], 50, min_score=cutoff)
@@ -105,3 +105,39 @@ def test_keep_sees_each_id_once_per_search_for_all_queries():
     assert len(asked) <= 4  # one call a round, not one a query
     allowed = ids % 5 == 0
     _assert_matches(D, I, *_brute(xb, xq, ids, 10, allowed))
+
+
+@pytest.mark.parametrize("factory", ["IDMap2,Flat", "IDMap2,HNSW16,Flat", "IDMap2,IVF16,Flat", "IDMap2,IVF16,SQ8"])
+@pytest.mark.parametrize("fraction", [0.02, 0.5])
+def test_allowed_ids_restrict_the_search_exactly_like_brute_force_over_them(factory, fraction):
+    xb, xq, ids = _data()
+    index = faiss.index_factory(xb.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    index.train(xb)
+    index.add_with_ids(xb, ids)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = 16  # every list: what is left to test is the selector, not IVF recall
+    rng = np.random.default_rng(1)
+    mask = rng.random(len(ids)) < fraction
+    allowed = np.sort(ids[mask])
+    D, I = search(index, xq, 10, allowed=allowed)
+    assert np.isin(I[I >= 0], allowed).all()  # every result passes, whatever the index
+    D_ref, I_ref = _brute(xb, xq, ids, 10, mask)
+    if factory.endswith(",SQ8"):  # 8-bit codes: near, not exact
+        assert (D - D_ref).max() < 0.05
+    elif fraction > 0.1 and "HNSW" in factory:  # too many to score exactly: the selector, approximate
+        assert np.mean([len(set(a) & set(b)) for a, b in zip(I, I_ref, strict=True)]) >= 8
+    else:
+        _assert_matches(D, I, D_ref, I_ref)
+
+
+def test_allowed_ids_the_index_does_not_hold_or_none_at_all():
+    xb, xq, ids = _data(n=500)
+    index = flat.build_exact(xb, ids)
+    D, I = search(index, xq[:2], 5, allowed=np.array([], np.int64))
+    assert (I == -1).all() and np.isneginf(D).all()
+    hnsw = faiss.index_factory(xb.shape[1], "IDMap2,HNSW16,Flat", faiss.METRIC_INNER_PRODUCT)
+    hnsw.add_with_ids(xb, ids)
+    stranger = np.array([-5, ids[3], ids[7]])  # one id no index holds: the selector path still answers
+    D, I = search(hnsw, xb[3:4], 5, allowed=stranger)
+    assert set(I[0][I[0] >= 0].tolist()) == {ids[3], ids[7]} and I[0][0] == ids[3]

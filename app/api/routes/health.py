@@ -8,8 +8,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.api.deps import SearchStateDep, SessionFactoryDep
+from app.db.session import head_revision
 
 router = APIRouter(tags=["health"])
+HEAD = head_revision()
 
 
 @router.get("/healthz")
@@ -18,13 +20,28 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-def _readiness(state, session_factory) -> tuple[bool, dict]:
-    problems: list[str] = []
+def _database_problem(session_factory) -> str | None:
+    """None when the database answers with the schema this code expects and its tables are readable.
+
+    ``SELECT 1`` alone would pass on a truncated or replaced SQLite file: the question has to touch
+    the data.
+    """
     try:
         with session_factory() as session:
-            session.execute(text("SELECT 1"))
+            revision = session.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            session.execute(text("SELECT id FROM items LIMIT 1")).all()
     except Exception as e:
-        problems.append(f"database unreachable: {type(e).__name__}: {e}")
+        return f"database unavailable: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    if revision != HEAD:
+        return f"database schema is at {revision or 'no revision'}, this code expects {HEAD}"
+    return None
+
+
+def _readiness(state, session_factory) -> tuple[bool, dict]:
+    problems: list[str] = []
+    database = _database_problem(session_factory)
+    if database:
+        problems.append(database)
     snap = state.snapshot
     problems.extend(snap.problems)
     if snap.encoder is None and not snap.problems:
@@ -34,6 +51,7 @@ def _readiness(state, session_factory) -> tuple[bool, dict]:
         "model": {"id": snap.model_id, "spec": snap.model_spec, "loaded": snap.encoder is not None},
         "indexes": {m: {"id": li.id, "ntotal": li.index.ntotal} for m, li in snap.indexes.items()},
         "problems": problems,
+        "warnings": list(snap.warnings),
     }
     return not problems, body
 

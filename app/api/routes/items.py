@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
 from app.api.deps import DbId, Limit, Offset, SessionDep
-from app.api.routes.search import item_image_url
 from app.auth import require_search
 from app.db import crud
 from app.db.models import Item
 from app.errors import ApiError
+from app.retrieval import item_image_url
 from app.schemas import ErrorBody, ItemPublic, ItemsPublic
 
 router = APIRouter(prefix="/items", tags=["items"], dependencies=[Depends(require_search)])

@@ -5,34 +5,25 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import time
-from collections.abc import Callable
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from sqlalchemy import Row
-from sqlalchemy.orm import sessionmaker
 
 from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
 from app.auth import require_search
 from app.config import Settings
-from app.db import crud
 from app.errors import ApiError, where
 from app.images import decode_query_image
+from app.retrieval import QueryInput, run_search
 from app.schemas import (
     MAX_OFFSET,
     ErrorBody,
     ImageSearchJSON,
-    IndexInfo,
-    ModelInfo,
     SearchOptions,
     SearchResponse,
-    SearchResult,
     TextSearchRequest,
 )
-from app.search import NotReady, SearchState, search_index
 from crossmodal_kernel.modality import Modality
 
 router = APIRouter(prefix="/search", tags=["search"], dependencies=[Depends(require_search)])
@@ -54,76 +45,6 @@ def as_json(request: Request, result: tuple[SearchResponse, dict[str, float]]) -
     return Response(content=model.model_dump_json(), media_type="application/json", headers=headers)
 
 
-def item_image_url(item_id: int) -> str:
-    return f"/v1/items/{item_id}/image"
-
-
-def run_search(
-    state: SearchState,
-    session_factory: sessionmaker,
-    settings: Settings,
-    encode: Callable[[object], np.ndarray],
-    opts: SearchOptions,
-) -> tuple[SearchResponse, dict[str, float]]:
-    """Encode, search (``index.search``: overfetch past deleted rows and ``min_score``), hydrate, paginate.
-
-    Returns the response and its stage timings in milliseconds (encode, search, hydrate).
-    """
-    t0 = time.perf_counter()
-    timings = {"encode": 0.0, "search": 0.0, "hydrate": 0.0}
-    if opts.k > settings.max_k:
-        raise ApiError(422, "k_too_large", f"k must be at most {settings.max_k}")
-    snap = state.snapshot
-    if snap.encoder is None:
-        raise ApiError(503, "model_not_loaded", "; ".join(snap.problems) or "model not loaded")
-    if opts.target not in snap.indexes:
-        raise ApiError(
-            503,
-            "nothing_indexed",
-            f"nothing is indexed for target {opts.target!r} yet: run `crossmodal ingest SOURCE` with {opts.target}s",
-        )
-    te = time.perf_counter()
-    xq = encode(snap.encoder)
-    timings["encode"] = (time.perf_counter() - te) * 1000
-    want = opts.offset + opts.k
-    rows: dict[int, Row] = {}
-    with session_factory() as session:
-
-        def live(ids: np.ndarray) -> np.ndarray:
-            """Hydrate candidates as they come: an item deleted since indexing is not a result."""
-            th = time.perf_counter()
-            rows.update(crud.get_hits(session, ids.tolist()))
-            timings["hydrate"] += (time.perf_counter() - th) * 1000
-            return np.fromiter((int(i) in rows for i in ids), dtype=bool, count=len(ids))
-
-        ts = time.perf_counter()
-        try:
-            loaded, scores, ids = search_index(snap, xq, opts.target, want, keep=live, min_score=opts.min_score)
-        except NotReady as e:
-            raise ApiError(503, "nothing_indexed", str(e)) from e
-        timings["search"] = (time.perf_counter() - ts) * 1000 - timings["hydrate"]
-    hits = [(float(score), rows[i]) for score, i in zip(scores.tolist(), ids.tolist(), strict=True)]
-    page = hits[opts.offset : want]
-    response = SearchResponse(
-        data=[
-            SearchResult(
-                id=item.id,
-                external_id=item.external_id,
-                score=score,
-                text=item.text,
-                image_url=item_image_url(item.id) if item.image_path else None,
-                metadata=item.meta,
-            )
-            for score, item in page
-        ],
-        count=len(page),
-        model=ModelInfo(id=snap.model_id, spec=snap.model_spec),
-        index=IndexInfo(id=loaded.id, modality=opts.target, ntotal=loaded.index.ntotal),
-        took_ms=round((time.perf_counter() - t0) * 1000, 3),
-    )
-    return response, timings
-
-
 @router.post("/text", response_model=SearchResponse, responses=ERRORS)
 def search_text(
     request: Request,
@@ -142,7 +63,7 @@ def search_text(
             "query_too_long",
             f"the query has {len(query)} characters; the limit is {settings.max_query_chars}",
         )
-    result = run_search(state, session_factory, settings, lambda enc: enc.encode_texts([query]), body)
+    result = run_search(state, session_factory, settings, QueryInput("text", query), body)
     request.app.state.metrics.observe_search("text", body.target, result[1])
     return as_json(request, result)
 
@@ -162,6 +83,7 @@ _IMAGE_BODY = {
                         "k": {"type": "integer", "default": 10, "minimum": 1},
                         "offset": {"type": "integer", "default": 0, "minimum": 0, "maximum": MAX_OFFSET},
                         "min_score": {"type": "number", "minimum": -1, "maximum": 1},
+                        "dedupe": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                     },
                 }
             },
@@ -194,7 +116,8 @@ def _options(raw: dict, model=SearchOptions):
         raise ApiError(422, "invalid_request", f"{where(first['loc'])}: {first['msg']}") from e
 
 
-NUMERIC_FIELDS = ("k", "offset", "min_score")
+# A filter is a JSON object: it comes with the JSON body (`image_base64`), not as a form field.
+NUMERIC_FIELDS = ("k", "offset", "min_score", "dedupe")
 
 
 def _form_options(form) -> dict:
@@ -205,10 +128,10 @@ def _form_options(form) -> dict:
             continue
         if key in NUMERIC_FIELDS and isinstance(value, str):
             try:
-                number = json.loads(value)
+                parsed = json.loads(value)
             except ValueError:
-                number = value
-            value = number if isinstance(number, int | float) and not isinstance(number, bool) else value
+                parsed = value
+            value = parsed if isinstance(parsed, int | float) and not isinstance(parsed, bool) else value
         raw[key] = value
     return raw
 
@@ -258,8 +181,6 @@ async def search_image(
     """Find images or texts for an image query: a multipart upload or base64 JSON."""
     data, opts = await _image_and_options(request, settings)
     image = await run_in_threadpool(decode_query_image, data, settings.max_upload_bytes, settings.max_image_pixels)
-    result = await run_in_threadpool(
-        run_search, state, session_factory, settings, lambda enc: enc.encode_images([image]), opts
-    )
+    result = await run_in_threadpool(run_search, state, session_factory, settings, QueryInput("image", image), opts)
     request.app.state.metrics.observe_search("image", opts.target, result[1])
     return as_json(request, result)
