@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
@@ -105,11 +106,15 @@ def require_admin(request: Request) -> ApiKey:
     return _authenticate(request, {KeyRole.ADMIN})
 
 
-def require_search(request: Request) -> ApiKey | None:
-    """Search is open unless ``CROSSMODAL_SEARCH_AUTH=key``; then a search or admin key is needed."""
+async def require_search(request: Request) -> ApiKey | None:
+    """Search is open unless ``CROSSMODAL_SEARCH_AUTH=key``; then a search or admin key is needed.
+
+    ``async`` so that open search costs no thread hop (FastAPI runs a sync dependency in its pool,
+    and this one runs on every search); the key lookup, a DB query, goes to the pool itself.
+    """
     if request.app.state.settings.search_auth == "open":
         return None
-    return _authenticate(request, {KeyRole.SEARCH, KeyRole.ADMIN})
+    return await run_in_threadpool(_authenticate, request, {KeyRole.SEARCH, KeyRole.ADMIN})
 
 
 AdminDep = Annotated[ApiKey, Depends(require_admin)]

@@ -97,6 +97,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.approaching = 0  # searches started that have not reached the queue yet
+        self._running = 0  # batches being executed (on the batcher thread or inline)
         self.batches = self.queries = 0
 
     @contextmanager
@@ -123,12 +124,31 @@ class Batcher:
         with self._cond:
             if self._stopped:
                 raise RuntimeError("the batcher is stopped")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="crossmodal-batcher", daemon=True)
-                self._thread.start()
-            self._queue.append(query)
-            self._cond.notify()
-        return query.future.result()
+            # Nothing queued, nothing running, nobody on the way: run it here, sparing two thread hand-offs.
+            alone = not self._queue and not self._running and not self.approaching
+            if alone:
+                self._running += 1
+            else:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name="crossmodal-batcher", daemon=True)
+                    self._thread.start()
+                self._queue.append(query)
+                self._cond.notify()
+        if not alone:
+            return query.future.result()
+        try:
+            answer = _execute([query])[0]
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify()
+        self._count(1)
+        return answer
+
+    def _count(self, size: int) -> None:
+        self.batches += 1
+        self.queries += size
+        self.on_batch(size)
 
     def stop(self) -> None:
         with self._cond:
@@ -148,9 +168,10 @@ class Batcher:
                 for q in batch:
                     q.future.set_exception(e)
                 continue
-            self.batches += 1
-            self.queries += len(batch)
-            self.on_batch(len(batch))
+            finally:
+                with self._cond:
+                    self._running -= 1
+            self._count(len(batch))
             for q, result in zip(batch, results, strict=True):
                 q.future.set_result(result)
 
@@ -160,6 +181,7 @@ class Batcher:
                 self._cond.wait()
             if self._stopped and not self._queue:
                 return None
+            self._running += 1  # from here until the batch is done (counted down by _loop)
             batch = self._take(self._queue.popleft())
             deadline = time.monotonic() + self.window
             # wait for more only while other searches are on their way here
