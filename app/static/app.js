@@ -3,9 +3,16 @@
 
 const $ = (id) => document.getElementById(id);
 
+// Near-duplicates: hits whose cosine similarity to a better hit is at least this.
+const DEDUPE = 0.95;
+
 function options() {
   const k = Math.min(1000, Math.max(1, parseInt($("k").value, 10) || 10));
-  return { target: $("target").value, k };
+  const opts = { target: $("target").value, k };
+  const cutoff = parseFloat($("min-score").value);
+  if (Number.isFinite(cutoff)) opts.min_score = Math.min(1, Math.max(-1, cutoff));
+  if ($("dedupe").checked) opts.dedupe = DEDUPE;
+  return opts;
 }
 
 function showError(text) {
@@ -45,8 +52,7 @@ function searchImage(blob, name, label) {
   const form = new FormData();
   form.append("file", blob, name || "query");
   const opts = options();
-  form.append("target", opts.target);
-  form.append("k", String(opts.k));
+  for (const [name, value] of Object.entries(opts)) form.append(name, String(value));
   return call("/v1/search/image", { method: "POST", body: form }, label || `image ${name || ""}`.trim());
 }
 

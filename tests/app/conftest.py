@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -85,3 +88,24 @@ def service(request, tmp_path_factory) -> Iterator[Service]:
         with TestClient(create_app(settings)) as client:
             yield Service(settings, client, dataset, report, session_factory)
         engine.dispose()
+
+
+# --- a real browser: Debian's Chromium driven headless by playwright (never `playwright install`) ---
+
+CHROMIUM = os.environ.get("CROSSMODAL_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("CROSSMODAL_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing (CI installs Debian's chromium)")
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()

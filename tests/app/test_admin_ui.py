@@ -3,10 +3,6 @@ progress, cancel, models with their reports, promote, roll back. A screenshot is
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
 from app.auth import create_key
@@ -17,26 +13,8 @@ from app.ingest import ingest
 from app.jobs import queue
 from app.jobs.worker import Worker
 from app.main import create_app
-from tests.app.conftest import free_port, make_settings, serving, wait_for
+from tests.app.conftest import ARTIFACTS, free_port, make_settings, serving, wait_for
 from training.synthetic import generate_dataset
-
-CHROMIUM = os.environ.get("CROSSMODAL_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(os.environ.get("CROSSMODAL_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing (CI installs Debian's chromium)")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

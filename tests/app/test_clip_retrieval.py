@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,7 @@ from app.db.session import make_engine, make_session_factory, upgrade
 from app.errors import ApiError
 from app.ingest import ingest
 from app.main import create_app
-from tests.app.conftest import free_port, make_settings, serving
-from tests.app.test_admin_ui import ARGS, ARTIFACTS, CHROMIUM
+from tests.app.conftest import ARTIFACTS, free_port, make_settings, serving
 from training.synthetic import SyntheticDataset, generate_dataset
 
 INDEX = "crossmodal"
@@ -231,19 +229,6 @@ def test_results_past_num_images_carry_only_id_and_similarity(live):
 
 
 # --- the front end, from another origin, in Chromium ---
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing (CI installs Debian's chromium)")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 RENDERED = """base => {

@@ -1,0 +1,74 @@
+"""The search page in a real browser: a text query shows scored results; the min-score cutoff and
+"hide near-duplicates" reach the API and change what is shown; an image query from a result works."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from app.db.session import make_engine, make_session_factory, upgrade
+from app.ingest import ingest
+from app.main import create_app
+from tests.app.conftest import ARTIFACTS, free_port, make_settings, serving
+from training.synthetic import generate_dataset
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search-ui")
+    url = f"sqlite:///{tmp / 'db.sqlite'}"
+    upgrade(url)
+    settings = make_settings(tmp, url)
+    ingest(
+        generate_dataset(tmp / "ds", n=40, seed=0, image_size=32).manifest,
+        settings,
+        make_session_factory(make_engine(url)),
+    )
+    with serving(create_app(settings), free_port()) as base:
+        yield base
+
+
+def _scores(page) -> list[float]:
+    texts = page.locator("#results .score").all_inner_texts()
+    return [float(re.match(r"score (-?[0-9.]+)", t).group(1)) for t in texts]
+
+
+def _search(page, requests: list[dict]) -> list[float]:
+    with page.expect_response(lambda r: "/v1/search/" in r.url) as answer:
+        page.click("#text-form button")
+    requests.append(answer.value.request.post_data_json)
+    page.wait_for_function("!document.getElementById('summary').textContent.includes('searching')")
+    return _scores(page)
+
+
+def test_scores_a_cutoff_and_dedupe_from_the_page(browser, site):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(site + "/")
+    page.fill("#query", "a red circle")
+    page.fill("#k", "30")
+    sent: list[dict] = []
+    everything = _search(page, sent)
+    assert len(everything) == 30 and everything == sorted(everything, reverse=True)
+    assert "min_score" not in sent[0] and "dedupe" not in sent[0]
+
+    cutoff = everything[10]
+    page.fill("#min-score", f"{cutoff:.3f}")
+    above = _search(page, sent)
+    assert sent[-1]["min_score"] == pytest.approx(round(cutoff, 3))
+    assert above and len(above) < len(everything) and min(above) >= round(cutoff, 3) - 1e-3
+
+    page.fill("#min-score", "")
+    page.check("#dedupe")
+    deduped = _search(page, sent)
+    assert sent[-1]["dedupe"] == 0.95 and "min_score" not in sent[-1]
+    assert 0 < len(deduped) <= 30
+
+    with page.expect_response(lambda r: "/v1/search/image" in r.url) as answer:  # "similar" on the first hit
+        page.locator("#results button").first.click()
+    assert answer.value.status == 200
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
+    assert not errors
