@@ -13,11 +13,15 @@ at the same batch size, unlocking the last image group and the last text layer:
   (e) (b) plus all hard-negative methods together
 
 Reported on the held-out test split: Recall@1/5/10 both ways (a retrieved item with the
-query's exact caption counts) and hard-split binding accuracy (the image's true caption
-against the same caption with one attribute swapped). The baseline for every delta is
-(b), measured in the same run.
+query's scene counts: for canonical captions, its exact caption) and hard-split binding accuracy
+(the image's true caption against the same caption with one attribute swapped). The baseline for
+every delta is (b), measured in the same run.
 
-    .venv/bin/python benchmarks/bench_quality.py [--steps 30] [--batch-size 48]
+With --shift (shapes world) every model is also scored on a shift split of the same seed
+(training/synthetic_shift.py: held-out templates, synonyms and rendering) and a table puts
+in-distribution and shift R@1 side by side, per variant (averaged over --seeds when given).
+
+    .venv/bin/python benchmarks/bench_quality.py [--steps 30] [--batch-size 48] [--shift]
 """
 
 from __future__ import annotations
@@ -42,10 +46,12 @@ from crossmodal_kernel.encoder import Encoder  # noqa: E402
 from crossmodal_kernel.images import open_image  # noqa: E402
 from crossmodal_kernel.loading import load_model  # noqa: E402
 from training.bootstrap import BootstrapConfig, bootstrap_heads  # noqa: E402
+from training.captions import scene_key  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.evaluate import binding_accuracy, retrieval_metrics  # noqa: E402
 from training.synthetic import generate_dataset  # noqa: E402
 from training.synthetic_binding import SWAPS, generate_binding_dataset  # noqa: E402
+from training.synthetic_shift import generate_shift_dataset  # noqa: E402
 from training.trainer import finetune  # noqa: E402
 
 HARD = {
@@ -82,7 +88,7 @@ def evaluate(spec: str, ds, attributes) -> dict:
     test = ds.rows("test")
     img = encoder.encode_images([open_image(str(ds.root / r["image"])) for r in test])
     txt = encoder.encode_texts([r["text"] for r in test])
-    report = retrieval_metrics(img, txt, list(range(len(test))), keys=[r["text"] for r in test])
+    report = retrieval_metrics(img, txt, list(range(len(test))), keys=[scene_key(r) for r in test])
     hard = ds.hard_rows()
     by_id = {r["id"]: i for i, r in enumerate(test)}
     hard_img = img[[by_id[h["id"]] for h in hard]]
@@ -96,6 +102,37 @@ def evaluate(spec: str, ds, attributes) -> dict:
         )
     )
     return report
+
+
+def score(spec: str, ds, attributes, shift_ds=None) -> dict:
+    """``evaluate`` on the test split and, with ``shift_ds``, on the shift split too (keys ``shift_*``)."""
+    report = evaluate(spec, ds, attributes)
+    if shift_ds is not None:
+        report |= {f"shift_{k}": v for k, v in evaluate(spec, shift_ds, attributes).items()}
+    return report
+
+
+def shift_split(args, seed: int, tmp: Path):
+    """The shift split of ``seed`` (as many items as the test split) with --shift, else ``None``."""
+    if not getattr(args, "shift", False):
+        return None
+    if args.world != "shapes":
+        raise SystemExit("--shift: the shift split exists for the shapes world only")
+    return generate_shift_dataset(tmp / "shift", n=args.shift_n or max(1, round(0.1 * args.n)), seed=seed)
+
+
+def shift_table(rows: dict[str, dict]) -> str:
+    """Markdown: in-distribution against shift R@1 both ways and binding, with the gaps in points."""
+    lines = ["| variant | t2i R@1 in-dist | shift | gap | i2t R@1 in-dist | shift | gap | binding in-dist | shift |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in rows.items():
+        cells = []
+        for metric in ("t2i_R@1", "i2t_R@1"):
+            cells += [f"{r[metric]:.3f}", f"{r[f'shift_{metric}']:.3f}",
+                      f"{100 * (r[f'shift_{metric}'] - r[metric]):+.1f} pts"]  # fmt: skip
+        cells += [f"{r['binding_acc']:.3f}", f"{r['shift_binding_acc']:.3f}"]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return "\n".join(lines)
 
 
 def prepare(world: str, n: int, seed: int, tmp: Path, model: str = "builtin:lit-mini"):
@@ -113,8 +150,8 @@ def prepare(world: str, n: int, seed: int, tmp: Path, model: str = "builtin:lit-
     return ds, attributes, f"{model}@{boot}"
 
 
-def train_variant(args, ds, attributes, base_spec: str, out: Path, seed: int = 0, **over) -> dict:
-    """Fine-tune ``base_spec`` with the shared recipe plus ``over`` and score it on the test split."""
+def train_variant(args, ds, attributes, base_spec: str, out: Path, seed: int = 0, shift_ds=None, **over) -> dict:
+    """Fine-tune ``base_spec`` with the shared recipe plus ``over`` and score it on the test (and shift) split."""
     raw = {
         "model": base_spec,
         "device": "cpu",
@@ -129,7 +166,7 @@ def train_variant(args, ds, attributes, base_spec: str, out: Path, seed: int = 0
     }
     started = time.perf_counter()
     result = finetune(TrainConfig.model_validate(raw))
-    scores = evaluate(f"{args.model}@{result.checkpoint}", ds, attributes)
+    scores = score(f"{args.model}@{result.checkpoint}", ds, attributes, shift_ds)
     return {**scores, "train_s": time.perf_counter() - started}
 
 
@@ -149,6 +186,10 @@ def setup(args) -> tuple[str, str, str, str]:
         suffix += f"-g{args.image_groups}t{args.text_layers}"
         labels.append(f"{args.image_groups} image groups / {args.text_layers} text layers unlocked")
         flags += f" --image-groups {args.image_groups} --text-layers {args.text_layers}"
+    if getattr(args, "shift", False):
+        suffix, flags = suffix + "-shift", flags + " --shift"
+        flags += f" --shift-n {args.shift_n}" if getattr(args, "shift_n", None) else ""
+        labels.append("with the shift split")
     pooling = "a 1x1 + 2x2 spatial pyramid" if args.model.endswith("-spp") else "global average pooling"
     prose = (f"`{args.model}` (image features by {pooling}), the last {args.image_groups} image parameter\n"
              f"group(s) and {args.text_layers} text layer(s) unlocked")  # fmt: skip
@@ -178,6 +219,12 @@ def main() -> None:
     ap.add_argument("--text-layers", type=int, default=1, help="unlocked text transformer layers from the top")
     ap.add_argument("--tag", default="", help="appended to the recorded section's name, to keep a run beside "
                     "another of the same setup instead of replacing it")  # fmt: skip
+    ap.add_argument(
+        "--shift",
+        action="store_true",
+        help="also score every model on a shift split (held-out wording and rendering; shapes world)",
+    )
+    ap.add_argument("--shift-n", type=int, default=None, help="shift split size (default: the test split's)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     if args.seeds:
@@ -186,11 +233,13 @@ def main() -> None:
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     ds, attributes, base_spec = prepare(args.world, args.n, 0, tmp, args.model)
-    rows: dict[str, dict] = {"(a) projections only (LiT)": evaluate(base_spec, ds, attributes)}
+    shift_ds = shift_split(args, 0, tmp)
+    rows: dict[str, dict] = {"(a) projections only (LiT)": score(base_spec, ds, attributes, shift_ds)}
     print("(a)", rows["(a) projections only (LiT)"], flush=True)
 
     def run(name: str, **over) -> None:
-        rows[name] = train_variant(args, ds, attributes, base_spec, tmp / f"run-{len(rows)}", **over)
+        rows[name] = train_variant(args, ds, attributes, base_spec, tmp / f"run-{len(rows)}", shift_ds=shift_ds,
+                                   **over)  # fmt: skip
         print(name, rows[name], flush=True)
 
     run("(b) unlocked, CLIP")
@@ -223,6 +272,7 @@ def main() -> None:
              "binding-free": "two-object world with objects anywhere (often both in one half): distractors "
              "swap which colour goes with which shape or which object is left"}[args.world]  # fmt: skip
     suffix, label, prose, flags = setup(args)
+    shift_md = _shift_section(rows, shift_ds, "")
     cmd = f"benchmarks/bench_quality.py --world {args.world}{flags}"
     title = f"Fine-tuning quality, {args.world} world{label} (`{cmd}`)"
     md = f"""## {title}
@@ -237,7 +287,7 @@ image scores its true caption above the same caption with one attribute swapped 
 Best hard-negative recipe: **{best_name}**, {gain:+.1f} points of binding accuracy over plain fine-tuning
 (b), t2i R@1 {"kept" if r1_kept else "**lost**"} ({best["t2i_R@1"]:.3f} vs {base["t2i_R@1"]:.3f}).
 Goal: ≥ +5 points without losing R@1 — {"met" if met else "**not met**"}.
-Total wall time {time.perf_counter() - t0:.0f} s on this machine.
+{shift_md}Total wall time {time.perf_counter() - t0:.0f} s on this machine.
 Reproduce: `.venv/bin/python benchmarks/bench_quality.py --world {args.world} --steps {args.steps} \\
 --batch-size {args.batch_size}{flags}`
 """
@@ -259,11 +309,13 @@ def replicate(args) -> None:
     for seed in seeds:
         tmp = Path(tempfile.mkdtemp(prefix=f"bench-quality-{seed}-"))
         ds, attributes, base_spec = prepare(args.world, args.n, seed, tmp, args.model)
-        runs = {"(a) bootstrap": evaluate(base_spec, ds, attributes)}
-        runs["(b) unlocked, CLIP"] = train_variant(args, ds, attributes, base_spec, tmp / "b", seed=seed)
+        shift_ds = shift_split(args, seed, tmp)
+        runs = {"(a) bootstrap": score(base_spec, ds, attributes, shift_ds)}
+        runs["(b) unlocked, CLIP"] = train_variant(args, ds, attributes, base_spec, tmp / "b", seed=seed,
+                                                   shift_ds=shift_ds)  # fmt: skip
         for i, v in enumerate(variants):  # one output folder each: a shared one would resume the last run
             runs[f"(d) CLIP + {v}"] = train_variant(args, ds, attributes, base_spec, tmp / f"d{i}", seed=seed,
-                                                    hard_negatives=RECIPES[v])  # fmt: skip
+                                                    shift_ds=shift_ds, hard_negatives=RECIPES[v])  # fmt: skip
         per_seed.append({"seed": seed, "hard_pairs": len(ds.hard_rows()), "runs": runs})
         print(seed, {k: round(r["binding_acc"], 3) for k, r in runs.items()}, flush=True)
 
@@ -294,6 +346,7 @@ def replicate(args) -> None:
                         f"{'met' if met else '**not met**'}.")  # fmt: skip
     suffix, label, prose, flags = setup(args)
     flags += f" --tag {args.tag}" if args.tag else ""
+    shift_md = _shift_section(_mean_runs(per_seed), shift_ds, f" (means over seeds {args.seeds})")
     title = f"Fine-tuning quality over seeds, {args.world} world{label} (`benchmarks/bench_quality.py --seeds`)"
     md = f"""## {title}
 
@@ -304,7 +357,7 @@ and training order; (b) plain CLIP and the hard-negative recipe(s) then train {a
 {chr(10).join(lines)}
 
 {chr(10).join(verdicts)}
-Total wall time {time.perf_counter() - t0:.0f} s on this machine.
+{shift_md}Total wall time {time.perf_counter() - t0:.0f} s on this machine.
 Reproduce: `.venv/bin/python benchmarks/bench_quality.py --world {args.world} --seeds {args.seeds} \\
 --variants "{args.variants}" --steps {args.steps} --batch-size {args.batch_size}{flags}`
 """
@@ -312,6 +365,23 @@ Reproduce: `.venv/bin/python benchmarks/bench_quality.py --world {args.world} --
     if not args.no_record:
         name = f"quality-{args.world}-seeds{suffix}" + (f"-{args.tag}" if args.tag else "")
         record(name, {"args": vars(args), "seeds": per_seed, "summary": summary}, md)
+
+
+def _mean_runs(per_seed: list[dict]) -> dict[str, dict]:
+    """Per run name, the mean over seeds of every numeric score the runs share."""
+    names = per_seed[0]["runs"]
+    return {name: {k: float(np.mean([s["runs"][name][k] for s in per_seed])) for k, v in names[name].items()
+                   if isinstance(v, (int, float)) and all(s["runs"][name].get(k) is not None for s in per_seed)}
+            for name in names}  # fmt: skip
+
+
+def _shift_section(rows: dict[str, dict], shift_ds, note: str) -> str:
+    """The side-by-side table with its caption, or nothing without --shift."""
+    if shift_ds is None:
+        return ""
+    return (f"\nIn distribution (test split) against the shift split{note}: {len(shift_ds.rows())} images worded "
+            f"and drawn in ways training never shows (training/synthetic_shift.py); the gap is shift minus "
+            f"in-distribution.\n\n{shift_table(rows)}\n\n")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -35,14 +35,49 @@ class DataConfig(_Strict):
     )
 
 
+class TextAugmentConfig(_Strict):
+    """Caption augmentations, drawn per sample from ``(seed, epoch, index)`` like the image ones.
+
+    Each is off at its default (training then sees exactly the manifest's ``text``); applied in
+    this order: pick a caption, paraphrase, shuffle clauses, drop words. Validation never augments.
+    Values that suit captions: ``paraphrase: 0.5``, ``shuffle_clauses: 0.3``, ``word_dropout: 0.1``.
+    """
+
+    multi_caption: bool = Field(
+        False,
+        description="Train on one caption per epoch, drawn from `text` and the manifest's `captions` column (a JSON "
+        "list of strings; a native list in JSONL / Parquet). Rows without one keep `text`.",
+    )
+    paraphrase: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability of rewording the caption from the row's scene columns (the synthetic worlds' "
+        "colour/shape/size/position or left_/right_ colour and shape) with training-pool templates and synonyms; "
+        "a no-op for rows without them.",
+    )
+    shuffle_clauses: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability of shuffling a caption's comma- or semicolon-separated clauses."
+    )
+    word_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Probability of dropping each word; at least one word always stays."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.multi_caption or self.paraphrase or self.shuffle_clauses or self.word_dropout)
+
+
 class AugmentConfig(_Strict):
-    """Which image augmentations the training transform applies (each switchable)."""
+    """Which image augmentations the training transform applies (each switchable), and under ``text``
+    which caption augmentations."""
 
     crop_scale: tuple[float, float] = (0.9, 1.0)
     flip: bool = False  # off by default: captions often name left and right
     colour_jitter: float = Field(0.0, ge=0.0, le=1.0, description="0 disables; colour is often in the caption.")
     grayscale: float = Field(0.0, ge=0.0, le=1.0, description="Probability of a grayscale copy.")
     blur: float = Field(0.0, ge=0.0, le=1.0, description="Probability of a Gaussian blur.")
+    text: TextAugmentConfig = Field(default_factory=TextAugmentConfig, description="Caption augmentations.")
 
     @model_validator(mode="after")
     def _scale(self):

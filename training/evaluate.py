@@ -24,6 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from crossmodal_kernel.images import open_image
+from training.captions import scene_key
 from training.synthetic import COLOURS, POSITIONS, SHAPES, SIZES, SWAPPABLE, SyntheticDataset
 
 if TYPE_CHECKING:
@@ -273,8 +274,8 @@ def evaluate_synthetic(
 ) -> dict:
     """All four evaluations on the synthetic shapes world, as one flat report dict.
 
-    - retrieval over ``split``, with caption strings as keys (identical scenes are
-      interchangeable answers);
+    - retrieval over ``split``, with scenes as keys (identical scenes are interchangeable
+      answers, however their captions are worded);
     - binding on ``hard.csv`` (which always holds test items, whatever ``split``);
     - linear probe for ``probe_attribute``, fit on the train split, scored on
       ``split`` (``None`` when ``split`` is "train": nothing would be held out);
@@ -298,7 +299,8 @@ def evaluate_synthetic(
     txt = _encode_texts_once(encoder, captions + pairs)
     split_img = images_of(rows)
     report = {"split": split, "n_images": len(rows), "n_texts": len(captions), "n_hard": len(hard)}
-    report |= retrieval_metrics(split_img, txt[: len(rows)], np.arange(len(rows)), keys=captions)
+    keys = [scene_key(r) for r in rows]
+    report |= retrieval_metrics(split_img, txt[: len(rows)], np.arange(len(rows)), keys=keys)
     n, h = len(rows), len(hard)
     report |= binding_accuracy(images_of(hard), txt[n : n + h], txt[n + h :], [r["swapped"] for r in hard])
 

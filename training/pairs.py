@@ -12,14 +12,18 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from crossmodal_kernel.images import open_image
+from training.captions import scene_attributes
 from training.config import AugmentConfig
 from training.sources import SourceReport, iter_manifest
+from training.text_augment import TextAugmenter
 
 
 @dataclass(frozen=True)
 class Pair:
     image: str
     text: str | None
+    captions: tuple[str, ...] = ()  # more captions of the image (the manifest's ``captions``)
+    attributes: tuple[tuple[str, str], ...] = ()  # the scene's (column, value)s, for paraphrase
 
 
 def stable_fraction(key: str) -> float:
@@ -36,21 +40,24 @@ def load_pairs(
 ) -> tuple[list[Pair], list[Pair]]:
     """``(train, val)`` pairs from a manifest; unusable rows are counted, not kept.
 
-    A row needs an image and a text, or just an image when ``images_only``.
+    A row needs an image and a text, or just an image when ``images_only``; without a ``text``, the
+    first of its ``captions`` is its text. A pair keeps the row's ``captions`` and, for the synthetic
+    worlds, its scene attributes (for ``augment.text``).
     """
     train, val = [], []
     for rec in iter_manifest(Path(manifest), report):
-        if not rec.image_path or not (rec.text or images_only):
+        text = rec.text or (rec.captions[0] if rec.captions else None)
+        if not rec.image_path or not (text or images_only):
             report.skip("image-only rows need ssl.image_only" if rec.image_path else "row has no image")
             continue
-        pair = Pair(rec.image_path, rec.text)
+        pair = Pair(rec.image_path, text, rec.captions, scene_attributes(rec.metadata))
         if split_column:
             split = str(rec.metadata.get(split_column, "")).lower()
             if split in ("train", ""):
                 train.append(pair)
             elif split in ("val", "valid", "validation"):
                 val.append(pair)
-        elif stable_fraction(f"{rec.image_path}\0{rec.text or ''}") < val_fraction:
+        elif stable_fraction(f"{rec.image_path}\0{text or ''}") < val_fraction:
             val.append(pair)
         else:
             train.append(pair)
@@ -78,14 +85,23 @@ class PairDataset(Dataset):
 
     Seeding per sample (not per worker) makes a batch's pixels independent of
     which worker decoded it, so a resumed run sees exactly the batches an
-    uninterrupted one would have.
+    uninterrupted one would have. ``text_augment`` (``None``: the pair's ``text``
+    as it is) draws the caption from the same key.
     """
 
-    def __init__(self, pairs: Sequence[Pair], transform: Callable, seed: int, views: int = 1):
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        transform: Callable,
+        seed: int,
+        views: int = 1,
+        text_augment: TextAugmenter | None = None,
+    ):
         self.pairs = pairs
         self.transform = transform
         self.seed = seed
         self.views = views
+        self.text_augment = text_augment
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -103,7 +119,14 @@ class PairDataset(Dataset):
             pixels = [self.transform(image) for _ in range(self.views)]
         finally:
             torch.random.set_rng_state(state)
-        return pixels, pair.text
+        return pixels, self.caption(i)
+
+    def caption(self, i: int) -> str | None:
+        """The caption pair ``i`` trains with in the current epoch."""
+        pair = self.pairs[i]
+        if self.text_augment is None or pair.text is None:
+            return pair.text
+        return self.text_augment(pair.text, pair.captions, pair.attributes, self.epoch, i)
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):

@@ -21,6 +21,7 @@ from training.optim import make_loss, make_optimizer, warmup_cosine
 from training.pairs import Pair, PairDataset, load_pairs, train_transform
 from training.sources import SourceReport
 from training.ssl import ImageSSL
+from training.text_augment import TextAugmenter
 from training.validation import drop_noisy_pairs
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def build_parts(cfg: TrainConfig, dist: DistInfo) -> TrainParts:
         train_transform(cfg.augment, loaded.image_size, pp["mean"], pp["std"]),
         cfg.seed,
         views=2 if ssl is not None else 1,
+        text_augment=TextAugmenter(cfg.augment.text, cfg.seed) if cfg.augment.text.enabled else None,
     )
     return TrainParts(
         cfg=cfg,

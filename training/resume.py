@@ -88,4 +88,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def _config_json(cfg: TrainConfig) -> dict:
-    return json.loads(cfg.model_dump_json())
+    """The configuration as a checkpoint records it. ``augment.text`` is left out while it is all
+    defaults, so checkpoints written before it existed still resume."""
+    raw = json.loads(cfg.model_dump_json())
+    if not cfg.augment.text.enabled and cfg.augment.text == type(cfg.augment.text)():
+        del raw["augment"]["text"]
+    return raw

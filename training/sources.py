@@ -5,6 +5,12 @@ the same stem. A manifest has columns ``image``, ``text`` and ``id`` (all
 optional per row, but a row needs an image or a text); any other column is
 kept as metadata. Relative image paths are resolved against the manifest's
 folder. Bad rows are counted by reason, never raised.
+
+A row may bring several captions of its image in a ``captions`` column: a JSON list of
+strings (as text in a CSV; a JSON list or a native list in JSONL / Parquet). They are read
+into :attr:`Record.captions` (blank entries dropped; a value that is not such a list gives
+none) for training's ``augment.text.multi_caption``; ``text`` stays the row's one caption,
+and the column is kept in the metadata like any other.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class Record:
     image_path: str | None
     text: str | None
     metadata: dict = field(default_factory=dict)
+    captions: tuple[str, ...] = ()  # the row's ``captions`` column, if it has one
 
 
 @dataclass
@@ -72,6 +79,20 @@ def _jsonable(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def parse_captions(value) -> tuple[str, ...]:
+    """A ``captions`` cell as a tuple of captions: a list (or its JSON text) of strings, else ``()``."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return ()
+    if hasattr(value, "tolist"):  # numpy arrays from a Parquet reader
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(c, str) for c in value):
+        return ()
+    return tuple(c for c in (_clean(c) for c in value) if c)
 
 
 def iter_folder(root: Path, report: SourceReport) -> Iterator[Record]:
@@ -143,7 +164,8 @@ def iter_manifest(path: Path, report: SourceReport) -> Iterator[Record]:
         ext_id = _clean(row.get("id")) or derive_external_id(image, text)
         meta = {k: _jsonable(v) for k, v in row.items() if k not in RESERVED_COLUMNS and k}
         report.read += 1
-        yield Record(external_id=ext_id, image_path=image, text=text, metadata=meta)
+        yield Record(external_id=ext_id, image_path=image, text=text, metadata=meta,
+                     captions=parse_captions(row.get("captions")))  # fmt: skip
 
 
 def iter_source(source: str | Path, report: SourceReport) -> Iterator[Record]:

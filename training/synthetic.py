@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from crossmodal_kernel.atomic import atomic_path
+from training.captions import SHAPES_WORLD, Vocabulary, worded
 
 # Saturated, mutually far-apart colours (pairwise RGB distance >= 85) that
 # all stand out against the light background; white and greys are left out
@@ -217,6 +218,9 @@ def load_dataset(root: str | Path) -> SyntheticDataset:
     return SyntheticDataset(root=root, manifest=root / "manifest.csv", hard=root / "hard.csv")
 
 
+CAPTION_MODES = ("canonical", "varied")
+
+
 def generate_dataset(
     out_dir: str | Path,
     n: int = 2000,
@@ -224,12 +228,21 @@ def generate_dataset(
     image_size: int = 128,
     splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
     progress: Callable[[int, int], None] | None = None,
+    captions: str = "canonical",
+    n_captions: int = 1,
 ) -> SyntheticDataset:
     """Write ``n`` images, ``manifest.csv``, ``hard.csv`` and ``dataset.json`` to ``out_dir``.
 
     If the folder already holds a complete dataset with the same parameters it
     is returned untouched. The manifest is removed first and written last, so
     a run that was interrupted leaves no manifest and is redone next time.
+
+    ``captions="varied"`` words each caption from the training pool of
+    :mod:`training.captions` (templates, synonyms, word order) instead of the canonical
+    :meth:`Scene.caption`, and adds a ``captions`` column: a JSON list of ``n_captions``
+    wordings, the first of which is ``text`` (the trainer's ``augment.text.multi_caption``
+    draws from it). Images are those of the canonical dataset, byte for byte; a distractor
+    is worded like its true caption.
     """
     params = {
         "version": GENERATOR_VERSION,
@@ -238,24 +251,56 @@ def generate_dataset(
         "image_size": image_size,
         "splits": [float(f) for f in splits],
     }
+    vocab = caption_vocabulary(captions, n_captions, SHAPES_WORLD)
+    if vocab is not None:  # the default keeps the parameters (and cached datasets) it always had
+        params |= {"captions": captions, "n_captions": n_captions}
+    make_row = shapes_rows(seed, image_size, vocab, n_captions, render, streams=(0, 5, 1))
+    columns = MANIFEST_COLUMNS + (("captions",) if vocab is not None else ())
+    return write_dataset(out_dir, params, n, seed, image_size, splits, columns, make_row, progress)
+
+
+def caption_vocabulary(captions: str, n_captions: int, world: dict[str, Vocabulary]) -> Vocabulary | None:
+    """The training pool for ``captions="varied"``, ``None`` for canonical captions; checks the pair."""
+    if captions not in CAPTION_MODES:
+        raise ValueError(f"unknown captions {captions!r}; expected one of {CAPTION_MODES}")
+    if n_captions < 1 or (captions == "canonical" and n_captions != 1):
+        raise ValueError("n_captions must be >= 1, and 1 for canonical captions")
+    return world["train"] if captions == "varied" else None
+
+
+def shapes_rows(
+    seed: int,
+    image_size: int,
+    vocab: Vocabulary | None,
+    n_captions: int,
+    draw: Callable[[Scene, int, np.random.Generator], Image.Image],
+    streams: tuple[int, int, int],
+) -> Callable[[int, Path, str, int], tuple[dict, dict | None]]:
+    """``make_row`` for :func:`write_dataset`: item ``i`` drawn from the ``(scene, wording, distractor)``
+    RNG ``streams``, rendered by ``draw``, captioned canonically or (with ``vocab``) in varied words."""
+    scene_stream, wording_stream, distractor_stream = streams
 
     def make_row(i: int, root: Path, split: str, n_hard: int) -> tuple[dict, dict | None]:
-        rng = np.random.default_rng([seed, 0, i])
+        rng = np.random.default_rng([seed, scene_stream, i])
         scene = sample_scene(rng)
         image = f"images/{i:06d}.png"
         # Fastest zlib level: the images are simple and this keeps 2,000 of them to seconds.
-        render(scene, image_size, rng).save(root / image, compress_level=1)
-        row = {"id": f"{i:06d}", "image": image, "text": scene.caption(), "split": split, **asdict(scene)}
+        draw(scene, image_size, rng).save(root / image, compress_level=1)
+        texts, wording = worded(asdict(scene), vocab, np.random.default_rng([seed, wording_stream, i]), n_captions,
+                                canonical=lambda values: Scene(**values).caption())  # fmt: skip
+        row = {"id": f"{i:06d}", "image": image, "text": texts[0], "split": split, **asdict(scene)}
+        if vocab is not None:
+            row["captions"] = json.dumps(texts)
         if split != "test":
             return row, None
         # Rotate the swapped attribute over the test items (offset by the seed) so each
         # kind of distractor is equally represented.
         swapped = SWAPPABLE[(n_hard + seed) % len(SWAPPABLE)]
-        distractor = swap_attribute(scene, swapped, np.random.default_rng([seed, 1, i]))
-        return row, {"id": row["id"], "image": image, "text": row["text"], "distractor": distractor.caption(),
+        distractor = swap_attribute(scene, swapped, np.random.default_rng([seed, distractor_stream, i]))
+        return row, {"id": row["id"], "image": image, "text": row["text"], "distractor": wording(asdict(distractor)),
                      "swapped": swapped}  # fmt: skip
 
-    return write_dataset(out_dir, params, n, seed, image_size, splits, MANIFEST_COLUMNS, make_row, progress)
+    return make_row
 
 
 def write_dataset(
@@ -365,4 +410,5 @@ __all__ = [
     "render",
     "generate_dataset",
     "load_dataset",
+    "CAPTION_MODES",
 ]

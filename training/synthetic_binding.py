@@ -19,6 +19,7 @@ image half.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from training.captions import PAIRS_WORLD, worded
 from training.synthetic import (
     _COLOUR_JITTER,
     _ROTATION_JITTER,
@@ -34,6 +36,7 @@ from training.synthetic import (
     SyntheticDataset,
     _background,
     _paint,
+    caption_vocabulary,
     write_dataset,
 )
 
@@ -119,24 +122,35 @@ def generate_binding_dataset(
     splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
     progress: Callable[[int, int], None] | None = None,
     layout: str = "sides",
+    captions: str = "canonical",
+    n_captions: int = 1,
 ) -> SyntheticDataset:
-    """Like :func:`training.synthetic.generate_dataset`, for two-object scenes (same files and guarantees)."""
+    """Like :func:`training.synthetic.generate_dataset`, for two-object scenes (same files and guarantees,
+    ``captions="varied"`` included: the training pool of :data:`training.captions.PAIRS_WORLD`)."""
     _check_layout(layout)  # before any file is written
+    vocab = caption_vocabulary(captions, n_captions, PAIRS_WORLD)
     params = {"world": "binding", "version": BINDING_VERSION, "n": n, "seed": seed, "image_size": image_size,
               "splits": [float(f) for f in splits]}  # fmt: skip
     if layout != "sides":  # the default layout keeps the parameters (and cached datasets) it always had
         params["layout"] = layout
+    if vocab is not None:
+        params |= {"captions": captions, "n_captions": n_captions}
 
     def make_row(i: int, root: Path, split: str, n_hard: int) -> tuple[dict, dict | None]:
         rng = np.random.default_rng([seed, 3, i])
         scene = sample_pair(rng)
         image = f"images/{i:06d}.png"
         render_pair(scene, image_size, rng, layout).save(root / image, compress_level=1)
-        row = {"id": f"{i:06d}", "image": image, "text": scene.caption(), "split": split, **scene.__dict__}
+        texts, wording = worded(scene.__dict__, vocab, np.random.default_rng([seed, 9, i]), n_captions,
+                                canonical=lambda values: PairScene(**values).caption())  # fmt: skip
+        row = {"id": f"{i:06d}", "image": image, "text": texts[0], "split": split, **scene.__dict__}
+        if vocab is not None:
+            row["captions"] = json.dumps(texts)
         if split != "test":
             return row, None
         kind = SWAPS[n_hard % len(SWAPS)]
         return row, {"id": row["id"], "image": image, "text": row["text"],
-                     "distractor": scene.swapped(kind).caption(), "swapped": kind}  # fmt: skip
+                     "distractor": wording(scene.swapped(kind).__dict__), "swapped": kind}  # fmt: skip
 
-    return write_dataset(out_dir, params, n, seed, image_size, splits, MANIFEST_COLUMNS, make_row, progress)
+    columns = MANIFEST_COLUMNS + (("captions",) if vocab is not None else ())
+    return write_dataset(out_dir, params, n, seed, image_size, splits, columns, make_row, progress)

@@ -77,3 +77,18 @@ def test_unusable_sources_raise_clearly(tmp_path):
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(ValueError, match="neither a folder nor a manifest"):
         iter_source(tmp_path / "x.txt", SourceReport())
+
+
+def test_a_captions_column_gives_each_record_its_captions(tmp_path):
+    _png(tmp_path / "1.png")
+    (tmp_path / "m.csv").write_text(
+        'image,text,captions\n1.png,a red square,"[""a red square"", "" a crimson box "", """"]"\n'
+        "1.png,no list,not json\n1.png,numbers,[1]\n1.png,none,\n"
+    )
+    records = list(iter_source(tmp_path / "m.csv", SourceReport()))
+    assert [r.captions for r in records] == [("a red square", "a crimson box"), (), (), ()]
+    assert records[0].metadata["captions"] == '["a red square", " a crimson box ", ""]'  # kept, as any column
+    (tmp_path / "m.jsonl").write_text(json.dumps({"image": "1.png", "text": "x", "captions": ["x", "y"]}))
+    assert next(iter_source(tmp_path / "m.jsonl", SourceReport())).captions == ("x", "y")
+    pq.write_table(pa.table({"image": ["1.png"], "text": ["x"], "captions": [["x", "z"]]}), tmp_path / "m.parquet")
+    assert next(iter_source(tmp_path / "m.parquet", SourceReport())).captions == ("x", "z")
