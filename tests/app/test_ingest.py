@@ -193,3 +193,26 @@ def test_a_failing_refresh_keeps_serving_the_loaded_snapshot(env, tmp_path):
         state.refresh(force=True)
         resp = client.post("/v1/search/text", json={"query": "caption 1"})
         assert resp.status_code == 200 and resp.json()["count"] == 3
+
+
+def test_several_captions_per_image_survive_ingest_and_the_db_export_for_finetuning(env, tmp_path):
+    import json
+
+    from app.models_admin import export_pairs
+    from training.sources import SourceReport, iter_source
+
+    settings, sf = env
+    root = _folder(tmp_path / "imgs", n=2)
+    manifest = tmp_path / "m.jsonl"
+    rows = [
+        {"image": str(root / f"{i}.png"), "text": f"caption {i}", "captions": [f"caption {i}", f"other {i}"]}
+        for i in range(2)
+    ]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows))
+    ingest(manifest, settings, sf)
+    with sf() as session:
+        metas = [item.meta for batch in crud.iter_item_batches(session, 10) for item in batch]
+    assert sorted(m["captions"][1] for m in metas) == ["other 0", "other 1"]  # a JSON list, not its repr
+    assert export_pairs(sf, tmp_path / "pairs.jsonl") == 2
+    exported = list(iter_source(tmp_path / "pairs.jsonl", SourceReport()))
+    assert sorted(r.captions for r in exported) == [("caption 0", "other 0"), ("caption 1", "other 1")]

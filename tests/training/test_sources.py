@@ -58,7 +58,7 @@ def test_jsonl_manifest_skips_malformed_lines(tmp_path):
     (tmp_path / "m.jsonl").write_text("\n".join(lines))
     report = SourceReport()
     records = list(iter_source(tmp_path / "m.jsonl", report))
-    assert len(records) == 1 and records[0].metadata == {"tags": "['a']"}
+    assert len(records) == 1 and records[0].metadata == {"tags": ["a"]}
     assert report.skipped == {"malformed JSON line": 2}
 
 
@@ -88,7 +88,13 @@ def test_a_captions_column_gives_each_record_its_captions(tmp_path):
     records = list(iter_source(tmp_path / "m.csv", SourceReport()))
     assert [r.captions for r in records] == [("a red square", "a crimson box"), (), (), ()]
     assert records[0].metadata["captions"] == '["a red square", " a crimson box ", ""]'  # kept, as any column
-    (tmp_path / "m.jsonl").write_text(json.dumps({"image": "1.png", "text": "x", "captions": ["x", "y"]}))
-    assert next(iter_source(tmp_path / "m.jsonl", SourceReport())).captions == ("x", "y")
+    (tmp_path / "m.jsonl").write_text(
+        json.dumps({"image": "1.png", "text": "x", "captions": ["x", "y"], "exif": {"iso": 100, "tags": ["a"]}})
+    )
+    record = next(iter_source(tmp_path / "m.jsonl", SourceReport()))
+    assert record.captions == ("x", "y")
+    # lists and objects stay JSON in the item's metadata (not their Python repr as a string)
+    assert record.metadata["captions"] == ["x", "y"] and record.metadata["exif"] == {"iso": 100, "tags": ["a"]}
     pq.write_table(pa.table({"image": ["1.png"], "text": ["x"], "captions": [["x", "z"]]}), tmp_path / "m.parquet")
-    assert next(iter_source(tmp_path / "m.parquet", SourceReport())).captions == ("x", "z")
+    record = next(iter_source(tmp_path / "m.parquet", SourceReport()))
+    assert record.captions == ("x", "z") and record.metadata["captions"] == ["x", "z"]
