@@ -7,18 +7,24 @@ import cannot hide a dependency the layering forbids.
 from __future__ import annotations
 
 import ast
-from concurrent.futures import ThreadPoolExecutor
+import functools
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 
+@functools.cache
 def _parse(source: str) -> ast.Module:
-    """``ast.parse`` on a fresh thread. CPython 3.11.7 can fail with "AST constructor recursion depth
-    mismatch" on a thread where a RecursionError was raised before (the suite provokes some: deeply
-    nested JSON bodies); a new thread starts with its own, clean recursion counters."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(ast.parse, source).result()
+    """``ast.parse`` in a fresh interpreter. CPython 3.11.7's AST constructor keeps one recursion
+    counter per interpreter, which a failed or concurrent parse elsewhere in the process can leave
+    off: "AST constructor recursion depth mismatch" (cpython gh-106905), seen late in this suite.
+    AST nodes pickle, so the tree comes back whole."""
+    script = "import ast, pickle, sys; sys.stdout.buffer.write(pickle.dumps(ast.parse(sys.stdin.read())))"
+    done = subprocess.run([sys.executable, "-c", script], input=source.encode(), capture_output=True, check=True)
+    return pickle.loads(done.stdout)
 
 
 ROOT = Path(__file__).resolve().parent.parent
