@@ -27,6 +27,15 @@ mkdir -p "$LOG"
 DOCKER=${DOCKER:-$( [ -x /usr/bin/docker ] && echo /usr/bin/docker || command -v docker )}
 export DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1 PATH=$(dirname "$DOCKER"):$PATH
 COMPOSE=${COMPOSE:-docker-compose}
+if ! command -v "$COMPOSE" >/dev/null; then  # Debian's docker.io does not bring it
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing docker-compose (Debian's package)"
+        apt-get install -y -qq docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+    else
+        echo "docker/test.sh needs $COMPOSE (Debian: apt-get install docker-compose)" >&2
+        exit 1
+    fi
+fi
 PROJECT=crossmodaltest
 PORT=8000
 results=()
