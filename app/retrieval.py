@@ -1,13 +1,12 @@
 """One search request, end to end: encode, search (filtered, deduplicated), hydrate, rank, paginate.
 
 The HTTP routes (``app.api.routes.search``, the clip-retrieval compatible ones) parse requests
-into :class:`~app.schemas.SearchOptions` and an ``encode`` callable, and call :func:`run_search`.
+into :class:`~app.schemas.SearchOptions` and a :class:`QueryInput`, and call :func:`run_search`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
@@ -25,8 +24,6 @@ from app.schemas import IndexInfo, ModelInfo, SearchOptions, SearchResponse, Sea
 from app.search import LoadedIndex, NotReady, SearchState, Snapshot, search_index
 from index.dedupe import MAX_DEDUPE, near_duplicates
 from index.search import first_depth
-
-Encode = Callable[[object], np.ndarray]  # the snapshot's encoder -> a (1, d) query vector
 
 
 @dataclass(frozen=True)
@@ -89,7 +86,7 @@ def _allowed(session: Session, settings: Settings, opts: SearchOptions, where) -
 
 
 def _ranked(
-    snap: Snapshot, xq: np.ndarray, opts: SearchOptions, found: _Candidates, allowed, want: int, first=None
+    snap: Snapshot, xq: np.ndarray, opts: SearchOptions, found: _Candidates, allowed, first=None
 ) -> tuple[LoadedIndex, list[tuple[float, int]]]:
     """The best ``want`` (score, id) pairs, ties broken by id, near-duplicates dropped if asked.
 
@@ -97,9 +94,9 @@ def _ranked(
     survive or the index has nothing more to give. A few candidates past ``want`` are always
     fetched, so that equal scores at the cut are ordered by id on every page alike.
     """
+    want, depth = opts.offset + opts.k, _depth(opts)
     if opts.dedupe is not None and want > MAX_DEDUPE // 2:
         raise ApiError(400, "dedupe_too_deep", f"dedupe works on the first {MAX_DEDUPE // 2} results (offset + k)")
-    depth = want + TIE_MARGIN
     while True:
         loaded, scores, ids = search_index(
             snap, xq, opts.target, depth, keep=found.keep, min_score=opts.min_score, allowed=allowed, first=first
@@ -118,31 +115,31 @@ def _ranked(
         depth = min(depth * 2, MAX_DEDUPE)
 
 
-def depth_for(snap: Snapshot, opts: SearchOptions) -> int:
-    """The first round's depth for this request (what a batch searches on its behalf)."""
-    want = opts.offset + opts.k + TIE_MARGIN
-    return first_depth(snap.indexes[opts.target].index.ntotal, want)
+def _depth(opts: SearchOptions) -> int:
+    """How many ranked candidates a request starts from: its page and everything before it, plus a
+    few past it, so that equal scores at the cut are ordered by id on every page alike."""
+    return opts.offset + opts.k + TIE_MARGIN
 
 
-def _encode(state: SearchState, snap: Snapshot, query: QueryInput | Encode, opts: SearchOptions, batch_search, ticket):
+def _encode(state: SearchState, snap: Snapshot, query: QueryInput, opts: SearchOptions, batch_search, ticket):
     """``(xq (1, d), first round (D, I) or None)``: through the batcher and the text cache when on."""
-    if not isinstance(query, QueryInput):
-        return query(snap.encoder), None
     batcher, cache = state.batcher, state.query_cache
     model = (snap.model_id, snap.model_spec)
-    cached = cache.get(model, query.value) if query.kind == "text" else None
     if query.kind == "vector":
-        cached = query.encode_alone(snap.encoder)[0]
+        known = query.encode_alone(snap.encoder)[0]
+    else:
+        known = cache.get(model, query.value) if query.kind == "text" else None
     if batcher is None:
-        xq = cached[None, :] if cached is not None else query.encode_alone(snap.encoder)
+        xq = known[None, :] if known is not None else query.encode_alone(snap.encoder)
         first = None
     else:
-        index = snap.indexes[opts.target].index.index if batch_search else None
-        job = Query(snap.encoder, query.kind, None if cached is not None else query.value, cached, index)
-        job.depth = depth_for(snap, opts) if batch_search else 0
+        index = snap.indexes[opts.target].index if batch_search else None
+        job = Query(snap.encoder, query.kind, None if known is not None else query.value, known)
+        if index is not None:  # the batch runs this request's first search round too
+            job.index, job.depth = index.index, first_depth(index.ntotal, _depth(opts))
         vector, D, I = batcher.run(job, ticket)
         xq, first = vector[None, :], (None if D is None else (D[None, :], I[None, :]))
-    if query.kind == "text" and cached is None:
+    if query.kind == "text" and known is None:
         cache.put(model, query.value, np.array(xq[0]))
     return xq, first
 
@@ -151,7 +148,7 @@ def run_search(
     state: SearchState,
     session_factory: sessionmaker,
     settings: Settings,
-    query: QueryInput | Encode,
+    query: QueryInput,
     opts: SearchOptions,
 ) -> tuple[SearchResponse, dict[str, float]]:
     """Encode (batched, cached), search (``index.search``: overfetch past deleted rows, filters and
@@ -171,7 +168,7 @@ def run_search(
         ts = time.perf_counter()
         allowed = _allowed(session, settings, opts, where)
         try:
-            loaded, hits = _ranked(snap, xq, opts, found, allowed, opts.offset + opts.k, first)
+            loaded, hits = _ranked(snap, xq, opts, found, allowed, first)
         except NotReady as e:
             raise ApiError(503, "nothing_indexed", str(e)) from e
         timings["search"] = (time.perf_counter() - ts) * 1000 - timings["hydrate"]

@@ -1,7 +1,7 @@
 """clip-retrieval's back-end endpoints (``/indices-list``, ``/knn-service``, ``/metadata``) over our search.
 
 Another project's contract, so they stay out of our OpenAPI schema (README documents them). Searches
-go through :func:`app.api.routes.search.run_search`, called in one place (:func:`_run_search`), with
+go through :func:`app.retrieval.run_search`, called in one place (:func:`_run_search`), with
 the same auth dependency, limits and errors (``{detail, code}``) as ``/v1/search``. What
 clip-retrieval accepts but we ignore (``use_mclip``, the safety and violence models, aesthetic
 scoring) is validated and then ignored, as ``clip_back`` itself does when it was started without them.
@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import sessionmaker
 
+from app.api.bodies import read_capped
 from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
 from app.auth import require_search
 from app.clip_compat import (
@@ -44,14 +45,12 @@ from index.dedupe import MAX_DEDUPE
 
 router = APIRouter(tags=["clip-retrieval"], dependencies=[Depends(require_search)], include_in_schema=False)
 
-Encode = QueryInput  # what run_search encodes (batched, and cached for texts)
-
 
 def _run_search(
     state: SearchState,
     session_factory: sessionmaker,
     settings: Settings,
-    encode: Encode,
+    query: QueryInput,
     target: Modality,
     k: int,
     dedupe: bool,
@@ -69,7 +68,7 @@ def _run_search(
         attempts = [(deduped, "on"), (plain, "unavailable")]
     for opts, outcome in attempts:
         try:
-            response, timings = run_search(state, session_factory, settings, encode, opts)
+            response, timings = run_search(state, session_factory, settings, query, opts)
         except ApiError as e:
             if outcome == "on" and e.code == "dedupe_unsupported":
                 continue
@@ -81,19 +80,6 @@ def _run_search(
 def _json(body: object, headers: dict[str, str] | None = None) -> Response:
     # pydantic's encoder: a NaN deep in item metadata becomes null instead of failing the response
     return Response(content=pydantic_core.to_json(body), media_type="application/json", headers=headers)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"the request body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"the request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _body_limit(settings: Settings) -> int:
@@ -112,12 +98,12 @@ async def knn_service(
     request: Request, state: SearchStateDep, session_factory: SessionFactoryDep, settings: SettingsDep
 ) -> Response:
     """clip_back's nearest-neighbour search: text, base64 image, image URL or a raw embedding."""
-    body: KnnRequest = parse_body(await _read_body(request, _body_limit(settings)), KnnRequest)
+    body: KnnRequest = parse_body(await read_capped(request, _body_limit(settings)), KnnRequest)
     check_index_name(body.indice_name, settings)
-    kind, encode = await _query(request, body, state, settings, session_factory)
+    kind, query = await _query(request, body, state, settings, session_factory)
     k = _depth(state, settings, body)
     response, timings, deduped = await run_in_threadpool(
-        _run_search, state, session_factory, settings, encode, body.modality, k, bool(body.deduplicate)
+        _run_search, state, session_factory, settings, query, body.modality, k, bool(body.deduplicate)
     )
     request.app.state.metrics.observe_search(kind, body.modality.value, timings)
     headers = {"X-Crossmodal-Index": str(response.index.id), "X-Crossmodal-Deduplicated": deduped}
@@ -136,8 +122,8 @@ def _depth(state: SearchState, settings: Settings, body: KnnRequest) -> int:
 
 async def _query(
     request: Request, body: KnnRequest, state: SearchState, settings: Settings, session_factory: sessionmaker
-) -> tuple[str, Encode]:
-    """The query as (metrics label, encode callable), in clip_back's order: text, image, image_url, embedding."""
+) -> tuple[str, QueryInput]:
+    """The query as (metrics label, QueryInput), in clip_back's order: text, image, image_url, embedding."""
     text = (body.text or "").strip()
     if text:
         if len(text) > settings.max_query_chars:
@@ -220,7 +206,7 @@ def _embedding(values: list[float], state: SearchState, target: Modality) -> np.
 async def metadata(request: Request, session_factory: SessionFactoryDep, settings: SettingsDep) -> Response:
     """``{ids, indice_name}`` -> ``[{id, metadata: {url, caption, ...}}]`` in the order asked; unknown or
     deleted ids are left out; ``ids: []`` is ``[]``."""
-    body: MetadataRequest = parse_body(await _read_body(request, 2**20), MetadataRequest)
+    body: MetadataRequest = parse_body(await read_capped(request, 2**20), MetadataRequest)
     check_index_name(body.indice_name, settings)
     if len(body.ids) > settings.max_k:
         raise ApiError(422, "too_many_ids", f"{len(body.ids)} ids; at most {settings.max_k} at once")

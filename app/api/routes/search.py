@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
+from app.api.bodies import read_capped
 from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
 from app.auth import require_search
 from app.config import Settings
@@ -95,19 +96,6 @@ _IMAGE_BODY = {
 }
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"the request body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"the request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _options(raw: dict, model=SearchOptions):
     try:
         return model.model_validate(raw)
@@ -141,7 +129,7 @@ async def _image_and_options(request: Request, settings: Settings) -> tuple[byte
     # base64 and multipart framing add overhead on top of the image's own byte limit
     body_limit = settings.max_upload_bytes * 4 // 3 + 64 * 1024
     if ctype == "application/json":
-        raw = await _read_capped(request, body_limit)
+        raw = await read_capped(request, body_limit)
         try:
             payload = json.loads(raw)
         except ValueError as e:
