@@ -21,9 +21,7 @@ import argparse
 import asyncio
 import base64
 import io
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,9 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._report import record  # noqa: E402
-from benchmarks.bench_search import _free_port, _queries, populate  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.bench_search import Server, _queries, populate  # noqa: E402
 
 
 def _png() -> str:
@@ -46,38 +42,6 @@ def _png() -> str:
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (30, 90, 200)).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
-
-
-class Server:
-    """`uvicorn app.asgi:app` in a subprocess with the given CROSSMODAL_* settings."""
-
-    def __init__(self, data_dir: Path, model: str, **env: str):
-        self.port = _free_port()
-        full = {**os.environ, "CROSSMODAL_DATA_DIR": str(data_dir), "CROSSMODAL_MODEL_SPEC": model}
-        full.update({f"CROSSMODAL_{k.upper()}": v for k, v in env.items()})
-        command = [sys.executable, "-m", "uvicorn", "app.asgi:app", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen([*command, "--log-level", "warning"], env=full, cwd=ROOT)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("server never became ready")
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 async def _drive(url: str, concurrency: int, seconds: float, mix: bool, queries: list[str], items: int, server):

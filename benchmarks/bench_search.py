@@ -39,11 +39,47 @@ from crossmodal_kernel.encoder import Encoder  # noqa: E402
 from index import flat, shards, store  # noqa: E402
 from training.synthetic import COLOURS, POSITIONS, SHAPES, SIZES, Scene  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Server:
+    """`uvicorn app.asgi:app` in a subprocess with the given CROSSMODAL_* settings."""
+
+    def __init__(self, data_dir: Path, model: str, **env: str):
+        self.port = _free_port()
+        full = {**os.environ, "CROSSMODAL_DATA_DIR": str(data_dir), "CROSSMODAL_MODEL_SPEC": model}
+        full.update({f"CROSSMODAL_{k.upper()}": v for k, v in env.items()})
+        command = [sys.executable, "-m", "uvicorn", "app.asgi:app", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*command, "--log-level", "warning"], env=full, cwd=Path(__file__).resolve().parent.parent
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("server never became ready")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
 
 def _queries(n: int, seed: int) -> list[str]:
@@ -96,9 +132,6 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-search-"))
-    # The query cache off: the floor encodes every query, so the server must too (repeats would hit it).
-    env = {**os.environ, "CROSSMODAL_DATA_DIR": str(tmp), "CROSSMODAL_MODEL_SPEC": args.model}
-    env["CROSSMODAL_QUERY_CACHE_SIZE"] = "0"
     settings = Settings(data_dir=tmp, model_spec=args.model)
     encoder = Encoder.from_spec(args.model, device="cpu")
     populate(settings, args.items, encoder)
@@ -108,36 +141,12 @@ def main() -> None:
         row = crud.get_active_indexes(s, crud.get_active_model(s).id)["image"]
     index = store.load(row.path).index
 
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.asgi:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    # The query cache off: the floor encodes every query, so the server must too (repeats would hit it).
+    server = Server(tmp, args.model, query_cache_size="0")
     floor, http, server_ms = [], [], []
     stages: dict[str, list[float]] = {}
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            for _ in range(600):
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-            else:
-                raise RuntimeError("server never became ready")
+        with httpx.Client(base_url=server.url, timeout=60) as client:
             # Interleave floor and HTTP query by query, so machine noise hits both alike.
             for i, q in enumerate(queries):
                 t0 = time.perf_counter()
@@ -155,8 +164,7 @@ def main() -> None:
                         name, dur = part.split(";dur=")
                         stages.setdefault(name, []).append(float(dur))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
 
     f, h, inside = percentiles(floor), percentiles(http), percentiles(server_ms)
     ratio = h["p50_ms"] / f["p50_ms"]
