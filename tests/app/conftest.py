@@ -71,6 +71,20 @@ def make_settings(tmp, url: str, **overrides) -> Settings:
     return Settings(data_dir=tmp, database_url=url, **{**values, **overrides})
 
 
+def ingested(tmp, url: str, n: int = 40, **overrides) -> Settings:
+    """A migrated database at ``url`` holding ``n`` synthetic pairs (32 px), ingested with
+    ``make_settings(tmp, url, **overrides)``, which are returned."""
+    upgrade(url)
+    settings = make_settings(tmp, url, **overrides)
+    engine = make_engine(url)
+    try:
+        manifest = generate_dataset(tmp / "ds", n=n, seed=0, image_size=32).manifest
+        ingest(manifest, settings, make_session_factory(engine))
+    finally:
+        engine.dispose()
+    return settings
+
+
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def service(request, tmp_path_factory) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp("service")

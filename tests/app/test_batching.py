@@ -11,12 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.batching import Batcher, Query, QueryCache
-from app.db.session import make_engine, make_session_factory, upgrade
-from app.ingest import ingest
 from app.main import create_app
 from index import flat
-from tests.app.conftest import make_settings
-from training.synthetic import generate_dataset
+from tests.app.conftest import ingested
 
 
 class FakeEncoder:
@@ -143,14 +140,7 @@ def test_the_query_cache_is_keyed_by_model_and_text_and_forgets_the_least_recent
 @pytest.fixture(scope="module")
 def clients(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("batching")
-    url = f"sqlite:///{tmp / 'db.sqlite'}"
-    upgrade(url)
-    settings = make_settings(tmp, url)
-    ingest(
-        generate_dataset(tmp / "ds", n=40, seed=0, image_size=32).manifest,
-        settings,
-        make_session_factory(make_engine(url)),
-    )
+    settings = ingested(tmp, f"sqlite:///{tmp / 'db.sqlite'}")
     on = TestClient(create_app(settings.model_copy(update={"batch_window_ms": 5.0})))
     off = TestClient(create_app(settings.model_copy(update={"batching": False, "query_cache_size": 0})))
     with on, off:

@@ -22,21 +22,14 @@ from app.db.session import make_engine, make_session_factory, upgrade
 from app.ingest import ingest
 from app.main import create_app
 from index import shards
-from tests.app.conftest import free_port, make_settings, serving, wait_for
+from tests.app.conftest import free_port, ingested, make_settings, serving, wait_for
 from training.synthetic import generate_dataset
 
 
 @pytest.fixture
 def sqlite_service(tmp_path):
     db = tmp_path / "db.sqlite"
-    url = f"sqlite:///{db}"
-    upgrade(url)
-    engine = make_engine(url)
-    settings = make_settings(tmp_path, url, index_refresh_seconds=0.1)
-    ingest(
-        generate_dataset(tmp_path / "ds", n=30, seed=0, image_size=32).manifest, settings, make_session_factory(engine)
-    )
-    engine.dispose()
+    settings = ingested(tmp_path, f"sqlite:///{db}", n=30, index_refresh_seconds=0.1)
     with TestClient(create_app(settings)) as client:
         yield client, db, settings
 
@@ -155,14 +148,7 @@ def _png() -> bytes:
 
 
 def test_256_concurrent_mixed_requests_get_no_5xx_and_a_fast_429_over_the_cap(tmp_path):
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    upgrade(url)
-    settings = make_settings(tmp_path, url, max_inflight=32, threads=8)
-    ingest(
-        generate_dataset(tmp_path / "ds", n=30, seed=0, image_size=32).manifest,
-        settings,
-        make_session_factory(make_engine(url)),
-    )
+    settings = ingested(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", n=30, max_inflight=32, threads=8)
     image = _png()
 
     async def one(client, i):
@@ -195,15 +181,7 @@ def test_a_postgresql_outage_under_load_is_503_and_the_service_recovers_by_itsel
     from tests.conftest import fresh_postgres_database
 
     with fresh_postgres_database(postgres_admin) as url:
-        upgrade(url)
-        engine = make_engine(url)
-        settings = make_settings(tmp_path, url, index_refresh_seconds=0.2)
-        ingest(
-            generate_dataset(tmp_path / "ds", n=30, seed=0, image_size=32).manifest,
-            settings,
-            make_session_factory(engine),
-        )
-        engine.dispose()
+        settings = ingested(tmp_path, url, n=30, index_refresh_seconds=0.2)
         name = url.rsplit("/", 1)[1]
         statuses: list[int] = []
         stop = threading.Event()

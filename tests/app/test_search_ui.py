@@ -7,24 +7,14 @@ import re
 
 import pytest
 
-from app.db.session import make_engine, make_session_factory, upgrade
-from app.ingest import ingest
 from app.main import create_app
-from tests.app.conftest import ARTIFACTS, free_port, make_settings, serving
-from training.synthetic import generate_dataset
+from tests.app.conftest import ARTIFACTS, free_port, ingested, serving
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("search-ui")
-    url = f"sqlite:///{tmp / 'db.sqlite'}"
-    upgrade(url)
-    settings = make_settings(tmp, url)
-    ingest(
-        generate_dataset(tmp / "ds", n=40, seed=0, image_size=32).manifest,
-        settings,
-        make_session_factory(make_engine(url)),
-    )
+    settings = ingested(tmp, f"sqlite:///{tmp / 'db.sqlite'}")
     with serving(create_app(settings), free_port()) as base:
         yield base
 
