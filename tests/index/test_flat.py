@@ -58,8 +58,10 @@ def test_blas_path_agrees_with_faiss_in_every_chunking(monkeypatch, tmp_path):
     index = flat.build_exact(xb, ids)
     assert flat._exact_parts(index) is not None
     D_ref, I_ref = index.search(xq, 10)  # FAISS itself
-    for chunk_floats in (700, 7000, flat.SIM_CHUNK_FLOATS):  # one query a chunk, ten, all
+    # corpus blocks of k rows, 21 rows, 212 rows, all; queries 256 a product, or 5
+    for chunk_floats, query_block in ((10, 256), (700, 256), (7000, 5), (flat.SIM_CHUNK_FLOATS, 256)):
         monkeypatch.setattr(flat, "SIM_CHUNK_FLOATS", chunk_floats)
+        monkeypatch.setattr(flat, "QUERY_BLOCK", query_block)
         D, I = flat.search(index, xq, 10)
         np.testing.assert_allclose(D, D_ref, atol=1e-6)
         assert (I == I_ref).mean() > 0.99  # may differ only on exact ties
