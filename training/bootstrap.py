@@ -5,6 +5,9 @@ the heads then train for many epochs on the cached pooled features, which
 takes seconds on a CPU. This is how ``builtin:lit-mini`` gets usable heads
 (Zhai et al., 2022, "LiT: Zero-Shot Transfer with Locked-image text Tuning").
 The full fine-tuning trainer lives elsewhere; this is the minimal one.
+
+A pair may come with several captions of its image (a manifest's ``captions`` column): each
+is encoded once, and every epoch trains on one of them per image, drawn at random.
 """
 
 from __future__ import annotations
@@ -69,8 +72,13 @@ def cache_features(
     pairs: Sequence[tuple[str, str]],
     cfg: BootstrapConfig,
     progress: Progress | None = None,
+    captions: Sequence[Sequence[str]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Pooled tower features for ``(image path, caption)`` pairs; unreadable images are dropped."""
+    """Pooled tower features for ``(image path, caption)`` pairs; unreadable images are dropped.
+
+    With ``captions`` (per pair, more captions of its image), the text features are those of
+    :func:`wordings` of each kept pair in turn, not one per pair.
+    """
     model = loaded.model.eval()
     image_head, text_head = _heads(model)
     img_cap, txt_cap = _Capture(image_head), _Capture(text_head)
@@ -92,7 +100,7 @@ def cache_features(
                 keys.extend(int(k) for k in ks)
             if progress:
                 progress("encode images", len(keys), len(pairs))
-        texts = [pairs[k][1] for k in keys]
+        texts = [t for k in keys for t in wordings(pairs[k][1], captions[k] if captions else ())]
         txt_feats = []
         for start in range(0, len(texts), cfg.encode_batch_size * 4):
             tokens = trim_padding(model, loaded.tokenizer(texts[start : start + cfg.encode_batch_size * 4]))
@@ -108,6 +116,11 @@ def cache_features(
     return torch.cat(img_feats), torch.cat(txt_feats), keys
 
 
+def wordings(text: str, captions: Sequence[str]) -> list[str]:
+    """``text`` and then ``captions``, blanks and repeats left out (``[text]`` without captions)."""
+    return list(dict.fromkeys(t for t in (text, *captions) if t.strip())) or [text]
+
+
 def clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE over the batch (Radford et al., 2021)."""
     logits = logit_scale.exp().clamp(max=100) * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
@@ -121,8 +134,14 @@ def train_heads(
     txt_feats: torch.Tensor,
     cfg: BootstrapConfig,
     progress: Progress | None = None,
+    counts: Sequence[int] | None = None,
 ) -> dict:
-    """Train copies of the heads on cached features, then load them into ``loaded.model``."""
+    """Train copies of the heads on cached features, then load them into ``loaded.model``.
+
+    ``counts[i]`` captions of image ``i`` follow each other in ``txt_feats`` when given (as
+    :func:`cache_features` writes them with ``captions``); each epoch draws one of them per image.
+    Without ``counts`` the features pair up row by row.
+    """
     torch.manual_seed(cfg.seed)
     image_head, text_head = (copy.deepcopy(h).float().cpu().train() for h in _heads(loaded.model))
     logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
@@ -135,6 +154,10 @@ def train_heads(
         lr=cfg.lr,
     )
     n = len(img_feats)
+    sizes = torch.as_tensor(counts if counts is not None else [1] * n)
+    if len(sizes) != n or int(sizes.sum()) != len(txt_feats) or bool((sizes < 1).any()):
+        raise ValueError(f"{len(txt_feats)} text features do not match {n} images with caption counts {counts}")
+    offsets = torch.cumsum(sizes, 0) - sizes
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
@@ -142,11 +165,13 @@ def train_heads(
     step, t0, loss = 0, time.perf_counter(), torch.tensor(float("nan"))
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=gen)
+        # Drawn only with counts: without them the generator (and so every run) is what it always was.
+        rows = offsets + (torch.rand(n, generator=gen) * sizes).long() if counts is not None else offsets
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             if len(idx) < 2:
                 continue
-            loss = clip_loss(image_head(img_feats[idx]), text_head(txt_feats[idx]), logit_scale)
+            loss = clip_loss(image_head(img_feats[idx]), text_head(txt_feats[rows[idx]]), logit_scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -175,10 +200,17 @@ def bootstrap_heads(
     pairs: Sequence[tuple[str, str]],
     cfg: BootstrapConfig | None = None,
     progress: Progress | None = None,
+    captions: Sequence[Sequence[str]] | None = None,
 ) -> dict:
-    """Cache tower features for ``pairs``, train the heads, and return a small report."""
+    """Cache tower features for ``pairs``, train the heads, and return a small report.
+
+    ``captions`` (aligned with ``pairs``) adds more captions per image, one drawn per epoch.
+    """
     cfg = cfg or BootstrapConfig()
-    img, txt, keys = cache_features(loaded, pairs, cfg, progress)
-    report = train_heads(loaded, img, txt, cfg, progress)
+    img, txt, keys = cache_features(loaded, pairs, cfg, progress, captions)
+    counts = [len(wordings(pairs[k][1], captions[k])) for k in keys] if captions else None
+    report = train_heads(loaded, img, txt, cfg, progress, counts)
     report["skipped_images"] = len(pairs) - len(keys)
+    if counts:
+        report["captions"] = sum(counts)
     return report

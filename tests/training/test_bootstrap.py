@@ -63,3 +63,30 @@ def test_train_heads_rejects_models_without_module_heads():
     NoHeads.model.visual = torch.nn.Module()
     with pytest.raises(TypeError, match="projection heads"):
         train_heads(NoHeads(), torch.zeros(2, 3), torch.zeros(2, 3), BootstrapConfig(epochs=1))
+
+
+def test_train_heads_draws_one_of_each_images_captions_per_epoch():
+    """Image i owns counts[i] consecutive text rows; each epoch trains on one of them per image, and
+    over the epochs every row comes up. A row's first feature is its index, so a hook on the text
+    head sees which rows each step trained on."""
+    counts = [1 + i % 3 for i in range(12)]
+    owner = [i for i, c in enumerate(counts) for _ in range(c)]
+    img, txt = torch.randn(12, 6), torch.randn(len(owner), 5)
+    txt[:, 0] = torch.arange(len(owner), dtype=torch.float32)
+    fake, seen = _Fake(), []
+    # The hook's function survives the copy train_heads makes of the head.
+    fake.model.text.proj.register_forward_pre_hook(lambda _m, args: seen.append(args[0][:, 0].long().tolist()))
+    report = train_heads(fake, img, txt, BootstrapConfig(epochs=40, batch_size=12), counts=counts)
+    assert report["steps"] == 40 and len(seen) == 40
+    for batch in seen:  # one batch per epoch here: every image once, with a caption of its own
+        assert sorted(owner[r] for r in batch) == list(range(12))
+    assert {r for batch in seen for r in batch} == set(range(len(owner)))
+    with pytest.raises(ValueError, match="do not match"):
+        train_heads(_Fake(), img, txt[:-1], BootstrapConfig(epochs=1), counts=counts)
+
+
+def test_wordings_keep_the_text_first_and_drop_blanks_and_repeats():
+    from training.bootstrap import wordings
+
+    assert wordings("a red circle", ["a red circle", " ", "a crimson disc"]) == ["a red circle", "a crimson disc"]
+    assert wordings("a red circle", ()) == ["a red circle"]
