@@ -20,8 +20,16 @@ every delta is (b), measured in the same run.
 With --shift (shapes world) every model is also scored on a shift split of the same seed
 (training/synthetic_shift.py: held-out templates, synonyms and rendering) and a table puts
 in-distribution and shift R@1 side by side, per variant (averaged over --seeds when given).
+--captions varied words the world from the training pool of training/captions.py (--n-captions
+wordings per image: the bootstrap trains on all of them, the fine-tunes draw one per epoch);
+--text-augment adds the caption augmentations of benchmarks/_quality_shift.py to every fine-tune.
+
+With --models (a comma list) and --seeds, benchmarks/_quality_shift.py compares the models on the
+shift split: the bootstrap and the fine-tune recipes, in distribution against shift, per seed.
 
     .venv/bin/python benchmarks/bench_quality.py [--steps 30] [--batch-size 48] [--shift]
+    .venv/bin/python benchmarks/bench_quality.py --models builtin:lit-mini,builtin:lit-mini-spp \
+        --seeds 0,1,2 --shift --captions varied --text-augment
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from app.runtime import apply_runtime_defaults  # noqa: E402
 
 apply_runtime_defaults()
 
+from benchmarks import _quality_shift  # noqa: E402
 from benchmarks._report import record  # noqa: E402
 from crossmodal_kernel.checkpoints import save_checkpoint
 from crossmodal_kernel.encoder import Encoder  # noqa: E402
@@ -49,6 +58,7 @@ from training.bootstrap import BootstrapConfig, bootstrap_heads  # noqa: E402
 from training.captions import scene_key  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.evaluate import binding_accuracy, retrieval_metrics  # noqa: E402
+from training.sources import parse_captions  # noqa: E402
 from training.synthetic import generate_dataset  # noqa: E402
 from training.synthetic_binding import SWAPS, generate_binding_dataset  # noqa: E402
 from training.synthetic_shift import generate_shift_dataset  # noqa: E402
@@ -135,23 +145,34 @@ def shift_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def prepare(world: str, n: int, seed: int, tmp: Path, model: str = "builtin:lit-mini"):
+def prepare(world: str, n: int, seed: int, tmp: Path, model: str = "builtin:lit-mini", captions: str = "canonical",
+            n_captions: int = 1):  # fmt: skip
     """The dataset of ``world`` drawn with ``seed``, and a LiT bootstrap of ``model`` on its train split."""
+    ds, attributes = make_world(world, n, seed, tmp / "ds", captions, n_captions)
+    return ds, attributes, bootstrap(ds, model, seed, tmp / "bootstrap.pt")
+
+
+def make_world(world: str, n: int, seed: int, out: Path, captions: str = "canonical", n_captions: int = 1):
+    """The dataset of ``world`` drawn with ``seed`` (worded as asked), and the attributes its hard pairs swap."""
+    k = n_captions if captions == "varied" else 1
     if world.startswith("binding"):
-        ds = generate_binding_dataset(tmp / "ds", n=n, seed=seed, layout="free" if world == "binding-free" else "sides")
-        attributes = SWAPS
-    else:
-        ds = generate_dataset(tmp / "ds", n=n, seed=seed)
-        attributes = ("colour", "shape", "position")
+        layout = "free" if world == "binding-free" else "sides"
+        return generate_binding_dataset(out, n=n, seed=seed, layout=layout, captions=captions, n_captions=k), SWAPS
+    return generate_dataset(out, n=n, seed=seed, captions=captions, n_captions=k), ("colour", "shape", "position")
+
+
+def bootstrap(ds, model: str, seed: int, path: Path) -> str:
+    """The spec of ``model`` with LiT heads trained on ``ds``'s train split (every caption of a varied world)."""
     loaded = load_model(model, "cpu")
-    train = [(str(ds.root / r["image"]), r["text"]) for r in ds.rows("train")]
-    bootstrap_heads(loaded, train, BootstrapConfig(seed=seed))
-    boot = save_checkpoint(loaded, tmp / "bootstrap.pt")
-    return ds, attributes, f"{model}@{boot}"
+    rows = ds.rows("train")
+    train = [(str(ds.root / r["image"]), r["text"]) for r in rows]
+    captions = [parse_captions(r.get("captions")) for r in rows]
+    bootstrap_heads(loaded, train, BootstrapConfig(seed=seed), captions=captions if any(captions) else None)
+    return f"{model}@{save_checkpoint(loaded, path)}"
 
 
-def train_variant(args, ds, attributes, base_spec: str, out: Path, seed: int = 0, shift_ds=None, **over) -> dict:
-    """Fine-tune ``base_spec`` with the shared recipe plus ``over`` and score it on the test (and shift) split."""
+def finetune_from(args, ds, base_spec: str, out: Path, seed: int = 0, over: dict | None = None) -> Path:
+    """Fine-tune ``base_spec`` on ``ds`` with the shared recipe plus ``over``; the checkpoint's path."""
     raw = {
         "model": base_spec,
         "device": "cpu",
@@ -162,11 +183,19 @@ def train_variant(args, ds, attributes, base_spec: str, out: Path, seed: int = 0
         "optim": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": 3},
         "checkpoint_every": 10_000,
         "eval_every": 10_000,
-        **over,
+        **(over or {}),
     }
+    checkpoint = finetune(TrainConfig.model_validate(raw)).checkpoint
+    if checkpoint is None:
+        raise RuntimeError(f"fine-tuning into {out} wrote no checkpoint")
+    return Path(checkpoint)
+
+
+def train_variant(args, ds, attributes, base_spec: str, out: Path, seed: int = 0, shift_ds=None, **over) -> dict:
+    """Fine-tune ``base_spec`` with the shared recipe plus ``over`` and score it on the test (and shift) split."""
     started = time.perf_counter()
-    result = finetune(TrainConfig.model_validate(raw))
-    scores = score(f"{args.model}@{result.checkpoint}", ds, attributes, shift_ds)
+    checkpoint = finetune_from(args, ds, base_spec, out, seed, {**_quality_shift.text_policy(args), **over})
+    scores = score(f"{args.model}@{checkpoint}", ds, attributes, shift_ds)
     return {**scores, "train_s": time.perf_counter() - started}
 
 
@@ -186,6 +215,13 @@ def setup(args) -> tuple[str, str, str, str]:
         suffix += f"-g{args.image_groups}t{args.text_layers}"
         labels.append(f"{args.image_groups} image groups / {args.text_layers} text layers unlocked")
         flags += f" --image-groups {args.image_groups} --text-layers {args.text_layers}"
+    if getattr(args, "captions", "canonical") == "varied":
+        suffix += f"-varied{args.n_captions}"
+        labels.append(f"varied captions ({args.n_captions} per image)")
+        flags += f" --captions varied --n-captions {args.n_captions}"
+    if getattr(args, "text_augment", False):
+        suffix, flags = suffix + "-textaug", flags + " --text-augment"
+        labels.append("text augmentation")
     if getattr(args, "shift", False):
         suffix, flags = suffix + "-shift", flags + " --shift"
         flags += f" --shift-n {args.shift_n}" if getattr(args, "shift_n", None) else ""
@@ -225,14 +261,18 @@ def main() -> None:
         help="also score every model on a shift split (held-out wording and rendering; shapes world)",
     )
     ap.add_argument("--shift-n", type=int, default=None, help="shift split size (default: the test split's)")
+    _quality_shift.add_options(ap)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
+    if args.models:
+        compare_models(args)
+        return
     if args.seeds:
         replicate(args)
         return
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    ds, attributes, base_spec = prepare(args.world, args.n, 0, tmp, args.model)
+    ds, attributes, base_spec = prepare(args.world, args.n, 0, tmp, args.model, **_quality_shift.wording(args))
     shift_ds = shift_split(args, 0, tmp)
     rows: dict[str, dict] = {"(a) projections only (LiT)": score(base_spec, ds, attributes, shift_ds)}
     print("(a)", rows["(a) projections only (LiT)"], flush=True)
@@ -308,7 +348,7 @@ def replicate(args) -> None:
     per_seed: list[dict] = []
     for seed in seeds:
         tmp = Path(tempfile.mkdtemp(prefix=f"bench-quality-{seed}-"))
-        ds, attributes, base_spec = prepare(args.world, args.n, seed, tmp, args.model)
+        ds, attributes, base_spec = prepare(args.world, args.n, seed, tmp, args.model, **_quality_shift.wording(args))
         shift_ds = shift_split(args, seed, tmp)
         runs = {"(a) bootstrap": score(base_spec, ds, attributes, shift_ds)}
         runs["(b) unlocked, CLIP"] = train_variant(args, ds, attributes, base_spec, tmp / "b", seed=seed,
@@ -365,6 +405,21 @@ Reproduce: `.venv/bin/python benchmarks/bench_quality.py --world {args.world} --
     if not args.no_record:
         name = f"quality-{args.world}-seeds{suffix}" + (f"-{args.tag}" if args.tag else "")
         record(name, {"args": vars(args), "seeds": per_seed, "summary": summary}, md)
+
+
+def compare_models(args) -> dict:
+    """--models: every model's bootstrap and fine-tune recipes on the test and shift splits, over --seeds."""
+    if not (args.seeds and args.shift) or args.world != "shapes":
+        raise SystemExit("--models compares on the shift split: give --seeds and --shift (shapes world)")
+
+    def world(args, seed: int, tmp: Path):
+        ds, _ = make_world("shapes", args.n, seed, tmp / "ds", args.captions, args.n_captions)
+        return ds, shift_split(args, seed, tmp)
+
+    def train(args, ds, base: str, out: Path, seed: int, over: dict) -> Path:
+        return finetune_from(args, ds, base, out, seed, over)
+
+    return _quality_shift.compare(args, world, bootstrap, train, record)
 
 
 def _mean_runs(per_seed: list[dict]) -> dict[str, dict]:
