@@ -83,8 +83,14 @@ class Settings(BaseSettings):
     )
     index_kind: str = Field(
         "auto",
-        description="FAISS index kind: `auto` (chosen from N, d and the memory budget), `flat`, `hnsw`, "
-        "`ivf_flat`, `ivf_sq8` or `ivf_pq`.",
+        description="FAISS index kind: `auto` (every rung of the ladder that fits the memory budget is built, "
+        "tuned on the other modality's vectors and timed; the fastest that reaches the target recall is "
+        "published), or one of `flat`, `hnsw`, `hnsw_qa`, `ivf_flat`, `ivf_fs_refine`, `ivf_sq8`, `ivf_pq`.",
+    )
+    index_ladder: str = Field(
+        "",
+        description="Comma-separated kinds an `auto` index measures (default: flat, ivf_flat, ivf_fs_refine, "
+        "hnsw, hnsw_qa; IVF-SQ8 and IVF-PQ when IVF-Flat does not fit). Fewer rungs build faster.",
     )
     index_memory_budget_bytes: int = Field(
         4 * 2**30, ge=1, description="Memory an automatically chosen index may use, per modality."
@@ -183,6 +189,16 @@ class Settings(BaseSettings):
         if v != "auto" and v not in KINDS:
             raise ValueError(f"index_kind must be 'auto' or one of {KINDS}, got {v!r}")
         return v
+
+    @field_validator("index_ladder")
+    @classmethod
+    def _ladder(cls, v: str) -> str:
+        from index.factory import KINDS
+
+        unknown = [k for k in v.split(",") if k.strip() and k.strip() not in KINDS]
+        if unknown:
+            raise ValueError(f"index_ladder: unknown kinds {unknown}; expected some of {KINDS}")
+        return ",".join(k.strip() for k in v.split(",") if k.strip())
 
     @field_validator("log_level")
     @classmethod

@@ -37,6 +37,7 @@ def index_policy(settings: Settings) -> pipeline.IndexPolicy:
         memory_budget_bytes=settings.index_memory_budget_bytes,
         target_recall=settings.index_target_recall,
         gpu=faiss_gpu(),
+        ladder=tuple(k for k in settings.index_ladder.split(",") if k),
     )
 
 
@@ -46,9 +47,10 @@ def _live_ids(session: Session, modality: str) -> np.ndarray:
     return np.fromiter(ids, dtype=np.int64)
 
 
-def _tuning_queries(settings: Settings, model_id: int, modality: Modality, xb: np.ndarray) -> np.ndarray:
+def _other_vectors(settings: Settings, model_id: int, modality: Modality) -> np.ndarray | None:
+    """The other modality's embeddings: the queries an index of ``modality`` serves (text for images)."""
     _, other = shards.load_all(embeddings_dir(settings, model_id, modality.other))
-    return pipeline.tuning_queries(xb, other)
+    return other if len(other) else None
 
 
 def publish_indexes(
@@ -97,16 +99,19 @@ def publish_modality(
                 all_ids[update.new],
                 all_xb[update.new],
                 (all_ids[content], all_xb[content]),
-                _tuning_queries(settings, model.id, modality, all_xb[content]),
+                pipeline.tuning_queries(all_xb[content], _other_vectors(settings, model.id, modality)),
                 out_dir,
                 tombstones=update.tombstones,
                 meta=meta,
             )
         else:
             ids, xb = all_ids[live], all_xb[live]
-            xq = _tuning_queries(settings, model.id, modality, xb)
+            xq, train = pipeline.split_queries(xb, _other_vectors(settings, model.id, modality))
             stages = lambda stage, done, total: progress(f"{modality} index: {stage}", done, total or None)  # noqa: E731
-            built = pipeline.build(ids, xb, xq, out_dir, index_policy(settings), meta, progress=stages)
+            names = {"served_name": modality.other.value, "same_name": modality.value}
+            built = pipeline.build(
+                ids, xb, xq, out_dir, index_policy(settings), meta, progress=stages, train=train, **names
+            )
     except BaseException as e:
         _abandon(session_factory, row_id, e)
         raise

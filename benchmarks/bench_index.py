@@ -43,6 +43,7 @@ apply_runtime_defaults()
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "data" / "bench-cache"
+TEXT_TRAIN = 5000  # corpus images whose captions are the real data's training queries
 log = logging.getLogger("bench_index")
 
 
@@ -85,19 +86,19 @@ def real_dataset(n_base: int, n_query: int, model: str = "builtin:lit-mini", cac
         x = np.ascontiguousarray(x[np.argsort(ids)], dtype=np.float32)
         arrays = {"xb": x[:n_base], "xq_tune": x[n_base : n_base + n_query], "xq_eval": x[n - n_query :]}
         _save(images, arrays)
-    if not texts.exists():  # the captions of the two query sets' images: the product's text->image queries
+    have = set(np.load(texts).files) if texts.exists() else set()
+    if not {"xq_text_tune", "xq_text", "xq_text_train"} <= have:
+        # the captions of the two query sets' images (the product's text->image queries), and of the first
+        # TEXT_TRAIN corpus images (the query-aware rung's training queries: a service has its items' texts)
         rows = load_dataset(root / "ds").rows()
         encoder = Encoder.from_spec(model, device="cpu", batch_size=64)
-        captions = sorted({r["text"] for r in rows[n_base:]})
+        parts = {"xq_text_tune": rows[n_base : n_base + n_query], "xq_text": rows[n - n_query :],
+                 "xq_text_train": rows[: min(TEXT_TRAIN, n_base)]}  # fmt: skip
+        captions = sorted({r["text"] for part in parts.values() for r in part})
         cap_x = encoder.encode_texts(captions)
         cap_of = {c: i for i, c in enumerate(captions)}
-
-        def caption_queries(part: list[dict]) -> np.ndarray:
-            return np.ascontiguousarray(cap_x[[cap_of[r["text"]] for r in part]], dtype=np.float32)
-
-        both = {"xq_text_tune": caption_queries(rows[n_base : n_base + n_query]),
-                "xq_text": caption_queries(rows[n - n_query :])}  # fmt: skip
-        _save(texts, both)
+        _save(texts, {name: np.ascontiguousarray(cap_x[[cap_of[r["text"]] for r in part]], dtype=np.float32)
+                      for name, part in parts.items()})  # fmt: skip
     z = np.load(texts)
     arrays.update({k: z[k] for k in z.files})
     return arrays
@@ -286,34 +287,6 @@ def run_exact(data: dict, gt_eval, k: int) -> list[dict]:
     return rows
 
 
-def run_planned(name: str, plan, data: dict, gt_tune, gt_eval, k: int, target: float, curve: bool) -> dict:
-    """Build ``plan`` with the project's builder, tune it on the tuning queries, measure on the evaluation ones."""
-    from index.builder import array_shards, build_index
-    from index.tune import set_search_param, tune
-
-    xb = data["xb"]
-    log.info("%s: %s (%s)", name, plan.factory, plan.reason or plan.kind)
-    t0 = time.perf_counter()
-    index = build_index(array_shards(np.arange(len(xb), dtype=np.int64), xb), xb.shape[1], plan,
-                        progress=_stage_logger())  # fmt: skip
-    built_s = time.perf_counter() - t0
-    tuned = tune(index, plan, data["xq_tune"], gt_tune[1], k, target, gt_D=gt_tune[0])
-    build_s = time.perf_counter() - t0
-    log.info("%s built in %.0f s (+ %.0f s tuning): %s", name, built_s, build_s - built_s, tuned.note)
-    row = {"name": name, "factory": plan.factory, "status": "ok", "build_s": build_s, "train_add_s": built_s,
-           "index_bytes": index_bytes(index), "estimated_bytes": plan.memory_bytes,
-           "params": f"{tuned.param}={tuned.value}" if tuned.param else "", "tuned_recall": tuned.recall,
-           "reached": tuned.reached}  # fmt: skip
-    served = ServiceExact(index) if plan.kind == "flat" else index  # what the service runs for exact indexes
-    row.update(evaluate(served, data["xq_eval"], gt_eval, k))
-    _extra_queries(row, served, data, k)
-    if curve and plan.search_param:
-        row["curve"] = sweep(index, plan.search_param, list(plan.candidates), data["xq_eval"], gt_eval, k)
-        set_search_param(index, plan.search_param, tuned.value)
-    row["index"] = index
-    return row
-
-
 def run_autofaiss(data: dict, gt_eval, k: int, budget: int, time_limit_s: float, target: float) -> dict:
     """autofaiss in its own venv (numpy<2, faiss-cpu<1.10), its index measured here like ours."""
     import faiss
@@ -352,11 +325,11 @@ def run_autofaiss(data: dict, gt_eval, k: int, budget: int, time_limit_s: float,
 
 
 def _extra_queries(row: dict, index, data: dict, k: int) -> None:
-    """Recall on the second query set (the real data's caption embeddings), at the settings already chosen."""
+    """Recall on the second query set (image-like queries), at the settings already chosen."""
     from index.tune import measure_recall
 
-    if "gt_text" in data:
-        row["recall_text"] = measure_recall(index, data["xq_text"], data["gt_text"][1], k, data["gt_text"][0])
+    if "gt_same" in data:
+        row["recall_same"] = measure_recall(index, data["xq_same"], data["gt_same"][1], k, data["gt_same"][0])
 
 
 def _stage_logger():
@@ -387,25 +360,22 @@ def main() -> None:
     ap.add_argument("--components", type=int, default=50_000, help="mixture components")
     ap.add_argument("--noise", type=float, default=0.75, help="mixture noise scale relative to a centre")
     ap.add_argument("--queries", type=int, default=1000, help="tuning queries, and as many evaluation queries")
+    ap.add_argument("--train-queries", type=int, default=5000, help="text-like training queries (query-aware rung)")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--budget-gib", type=float, help="memory budget (default: the service's setting)")
     ap.add_argument("--target-recall", type=float, help="default: the service's setting")
-    ap.add_argument("--extra", default=None,
-                    help="comma-separated index kinds to build beside our choice (default: ivf_flat for mixture, "
-                         "hnsw,ivf_flat,ivf_pq for real; '' for none)")  # fmt: skip
+    ap.add_argument("--ladder", default=None, help="comma-separated rungs to measure (default: the service's ladder)")
     ap.add_argument("--autofaiss-limit-s", type=float, default=900.0, help="autofaiss's wall-clock limit")
     ap.add_argument("--no-autofaiss", action="store_true")
-    ap.add_argument("--tune-on", choices=("image", "text"), default=None,
-                    help="tuning queries: held-out image embeddings, or (real data only) captions of held-out images, "
-                    "as the service tunes an image index (default: text for real, image for mixture)")  # fmt: skip
-    ap.add_argument("--exact-only", action="store_true", help="measure only the two exact baselines")
+    ap.add_argument("--exact-only", action="store_true", help="measure only the exact baselines")
     ap.add_argument("--prepare-only", action="store_true", help="make and cache the dataset, then stop")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from app.config import Settings
-    from index.factory import choose_index, make_plan
+    from benchmarks._ladder_bench import run_ladder
+    from index.builder import array_shards
     from index.tune import exact_ground_truth
 
     settings = Settings()
@@ -413,37 +383,21 @@ def main() -> None:
     target = args.target_recall or settings.index_target_recall
     k = args.k
     t_start = time.perf_counter()
-    if args.dataset == "mixture":
-        n = args.n or 1_000_000
-        data = mixture_dataset(n, args.d, args.components, args.noise, args.queries)
-        extra = "ivf_flat" if args.extra is None else args.extra
-    else:
-        n = args.n or 100_000
-        data = real_dataset(n, args.queries)
-        extra = "hnsw,ivf_flat,ivf_pq" if args.extra is None else args.extra
+    data, queries = (mixture_queries if args.dataset == "mixture" else real_queries)(args)
     if args.prepare_only:
-        print({key: v.shape for key, v in data.items()})
+        print({key: v.shape for key, v in data.items() if hasattr(v, "shape")})
         return
-    tune_on = args.tune_on or ("text" if args.dataset == "real" else "image")
-    if tune_on == "text":
-        if "xq_text_tune" not in data:
-            raise SystemExit("--tune-on text needs caption queries: real data only")
-        data["xq_tune"] = data["xq_text_tune"]
     xb = data["xb"]
-    d = xb.shape[1]
-    log.info("dataset %s: %d x %d, %d + %d queries", args.dataset, n, d, len(data["xq_tune"]), len(data["xq_eval"]))
-
-    from index.builder import array_shards
-
+    n, d = xb.shape
+    log.info("dataset %s: %d x %d; queries %s", args.dataset, n, d,
+             {key: len(v) for key, v in data.items() if key.startswith("xq")})  # fmt: skip
     shards = array_shards(np.arange(n, dtype=np.int64), xb)
     t0 = time.perf_counter()
-    gt_tune = exact_ground_truth(shards, data["xq_tune"], k)
-    gt_eval = exact_ground_truth(shards, data["xq_eval"], k)
-    if "xq_text" in data:
-        data["gt_text"] = exact_ground_truth(shards, data["xq_text"], k)
+    data["gt_eval"] = exact_ground_truth(shards, data["xq_eval"], k)
+    data["gt_same"] = exact_ground_truth(shards, data["xq_same"], k)
     log.info("ground truth in %.0f s", time.perf_counter() - t0)
 
-    rows = run_exact(data, gt_eval, k)
+    rows = run_exact(data, data["gt_eval"], k)
     for r in rows:
         log.info("%s: %.1f QPS single, %.1f QPS batch 64", r["name"], r["qps_1"], r["qps_64"])
     if args.exact_only:
@@ -454,29 +408,13 @@ def main() -> None:
 
             record(f"index-{args.dataset}-exact", json.loads(json.dumps({"rows": rows}, default=_jsonable)), md)
         return
-    plan = choose_index(n, d, budget)
-    rows.append(run_planned("ours (auto)", plan, data, gt_tune, gt_eval, k, target, curve=True))
-    rows[-1].pop("index")
-    nprobe1 = None
-    for kind in [x for x in extra.split(",") if x and x != plan.kind]:
-        row = run_planned(f"ours, {kind} forced", make_plan(kind, n, d), data, gt_tune, gt_eval, k, target,
-                          curve=kind == "ivf_flat")  # fmt: skip
-        index = row.pop("index")
-        if kind == "ivf_flat":
-            from index.tune import measure_recall, set_search_param
-
-            set_search_param(index, "nprobe", 1)
-            nprobe1 = measure_recall(index, data["xq_eval"], gt_eval[1], k, gt_eval[0])
-            log.info("data check: IVF-Flat at nprobe=1 recalls %.3f", nprobe1)
-        del index
-        rows.append(row)
+    kinds = tuple(x for x in args.ladder.split(",") if x) if args.ladder else None
+    ladder_rows, totals = run_ladder(data, k, budget, target, kinds)
+    rows += ladder_rows
     if not args.no_autofaiss:
-        rows.append(run_autofaiss(data, gt_eval, k, budget, args.autofaiss_limit_s, target))
-    wall = time.perf_counter() - t_start
-
-    result = {"dataset": args.dataset, "tune_on": tune_on, "n": n, "d": d, "k": k, "budget_bytes": budget,
-              "target_recall": target,
-              "queries": args.queries, "nprobe1_recall": nprobe1, "wall_s": wall, "rows": rows,
+        rows.append(run_autofaiss(data, data["gt_eval"], k, budget, args.autofaiss_limit_s, target))
+    result = {"dataset": args.dataset, "n": n, "d": d, "k": k, "budget_bytes": budget, "target_recall": target,
+              "queries": queries, "wall_s": time.perf_counter() - t_start, "rows": rows, **totals,
               "args": {key: v for key, v in vars(args).items()}}  # fmt: skip
     md = report(result, args)
     print(md)
@@ -485,6 +423,37 @@ def main() -> None:
 
         name = f"index-{args.dataset}" + (f"-{args.budget_gib:g}gib" if args.budget_gib else "")
         record(name, json.loads(json.dumps(result, default=_jsonable)), md)
+
+
+def mixture_queries(args) -> tuple[dict, dict]:
+    """The mixture corpus, text-like (calibrated, ``benchmarks._ood``) served queries and image-like ones."""
+    from benchmarks import _ood
+
+    n = args.n or 1_000_000
+    base = mixture_dataset(n + args.train_queries, args.d, args.components, args.noise, args.queries)
+    xb, x_train = base["xb"][:n], base["xb"][n:]
+    targets, source = _ood.real_ratios(CACHE)
+    cal = _ood.calibrate(xb[:100_000], base["xq_tune"][:300], base["xq_eval"][:300], targets)
+    log.info("calibrated text-like queries: noise %.2f, gap %.2f (ratios %s, targets %s)", cal["noise"], cal["gap"],
+             cal["ratios"], targets)  # fmt: skip
+    text = lambda x, seed: _ood.text_like(x, cal["noise"], cal["gap"], seed)  # noqa: E731
+    data = {"xb": xb, "xq_tune": text(base["xq_tune"], 1), "xq_eval": text(base["xq_eval"], 2),
+            "xq_train": text(x_train, 3), "xq_same_tune": base["xq_tune"], "xq_same": base["xq_eval"]}  # fmt: skip
+    full_text, full_image = _ood.neighbour_stats(xb, data["xq_eval"]), _ood.neighbour_stats(xb, data["xq_same"])
+    matched = {key: full_text[key] / full_image[key] for key in ("spread", "overlap")}
+    info = {"served": "text-like (calibrated)", "same": "image-like", "targets": targets, "target_source": source,
+            "noise": cal["noise"], "gap": cal["gap"], "calibration_ratios": cal["ratios"], "ratios_full": matched,
+            "text_stats": full_text, "image_stats": full_image, "grid": cal["grid"]}  # fmt: skip
+    return data, info
+
+
+def real_queries(args) -> tuple[dict, dict]:
+    """Real image embeddings; caption queries served (tuned on, trained on), image queries beside them."""
+    data = real_dataset(args.n or 100_000, args.queries)
+    out = {"xb": data["xb"], "xq_tune": data["xq_text_tune"], "xq_eval": data["xq_text"],
+           "xq_train": data["xq_text_train"][: args.train_queries], "xq_same_tune": data["xq_tune"],
+           "xq_same": data["xq_eval"]}  # fmt: skip
+    return out, {"served": "caption", "same": "image"}
 
 
 def exact_report(rows: list[dict], args, n: int, d: int) -> str:
@@ -512,79 +481,9 @@ def _fmt_bytes(b) -> str:
 
 
 def report(res: dict, args) -> str:
-    rows, k, target = res["rows"], res["k"], res["target_recall"]
-    exact = [r for r in rows if r["name"].startswith("exact")]
-    best_1 = max(exact, key=lambda r: r["qps_1"])
-    best_64 = max(exact, key=lambda r: r["qps_64"])
-    ours = next(r for r in rows if r["name"] == "ours (auto)")
-    auto = next((r for r in rows if r["name"] == "autofaiss"), None)
-    title = {
-        "mixture": f"{res['n']:,} x {res['d']} vectors from a {args.components:,}-component Gaussian mixture "
-        f"(noise {args.noise})",
-        "real": f"{res['n']:,} `builtin:lit-mini` image embeddings ({res['d']}-d) of the synthetic world",
-    }[res["dataset"]]
-    text_col = "recall_text" in exact[0]
-    lines = [
-        f"## Index, {res['dataset']} data, {res['budget_bytes'] / 2**30:g} GiB budget "
-        f"(`benchmarks/bench_index.py --dataset {res['dataset']}`)",
-        "",
-        f"{title}; memory budget {res['budget_bytes'] / 2**30:.2f} GiB; our index tuned to recall@{k} ≥ {target} "
-        f"on {res['queries']} held-out {'caption' if res['tune_on'] == 'text' else res['dataset']} queries and "
-        f"measured on {res['queries']} other held-out {res['dataset']} vectors"
-        + (" and on the captions of their images (text queries)" if text_col else "")
-        + ". "
-        "Single = one query a call; batch = 64 a call; 2 threads. Index size = serialised bytes.",
-        "",
-        f"| index | factory | build s | size | params | recall@{k} | QPS single | QPS batch 64 |"
-        + (" recall@10 text queries |" if text_col else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if text_col else ""),
-    ]
-    for r in rows:
-        if r["status"] != "ok":
-            lines.append(f"| {r['name']} | {r['factory'] or '?'} | {r['status']} after {r['build_s']:.0f} s "
-                         "| — | — | — | — | — |" + (" — |" if text_col else ""))  # fmt: skip
-            continue
-        lines.append(
-            f"| {r['name']} | `{r['factory']}` | {r['build_s']:.0f} | {_fmt_bytes(r['index_bytes'])} | "
-            f"{r['params'] or '—'} | {r['recall']:.3f} | {r['qps_1']:,.0f} | {r['qps_64']:,.0f} |"
-            + (f" {r['recall_text']:.3f} |" if text_col else "")
-        )
-    lines.append("")
-    if res["nprobe1_recall"] is not None:
-        lines.append(f"Data check: IVF-Flat at nprobe=1 recalls {res['nprobe1_recall']:.3f} (should be < 0.5 "
-                     "for the mixture).")  # fmt: skip
-        lines.append("")
-    if "curve" in ours:
-        points = ", ".join(f"{p['value']}: {p['recall']:.3f} @ {p['qps_64']:,.0f}" for p in ours["curve"])
-        knob = ours["params"].split("=")[0]
-        lines += [f"Recall–QPS curve of our choice (`{knob}`: recall@{k} @ QPS batch 64): {points}", ""]
-    speedup = ours["qps_1"] / best_1["qps_1"]
-    lines.append(f"Ours vs the faster exact search: recall@{k} {ours['recall']:.3f} at **{speedup:.1f}x** the "
-                 f"single-query QPS of {best_1['name']} ({ours['qps_64'] / best_64['qps_64']:.1f}x the batch-64 QPS "
-                 f"of {best_64['name']})."  # fmt: skip
-                 + (f" Goal at 1M: ≥ 20x single-query at recall ≥ {target} — "
-                    f"{'met' if speedup >= 20 and ours['recall'] >= target else '**not met**'}."
-                    if res["n"] >= 1_000_000 else ""))  # fmt: skip
-    if auto is not None and auto["status"] == "ok":
-        cmp = f"autofaiss at its own setting ({auto['params']}): recall@{k} {auto['recall']:.3f}, " \
-              f"{auto['qps_1']:,.0f} QPS single. Ours: {ours['qps_1'] / auto['qps_1']:.2f}x its single-query QPS " \
-              f"at {'equal or better' if ours['recall'] >= auto['recall'] else 'LOWER'} recall."  # fmt: skip
-        best = at_recall(auto.get("curve", []), target)
-        if best is not None:
-            cmp += f" Swept to recall ≥ {target}, autofaiss reaches {best['recall']:.3f} at {best['value']} " \
-                   f"with {best['qps_64']:,.0f} QPS batch 64 (ours {ours['qps_64']:,.0f})."  # fmt: skip
-        elif auto.get("curve"):
-            cmp += f" Swept, autofaiss's index never reaches recall {target} (best " \
-                   f"{max(p['recall'] for p in auto['curve']):.3f})."  # fmt: skip
-        lines.append(cmp)
-    elif auto is not None:
-        limit = args.autofaiss_limit_s
-        status = f"{auto['status']} after {auto['build_s']:.0f} s (limit {limit:.0f} s)"
-        lines.append(f"autofaiss: {status}; no index to measure.")
-    lines += ["", f"Total wall time {res['wall_s'] / 60:.0f} min. Reproduce: "
-              f"`.venv/bin/python benchmarks/bench_index.py --dataset {res['dataset']}"
-              + (f" --budget-gib {args.budget_gib:g}" if args.budget_gib else "") + "`"]  # fmt: skip
-    return "\n".join(lines)
+    from benchmarks._ladder_report import ladder_report
+
+    return ladder_report(res, args)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index.factory import IndexPlan, estimate_memory
+from index.factory import CPU_ONLY, REFINE_K_FACTOR, IndexPlan, estimate_memory
 from index.shards import iter_shards
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def build_index(
     from index.gpu import maybe_gpu, to_cpu
 
     cpu_index = faiss.index_factory(d, plan.factory, faiss.METRIC_INNER_PRODUCT)
-    on_gpu = gpu and plan.kind != "hnsw"
+    on_gpu = gpu and plan.kind not in CPU_ONLY
     index = maybe_gpu(cpu_index, log.info) if on_gpu else cpu_index
     want = (plan.train_sample if train_sample is None else train_sample) if not index.is_trained else 0
     log.info(
@@ -117,7 +117,7 @@ def build_index(
     # 0.997-1.0 to 0.958-0.991 with 65,536-row adds (benchmarks/probe_hnsw_batches.py).
     # So HNSW gets one call; it holds every vector in RAM anyway, and this costs one more
     # float32 copy of the corpus while it is built.
-    one_add = plan.kind == "hnsw"
+    one_add = plan.kind in ("hnsw", "hnsw_qa")
     if one_add:
         all_x = np.empty((kept, d), dtype=np.float32)
         all_ids = np.empty(kept, dtype=np.int64)
@@ -152,6 +152,8 @@ def build_index(
         faiss.ParameterSpace().set_index_parameter(
             index, plan.search_param, min(DEFAULT_SEARCH[plan.search_param], max(plan.candidates))
         )
+    if ",Refine(" in plan.factory:
+        faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", REFINE_K_FACTOR)
     return index
 
 

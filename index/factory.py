@@ -45,7 +45,12 @@ EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024)
 IDMAP2_BYTES = 56
 IVF_ID_BYTES = 8
 
-KINDS = ("flat", "hnsw", "ivf_flat", "ivf_sq8", "ivf_pq")
+KINDS = ("flat", "hnsw", "hnsw_qa", "ivf_flat", "ivf_fs_refine", "ivf_sq8", "ivf_pq")
+# Built on the CPU even when a GPU is there: FAISS has no GPU HNSW, fast-scan PQ or refine stage.
+CPU_ONLY = frozenset({"hnsw", "hnsw_qa", "ivf_fs_refine"})
+# Candidates a refine stage re-ranks per result, until the ladder measures better (index.ladder.K_FACTORS):
+# 4-bit fast-scan PQ ranks coarsely, and re-ranking 64 k float16 vectors is cheap next to scanning lists.
+REFINE_K_FACTOR = 64
 
 
 @dataclass(frozen=True)
@@ -107,10 +112,14 @@ def make_plan(kind: str, n: int, d: int, *, gpu: bool = False, m: int | None = N
     values: tuple[int, ...]
     if kind == "flat":
         factory, sample, param, values = "IDMap2,Flat", 0, None, ()
-    elif kind == "hnsw":
+    elif kind in ("hnsw", "hnsw_qa"):  # hnsw_qa: the same graph plus query edges (index.query_aware)
         factory, sample, param, values = f"IDMap2,HNSW{HNSW_M},Flat", 0, "efSearch", EF_SEARCH
     elif kind == "ivf_flat":
         factory, param, values = f"IDMap2,IVF{nlist},Flat", "nprobe", nprobe
+    elif kind == "ivf_fs_refine":  # 4-bit fast-scan PQ over 2-d sub-vectors, re-ranked on float16 vectors
+        pq = f"PQ{d // 2 if d % 2 == 0 else d}x4fs"
+        factory, param, values = f"IDMap2,IVF{nlist},{pq},Refine(SQfp16)", "nprobe", nprobe
+        sample = min(n, max(sample, PQ_TRAIN_MIN))
     elif kind == "ivf_sq8":
         factory, param, values = f"IDMap2,IVF{nlist},SQ8", "nprobe", nprobe
     else:
@@ -171,6 +180,32 @@ def choose_index(n: int, d: int, memory_budget_bytes: int, gpu: bool = False, al
     return explain(pqs[-1], f"{where}OVER BUDGET: even the smallest OPQ+IVF-PQ code does not fit")
 
 
+# The measured ladder (index.ladder): the rungs built and measured for an ``auto`` index, in this order.
+# IVF-SQ8 and OPQ+IVF-PQ are memory fallbacks, measured only when IVF-Flat does not fit.
+LADDER = ("flat", "ivf_flat", "ivf_fs_refine", "hnsw", "hnsw_qa")
+FALLBACKS = ("ivf_sq8", "ivf_pq")
+
+
+def ladder(
+    n: int, d: int, memory_budget_bytes: int, *, gpu: bool = False, query_aware: bool = False, kinds=None
+) -> list[IndexPlan]:
+    """The rungs worth measuring for ``n x d`` under the budget: those of ``kinds`` that fit (default:
+    ``LADDER``, plus the memory fallbacks when IVF-Flat does not fit); ``hnsw_qa`` only with training queries
+    (``query_aware``), HNSW kinds only up to ``HNSW_MAX_N``. Never empty: if nothing fits, the
+    first-fit plan of :func:`choose_index` (which says it is over budget)."""
+    wanted = tuple(kinds or LADDER)
+    plans = []
+    for kind in wanted + (() if kinds else FALLBACKS):
+        plan = make_plan(kind, n, d, gpu=gpu)
+        if (kind == "hnsw_qa" and not query_aware) or (kind.startswith("hnsw") and n > HNSW_MAX_N):
+            continue
+        if kind in FALLBACKS and kind not in wanted and any(p.kind == "ivf_flat" for p in plans):
+            continue
+        if plan.memory_bytes <= memory_budget_bytes:
+            plans.append(replace(plan, reason=f"measured ladder rung ({n} x {d})"))
+    return plans or [choose_index(n, d, memory_budget_bytes, gpu=gpu)]
+
+
 def estimate_memory(factory: str, n: int, d: int) -> int:
     """Resident bytes of ``factory`` holding ``n`` vectors of dimension ``d`` (the kinds above only).
 
@@ -190,7 +225,10 @@ def estimate_memory(factory: str, n: int, d: int) -> int:
     if (m := re.fullmatch(r"HNSW(\d+)(?:,Flat)?", body)) is not None:
         links = 2 * int(m.group(1)) * 4 * 1.05  # level 0 has 2M links; upper levels add ~1/M
         return int(n * (per_vector + 4 * d + links + 12))  # + level and offset bookkeeping
-    if (m := re.fullmatch(r"IVF(\d+),(Flat|SQ8|PQ(\d+)(?:x(\d+))?)", body)) is not None:
+    if (m := re.fullmatch(r"(IVF\d+,PQ\d+x4fs),Refine\(SQfp16\)", body)) is not None:
+        base = estimate_memory(m.group(1), n, d)  # no IDMap2 part: counted once, below
+        return int(base + 2 * d * n + n * per_vector)
+    if (m := re.fullmatch(r"IVF(\d+),(Flat|SQ8|PQ(\d+)(?:x(\d+))?(?:fs)?)", body)) is not None:
         nlist, code = int(m.group(1)), m.group(2)
         fixed += 4 * d * nlist  # coarse centroids
         if code == "Flat":

@@ -84,9 +84,17 @@ def selector_params(index: faiss.Index, selector: Any) -> Any:
     """Search parameters that carry ``selector`` and keep the index's tuned nprobe / efSearch."""
     swig: Any = faiss  # the SWIG classes take keyword arguments faiss's type stubs do not declare
     ivf = swig.try_extract_index_ivf(index)
+    inner: Any = swig.downcast_index(index.index) if hasattr(index, "id_map") else index  # type: ignore[attr-defined]
+    if isinstance(inner, faiss.IndexRefine):
+        # IDMap2 translates the selector of the parameters it is given, but IndexRefine searches its base
+        # index with the nested ones: translate for it (row -> id), and keep the SWIG objects alive.
+        rows = swig.IDSelectorTranslated(index.id_map, selector) if hasattr(index, "id_map") else selector  # type: ignore[attr-defined]
+        base = swig.SearchParametersIVF(sel=rows, nprobe=int(ivf.nprobe)) if ivf is not None else None
+        params = swig.IndexRefineSearchParameters(k_factor=float(inner.k_factor), base_index_params=base)
+        params.keep_alive = (selector, rows, base)
+        return params
     if ivf is not None:
         return swig.SearchParametersIVF(sel=selector, nprobe=int(ivf.nprobe))
-    inner: Any = swig.downcast_index(index.index) if hasattr(index, "id_map") else index  # type: ignore[attr-defined]
     if hasattr(inner, "hnsw"):
         return swig.SearchParametersHNSW(sel=selector, efSearch=int(inner.hnsw.efSearch))
     return swig.SearchParameters(sel=selector)

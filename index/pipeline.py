@@ -12,16 +12,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from index import flat, store, tune
-from index.builder import array_shards, build_index
-from index.factory import IndexPlan, choose_index, make_plan
+from index import flat, ladder, store, tune
+from index.builder import array_shards
+from index.factory import ladder as ladder_plans
+from index.factory import make_plan
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,13 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 @dataclass(frozen=True)
 class IndexPolicy:
-    """How to build: the kind (``auto`` walks the ladder), the memory budget, the recall target, the GPU."""
+    """How to build: the kind (``auto`` measures the ladder), the memory budget, the recall target, the GPU."""
 
     kind: str = "auto"
     memory_budget_bytes: int = 4 * 2**30
     target_recall: float = 0.95
     gpu: bool = False
+    ladder: tuple[str, ...] = ()  # the rungs an ``auto`` index measures; () = ``index.factory.LADDER``
 
 
 @dataclass
@@ -79,6 +81,20 @@ def tuning_queries(xb: np.ndarray, other: np.ndarray | None, n: int = TUNING_QUE
     return np.ascontiguousarray(xq / np.linalg.norm(xq, axis=1, keepdims=True), dtype=np.float32)
 
 
+def split_queries(
+    xb: np.ndarray, other: np.ndarray | None, n: int = TUNING_QUERIES, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(tuning, training)`` queries from the other modality's vectors: ``n`` held out for tuning (as
+    :func:`tuning_queries`) and the rest, disjoint from them, for the query-aware rung (``None`` when
+    there is no other modality, or too little of it to spare)."""
+    if other is None or len(other) < 10 + n:
+        return tuning_queries(xb, other, n, seed), None
+    order = np.random.default_rng(seed).permutation(len(other))
+    unit = other / np.linalg.norm(other, axis=1, keepdims=True)
+    held, rest = unit[order[:n]], unit[order[n : n + ladder.QA_MAX_QUERIES]]
+    return np.ascontiguousarray(held, dtype=np.float32), np.ascontiguousarray(rest, dtype=np.float32)
+
+
 def plan_update(held: np.ndarray | None, ids: np.ndarray, live: np.ndarray, compact_fraction: float) -> UpdatePlan:
     """``held``: ids in the published index (``None``: there is none); ``ids``/``live``: candidate rows and
     which are live. Deleted items stay in an index as tombstones until they pass ``compact_fraction`` of it."""
@@ -99,26 +115,43 @@ def build(
     policy: IndexPolicy,
     meta: dict | None = None,
     progress: Progress | None = None,
+    *,
+    train: np.ndarray | None = None,
+    served_name: str = "served",
+    same_name: str = "same",
 ) -> BuiltIndex:
     """Choose, build, tune on ``xq`` and publish an index over ``(ids, xb)`` into ``out_dir``.
 
-    An automatically chosen HNSW that cannot reach the target (greedy graph search gets lost
-    on queries far from every corpus vector: text queries on an image index) is compared with
-    the best-fitting IVF rung, and the one with the higher measured recall is published.
+    ``xq`` are held-out queries of the modality the index will serve (``served_name``, e.g. ``text``
+    for an image index); ``train``, more of them, disjoint from ``xq``, for the query-aware rung. An
+    ``auto`` index is the winner of the measured ladder (``index.ladder``); a kind set by the
+    operator is built and tuned alone. Recall is also measured on queries of the index's own
+    modality (``same_name``: corpus vectors with noise) and stored beside the served one.
     """
     n, d = xb.shape
-    plan = (
-        choose_index(n, d, policy.memory_budget_bytes, gpu=policy.gpu)
-        if policy.kind == "auto"
-        else make_plan(policy.kind, n, d, gpu=policy.gpu)
-    )
-    log.info("index for %d x %d: %s %s", n, d, plan.factory, plan.reason)
     t0 = time.perf_counter()
     stats: dict[str, Any]
-    if plan.kind == "flat":
+    if policy.kind == "flat" or (policy.kind == "auto" and n < ladder.EXACT_BELOW):
+        why = "set by the operator" if policy.kind == "flat" else f"n < {ladder.EXACT_BELOW:,}: exact is < 1 ms a query"
+        plan = replace(make_plan("flat", n, d), reason=f"exact search, {why}")
         index, stats = flat.build_exact(xb, ids), {"recall_at_10": 1.0, "exact": True}
     else:
-        index, plan, stats = _build_tuned(ids, xb, xq, plan, policy, progress)
+        if policy.kind == "hnsw_qa" and (train is None or not len(train)):
+            raise ValueError("hnsw_qa needs training queries of the modality the index serves")
+        query_aware = train is not None and len(train) > 0
+        plans = (
+            ladder_plans(n, d, policy.memory_budget_bytes, gpu=policy.gpu, query_aware=query_aware, kinds=policy.ladder)
+            if policy.kind == "auto"
+            else [make_plan(policy.kind, n, d, gpu=policy.gpu)]
+        )
+        log.info("index for %d x %d: measuring %s", n, d, ", ".join(p.kind for p in plans))
+        same = tuning_queries(xb, None, seed=1)
+        queries = ladder.Queries(xq, served_name, same, same_name, train if query_aware else None)
+        index, plan, rung, rungs = ladder.measure(
+            ids, xb, queries, plans, policy.target_recall, gpu=policy.gpu, progress=progress
+        )
+        stats = _ladder_stats(rung, rungs, policy, queries)
+    log.info("index for %d x %d: %s (%s)", n, d, plan.factory, plan.reason)
     stats.update(
         {
             "memory_bytes": plan.memory_bytes,
@@ -129,6 +162,29 @@ def build(
         }
     )
     return _publish(index, out_dir, plan.factory, plan.kind, stats, meta)
+
+
+def _ladder_stats(rung: ladder.Rung, rungs: list[ladder.Rung], policy: IndexPolicy, queries: ladder.Queries) -> dict:
+    by_query = {queries.served_name: rung.recall}
+    if rung.recall_same is not None:
+        by_query[queries.same_name] = rung.recall_same
+    stats: dict[str, Any] = {
+        "recall_at_10": rung.recall,
+        "recall_by_query": by_query,
+        "exact": rung.kind == "flat",
+        "target_recall": policy.target_recall,
+        "reached": rung.reached,
+        "search_param": rung.search_param,
+        "search_value": rung.search_value,
+        "qps": rung.qps_single,
+        "qps_single": rung.qps_single,
+        "qps_batch_64": rung.qps_batch,
+        "curve": rung.curve,
+        "note": rung.note,
+        "ladder": [r.as_stats() for r in rungs],
+    }
+    stats.update(rung.extra)
+    return stats
 
 
 def extend(
@@ -161,43 +217,6 @@ def extend(
 
 # Written by publish itself, or naming the caller's row: not carried over from the version extended.
 _PUBLISHED_KEYS = {"factory", "kind", "metric", "dim", "ntotal", "published_at", "search_params"}
-
-
-def _build_tuned(
-    ids: np.ndarray, xb: np.ndarray, xq: np.ndarray, plan: IndexPlan, policy: IndexPolicy, progress: Progress | None
-) -> tuple[faiss.Index, IndexPlan, dict]:
-    n, d = xb.shape
-    source = array_shards(ids, xb)
-    gt_D, gt_I = tune.exact_ground_truth(source, xq, RECALL_K)
-
-    def build_and_tune(p: IndexPlan) -> tuple[faiss.Index, tune.TuneResult]:
-        built = build_index(source, d, p, progress=progress, gpu=policy.gpu)
-        return built, tune.tune(built, p, xq, gt_I, k=RECALL_K, target_recall=policy.target_recall, gt_D=gt_D)
-
-    index, result = build_and_tune(plan)
-    fallback_from = None
-    if policy.kind == "auto" and plan.kind == "hnsw" and not result.reached:
-        alt_plan = choose_index(n, d, policy.memory_budget_bytes, gpu=policy.gpu, allow_hnsw=False)
-        log.warning("%s missed the target (%s); trying %s", plan.factory, result.note, alt_plan.factory)
-        alt, alt_result = build_and_tune(alt_plan)
-        if alt_result.recall > result.recall:
-            fallback_from = {"factory": plan.factory, "recall_at_10": result.recall, "note": result.note}
-            index, plan, result = alt, alt_plan, alt_result
-        del alt
-    stats: dict[str, Any] = {
-        "recall_at_10": result.recall,
-        "exact": False,
-        "target_recall": result.target_recall,
-        "reached": result.reached,
-        "search_param": result.param,
-        "search_value": result.value,
-        "qps": result.qps,
-        "curve": [{"value": p.value, "recall": p.recall, "qps": p.qps} for p in result.curve],
-        "note": result.note,
-    }
-    if fallback_from is not None:
-        stats["fallback_from"] = fallback_from
-    return index, plan, stats
 
 
 def _publish(index: faiss.Index, out_dir: Path, factory: str, kind: str, stats: dict, meta: dict | None) -> BuiltIndex:

@@ -110,9 +110,10 @@ def describe(index: faiss.Index) -> str:
 def search_params(index: faiss.Index) -> dict:
     """The tunable search setting held by ``index`` (stored with it by FAISS, recorded in the sidecar)."""
     ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        return {"nprobe": int(ivf.nprobe)}
     inner: Any = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index  # type: ignore[attr-defined]
+    if ivf is not None:
+        refine = {"k_factor": int(inner.k_factor)} if isinstance(inner, faiss.IndexRefine) else {}
+        return {"nprobe": int(ivf.nprobe), **refine}
     if hasattr(inner, "hnsw"):
         return {"efSearch": int(inner.hnsw.efSearch)}
     return {}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
+from index import flat
 from index.builder import ShardIterFactory, last_occurrence_masks
 from index.factory import IndexPlan
 
@@ -116,6 +117,11 @@ def set_search_param(index: faiss.Index, name: str, value: int) -> None:
     space.set_index_parameter(index, name, value)
 
 
+def set_refine_factor(index: faiss.Index, k_factor: float) -> None:
+    """How many candidates per result a refine stage (``...,Refine(...)``) re-ranks."""
+    faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", k_factor)
+
+
 def tune(
     index: faiss.Index,
     plan: IndexPlan,
@@ -161,3 +167,21 @@ def tune(
         else f"target recall@{k} {target_recall} unreachable; best is {param}={best.value} with {best.recall:.3f}"
     )
     return TuneResult(param, best.value, best.recall, best.qps, target_recall, reached, curve, note)
+
+
+def measure_qps(
+    index: faiss.Index, xq: np.ndarray, k: int = 10, *, batch: int = 1, budget_s: float = 1.0, max_batches: int = 200
+) -> float:
+    """Queries a second through the service's search path (``index.flat.search``), ``batch`` queries a
+    call, one call after another over ``xq`` (cycled), for about ``budget_s`` or ``max_batches`` calls."""
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    flat.search(index, xq[:batch], k)  # warm-up
+    done = calls = 0
+    t0 = time.perf_counter()
+    while calls < max_batches and (calls == 0 or time.perf_counter() - t0 < budget_s):
+        start = (calls * batch) % max(len(xq) - batch + 1, 1)
+        q = xq[start : start + batch]
+        flat.search(index, q, k)
+        done += len(q)
+        calls += 1
+    return done / max(time.perf_counter() - t0, 1e-9)

@@ -37,19 +37,25 @@ def test_at_recall_picks_the_fastest_point_reaching_the_target():
 
 
 def test_end_to_end_on_a_toy_corpus(monkeypatch, capsys):
-    argv = ["bench_index.py", "--dataset", "mixture", "--n", "60000", "--d", "16", "--components", "3000",
-            "--queries", "40", "--extra", "ivf_flat", "--no-autofaiss", "--no-record"]  # fmt: skip
+    """The whole ladder run on a toy corpus (timings replaced by constants: no timing in CI)."""
+    from benchmarks import _ladder_bench
+    from index import tune
+
+    argv = ["bench_index.py", "--dataset", "mixture", "--n", "12000", "--d", "16", "--components", "600",
+            "--queries", "40", "--train-queries", "400", "--no-autofaiss", "--no-record"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
-    monkeypatch.setattr(bench_index, "qps", lambda index, xq, k, batch, budget_s=10.0: 100.0)  # no timing in CI
+    monkeypatch.setattr(bench_index, "qps", lambda index, xq, k, batch, budget_s=10.0: 100.0)
+    monkeypatch.setattr(_ladder_bench, "qps", lambda index, xq, k, batch, budget_s: 100.0)
+    monkeypatch.setattr(tune, "measure_qps", lambda index, xq, k=10, **kw: 100.0)
     bench_index.main()
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ")][1:]
-    names = [r.split("|")[1].strip() for r in rows]
-    assert names == ["exact Flat", "exact, torch matmul + topk", "exact, ours (index.flat.search)", "ours (auto)",
-                     "ours, ivf_flat forced"]  # fmt: skip
-    flat_recall = float(rows[0].split("|")[6])
-    assert flat_recall == pytest.approx(1.0)
-    assert "Data check: IVF-Flat at nprobe=1 recalls" in out
+    names = [r.split("|")[1].strip().strip("*").removesuffix(" (published)") for r in rows]
+    assert names == ["exact Flat", "exact, torch matmul + topk", "exact, ours (index.flat.search)", "ours: flat",
+                     "ours: ivf_flat", "ours: ivf_fs_refine", "ours: hnsw", "ours: hnsw_qa"]  # fmt: skip
+    assert sum("(published)" in r for r in rows) == 1
+    assert float(rows[0].split("|")[6]) == pytest.approx(1.0) and float(rows[3].split("|")[6]) == pytest.approx(1.0)
+    assert "Text-like queries" in out and "Recall–QPS curves" in out and "- ivf_flat (`nprobe`)" in out
 
 
 def test_exact_only_compares_the_two_exact_baselines(monkeypatch, capsys):

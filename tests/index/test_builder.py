@@ -168,12 +168,23 @@ def test_save_and_load_round_trip(tmp_path, built, corpus, kind):
     assert loaded.meta["model_id"] == 3 and loaded.meta["metric"] == "ip" and loaded.ntotal == N
     assert loaded.meta["factory"].startswith("IDMap2,")
     if plan.search_param:
-        assert loaded.meta["search_params"] == {plan.search_param: plan.candidates[2]}
+        refine = {"k_factor": factory.REFINE_K_FACTOR} if "Refine" in plan.factory else {}
+        assert loaded.meta["search_params"] == {plan.search_param: plan.candidates[2], **refine}
     D1, I1 = loaded.index.search(xq, K)  # FAISS stores nprobe / efSearch with the index
     np.testing.assert_array_equal(I1, I0)
     np.testing.assert_array_equal(D1, D0)
     with pytest.raises(FileExistsError):
         store.publish(index, out, {})
+
+
+def test_fast_scan_lists_load_into_ram_when_mapping_is_asked(tmp_path, built, corpus):
+    """FAISS cannot map fast-scan (block) lists: it reads them, and the index searches as before."""
+    _, _, xq = corpus
+    out = store.publish(built["ivf_fs_refine"], tmp_path / "1", {})
+    mapped = store.load(out, mmap=True).index
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(mapped).invlists)
+    assert isinstance(lists, faiss.BlockInvertedLists)
+    np.testing.assert_array_equal(mapped.search(xq, K)[1], built["ivf_fs_refine"].search(xq, K)[1])
 
 
 @pytest.mark.parametrize("kind", ["ivf_flat", "ivf_sq8", "ivf_pq"])

@@ -134,3 +134,17 @@ def test_estimates_scale_as_documented():
     hnsw = factory.estimate_memory("IDMap2,HNSW32,Flat", n, d)
     assert pq < sq8 < flat < hnsw
     assert np.isclose(hnsw - flat, n * (2 * 32 * 4 * 1.05 + 12), rtol=1e-6)
+
+
+def test_the_measured_ladder_lists_what_fits():
+    n, d = 1_000_000, 512
+    kinds = lambda plans: [p.kind for p in plans]  # noqa: E731
+    assert kinds(factory.ladder(n, d, 64 * GiB)) == ["flat", "ivf_flat", "ivf_fs_refine", "hnsw"]
+    assert kinds(factory.ladder(n, d, 64 * GiB, query_aware=True)) == list(factory.LADDER)
+    # under 2 GiB only the compressed rungs fit, and the memory fallbacks join them
+    assert kinds(factory.ladder(n, d, int(1.5 * GiB), query_aware=True)) == ["ivf_fs_refine", "ivf_sq8", "ivf_pq"]
+    assert kinds(factory.ladder(n, d, 64 * GiB, kinds=("hnsw", "ivf_sq8"))) == ["hnsw", "ivf_sq8"]
+    assert kinds(factory.ladder(20_000_000, 512, 512 * GiB)) == ["flat", "ivf_flat", "ivf_fs_refine"]  # no HNSW
+    over = factory.ladder(2_000_000_000, 512, GiB)
+    assert len(over) == 1 and "OVER BUDGET" in over[0].reason
+    assert all(p.memory_bytes <= 64 * GiB for p in factory.ladder(n, d, 64 * GiB))

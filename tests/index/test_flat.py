@@ -86,3 +86,22 @@ def test_other_indexes_and_empty_ones_go_through_faiss():
     assert flat.search(hnsw, _unit(rng, 2, 8), 5)[1].shape == (2, 5)
     with pytest.raises(ValueError, match="dimension"):
         flat.search(flat.build_exact(_unit(rng, 5, 8), np.arange(5)), _unit(rng, 1, 4), 2)
+
+
+def test_a_refined_ivf_index_filters_through_its_base_index(monkeypatch):
+    """IndexRefine searches its base index with nested parameters: the id selector must reach them
+    translated to rows (IDMap2 translates only the outer ones), and results stay inside ``allowed``."""
+    from index import builder, factory, tune
+
+    rng = np.random.default_rng(5)
+    xb, xq = _unit(rng, 3000, 16), _unit(rng, 20, 16)
+    ids = np.arange(3000, dtype=np.int64) * 3 + 1
+    plan = factory.make_plan("ivf_fs_refine", 3000, 16)
+    index = builder.build_index(builder.array_shards(ids, xb), 16, plan)
+    tune.set_search_param(index, "nprobe", factory.ivf_nlist(3000))  # every list: the filtered search is exact
+    monkeypatch.setattr(flat, "EXACT_SUBSET_MAX", 0)  # past the reconstruct path, to the selector
+    allowed = ids[::2]
+    _, I = flat.search(index, xq, 10, allowed)
+    truth = allowed[np.argsort(-(xq @ xb[::2].T), axis=1)[:, :10]]
+    assert np.isin(I, allowed).all()
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(I.tolist(), truth.tolist(), strict=True)]) >= 9.5

@@ -1,5 +1,4 @@
-"""The build pipeline: the update decision, and an automatically chosen HNSW that misses its target
-falling back to the IVF ladder."""
+"""The build pipeline: the update decision, and the measured ladder's choice."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from index import factory, pipeline, store, tune
+from index import builder, factory, ladder, pipeline, store, tune
 
 
 @pytest.fixture
@@ -20,56 +19,91 @@ def corpus():
 
 
 @pytest.fixture
-def hnsw_recall(monkeypatch):
-    """Make the ladder pick HNSW for a small corpus, and let the test decide what HNSW's tuning measures."""
-    monkeypatch.setattr(factory, "EXACT_MAX_WORK", 0)
-    real_tune = tune.tune
-    fake = {"hnsw": None, "ivf": None}
+def forced(monkeypatch):
+    """Measure the whole ladder on a small corpus (no exact shortcut); the test may set a rung's
+    measured ``(recall, single-query QPS)`` by kind."""
+    monkeypatch.setattr(ladder, "EXACT_BELOW", 0)
+    measured: dict[str, tuple[float, float]] = {}
+    real = ladder._tune_and_time
 
-    def fake_tune(index, plan, *args, **kwargs):
-        result = real_tune(index, plan, *args, **kwargs)
-        forced = fake["hnsw"] if plan.kind == "hnsw" else fake["ivf"]
-        if forced is None:
-            return result
-        reached = forced >= result.target_recall
-        return dataclasses.replace(result, recall=forced, reached=reached, note=f"forced {forced}")
+    def fake(index, plan, *args, **kwargs):
+        rung = real(index, plan, *args, **kwargs)
+        if plan.kind not in measured:
+            return rung
+        recall, qps = measured[plan.kind]
+        return dataclasses.replace(rung, recall=recall, reached=recall >= 0.95, qps_single=qps)
 
-    monkeypatch.setattr(tune, "tune", fake_tune)
-    return fake
+    monkeypatch.setattr(ladder, "_tune_and_time", fake)
+    return measured
 
 
-def build(tmp_path, corpus, **policy):
+def build(tmp_path, corpus, train=None, **policy):
     ids, xb = corpus
     xq = pipeline.tuning_queries(xb, None)
-    built = pipeline.build(ids, xb, xq, tmp_path / "index", pipeline.IndexPolicy(**policy))
+    built = pipeline.build(ids, xb, xq, tmp_path / "index", pipeline.IndexPolicy(**policy), train=train)
     meta = store.load(built.path).meta
     assert meta["kind"] == built.kind and meta["factory"] == built.factory
     return built, meta
 
 
-def test_hnsw_that_misses_the_target_falls_back_to_ivf(tmp_path, corpus, hnsw_recall):
-    hnsw_recall["hnsw"] = 0.5
+def test_the_fastest_rung_that_reaches_the_target_is_published(tmp_path, corpus, forced):
+    forced.update({"flat": (1.0, 100), "ivf_flat": (0.96, 500), "ivf_fs_refine": (0.97, 900), "hnsw": (0.5, 5000)})
     built, meta = build(tmp_path, corpus)
-    assert meta["kind"].startswith("ivf") and "IVF" in meta["factory"]
-    assert meta["fallback_from"]["factory"].startswith("IDMap2,HNSW") and meta["fallback_from"]["recall_at_10"] == 0.5
-    assert meta["recall_at_10"] > 0.5 and built.ntotal == 3000 and store.load(built.path).ntotal == 3000
+    assert meta["kind"] == "ivf_fs_refine" and "Refine" in meta["factory"] and meta["qps_single"] == 900
+    assert [r["kind"] for r in meta["ladder"]] == ["flat", "ivf_flat", "ivf_fs_refine", "hnsw"]  # no training queries
+    assert meta["reason"].startswith("measured ladder: ivf_fs_refine") and built.ntotal == 3000
+    assert store.load(built.path).ntotal == 3000
 
 
-def test_hnsw_that_reaches_the_target_is_kept(tmp_path, corpus, hnsw_recall):
+def test_exact_search_is_published_where_it_is_the_fastest(tmp_path, corpus, forced):
+    forced.update({"flat": (1.0, 9000), "ivf_flat": (0.99, 500), "ivf_fs_refine": (0.99, 900), "hnsw": (0.99, 5000)})
     _, meta = build(tmp_path, corpus)
-    assert meta["kind"] == "hnsw" and meta["reached"] and "fallback_from" not in meta
+    assert meta["kind"] == "flat" and meta["exact"] and meta["factory"] == "IDMap2,Flat"
 
 
-def test_the_better_of_the_two_is_kept_when_neither_reaches(tmp_path, corpus, hnsw_recall):
-    hnsw_recall["hnsw"], hnsw_recall["ivf"] = 0.8, 0.6
-    _, meta = build(tmp_path, corpus)
-    assert meta["kind"] == "hnsw" and meta["recall_at_10"] == 0.8 and "fallback_from" not in meta
+def test_when_no_rung_reaches_the_target_the_best_recall_wins(tmp_path, corpus, forced):
+    forced.update({"ivf_flat": (0.6, 9000), "hnsw": (0.8, 10)})
+    _, meta = build(tmp_path, corpus, ladder=("ivf_flat", "hnsw"))
+    assert meta["kind"] == "hnsw" and meta["recall_at_10"] == 0.8 and not meta["reached"]
+    assert [r["kind"] for r in meta["ladder"]] == ["ivf_flat", "hnsw"]
 
 
-def test_a_kind_set_by_the_operator_is_never_replaced(tmp_path, corpus, hnsw_recall):
-    hnsw_recall["hnsw"] = 0.5
+def test_a_kind_set_by_the_operator_is_never_replaced(tmp_path, corpus, forced):
+    forced["hnsw"] = (0.5, 1.0)
     _, meta = build(tmp_path, corpus, kind="hnsw")
-    assert meta["kind"] == "hnsw" and meta["recall_at_10"] == 0.5
+    assert meta["kind"] == "hnsw" and meta["recall_at_10"] == 0.5 and len(meta["ladder"]) == 1
+    with pytest.raises(ValueError, match="training queries"):
+        build(tmp_path, corpus, kind="hnsw_qa")
+
+
+def test_the_measured_ladder_end_to_end(tmp_path, corpus, monkeypatch):
+    """Nothing faked: every rung is built, tuned on shifted (other-modality-like) queries and timed,
+    the query-aware rung learns edges from training queries, and the published rung is the one the
+    recorded measurements choose."""
+    monkeypatch.setattr(ladder, "EXACT_BELOW", 0)
+    ids, xb = corpus
+    rng = np.random.default_rng(1)
+    gap = rng.standard_normal(xb.shape[1]).astype(np.float32)
+    other = xb[rng.permutation(len(xb))] + 0.3 * gap / np.linalg.norm(gap)
+    other += 0.2 * rng.standard_normal(other.shape).astype(np.float32)
+    xq, train = pipeline.split_queries(xb, other)
+    assert train is not None and len(xq) == pipeline.TUNING_QUERIES and len(train) == len(other) - len(xq)
+    policy = pipeline.IndexPolicy()
+    built = pipeline.build(ids, xb, xq, tmp_path / "i", policy, train=train, served_name="text", same_name="image")
+    meta = store.load(built.path).meta
+    rungs = meta["ladder"]
+    assert [r["kind"] for r in rungs] == list(factory.LADDER)
+    for r in rungs:
+        assert 0 <= r["recall"] <= 1 and r["qps_single"] > 0 and r["qps_batch"] > 0 and 0 <= r["recall_same"] <= 1
+    qa = next(r for r in rungs if r["kind"] == "hnsw_qa")
+    assert qa["extra"]["query_edges"]["added"] > 0
+    chosen = max(rungs, key=lambda r: (r["reached"], r["qps_single"] if r["reached"] else r["recall"]))
+    assert meta["kind"] == chosen["kind"] and meta["recall_at_10"] == chosen["recall"]
+    assert set(meta["recall_by_query"]) == {"text", "image"}
+    ground_truth = tune.exact_ground_truth(builder.array_shards(ids, xb), xq, 10)
+    assert tune.measure_recall(store.load(built.path).index, xq, ground_truth[1], 10, ground_truth[0]) == pytest.approx(
+        meta["recall_at_10"]
+    )
 
 
 def test_plan_update_skips_extends_and_compacts():

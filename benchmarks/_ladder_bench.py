@@ -1,0 +1,102 @@
+"""bench_index's measured-ladder part: the service's own ladder (``index.ladder``) on the benchmark's
+queries, every rung measured on held-out queries of both kinds, with its recall-QPS curves."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+log = logging.getLogger("bench_index")
+CURVE_QUERIES = 300
+
+
+class Service:
+    """Search as the service does (``index.flat.search``: the exact path for exact indexes, FAISS otherwise)."""
+
+    def __init__(self, index):
+        self.index, self.ntotal = index, index.ntotal
+
+    def search(self, xq: np.ndarray, k: int):
+        from index import flat
+
+        return flat.search(self.index, xq, k)
+
+
+def qps(index, xq: np.ndarray, k: int, batch: int, budget_s: float) -> float:
+    index.search(xq[:batch], k)
+    done, t0 = 0, time.perf_counter()
+    while done < len(xq) and (done == 0 or time.perf_counter() - t0 < budget_s):
+        index.search(xq[done : done + batch], k)
+        done += len(xq[done : done + batch])
+    return done / (time.perf_counter() - t0)
+
+
+def curve(index, plan, data: dict, k: int, budget_s: float = 2.0) -> list[dict]:
+    """Recall@k on both query kinds and QPS (single, batch 64) at each value of the rung's knob; stops
+    once the served recall is ~1. Restores the knob."""
+    from index import store
+    from index.tune import measure_recall, set_search_param
+
+    if not plan.search_param:
+        return []
+    tuned = store.search_params(index).get(plan.search_param)
+    q, gt = data["xq_eval"][:CURVE_QUERIES], tuple(a[:CURVE_QUERIES] for a in data["gt_eval"])
+    qs, gts = data["xq_same"][:CURVE_QUERIES], tuple(a[:CURVE_QUERIES] for a in data["gt_same"])
+    points = []
+    for value in plan.candidates:
+        set_search_param(index, plan.search_param, value)
+        p = {"value": value, "recall": measure_recall(index, q, gt[1], k, gt[0]),
+             "recall_same": measure_recall(index, qs, gts[1], k, gts[0]),
+             "qps_1": qps(index, q, k, 1, budget_s), "qps_64": qps(index, q, k, 64, budget_s)}  # fmt: skip
+        points.append(p)
+        log.info("  %s=%s: recall %.3f (same %.3f), %.0f QPS single, %.0f batch 64", plan.search_param, value,
+                 p["recall"], p["recall_same"], p["qps_1"], p["qps_64"])  # fmt: skip
+        if p["recall"] >= 0.999:
+            break
+    if tuned is not None:
+        set_search_param(index, plan.search_param, tuned)
+    return points
+
+
+def run_ladder(data: dict, k: int, budget: int, target: float, kinds=None) -> tuple[list[dict], dict]:
+    """Measure the service's ladder; returns one row a rung (``chosen`` marks the published one) and totals."""
+    from index import factory, ladder
+    from index.tune import measure_recall
+
+    xb = data["xb"]
+    n, d = xb.shape
+    ids = np.arange(n, dtype=np.int64)
+    train = data.get("xq_train")
+    plans = factory.ladder(n, d, budget, query_aware=train is not None, kinds=kinds)
+    queries = ladder.Queries(data["xq_tune"], "served", data["xq_same_tune"], "same", train)
+    rows: list[dict] = []
+    spent = [0.0]  # seconds inside on_rung: the benchmark's own measuring, not the ladder's
+
+    def on_rung(index, plan, rung) -> None:
+        import faiss
+
+        t_in = time.perf_counter()
+        served = Service(index)
+        row = {"name": f"ours: {plan.kind}", "kind": plan.kind, "factory": plan.factory, "status": "ok",
+               "build_s": rung.build_seconds, "index_bytes": int(faiss.serialize_index(index).nbytes),
+               "params": (f"{rung.search_param}={rung.search_value}" if rung.search_param else "")
+               + (f", k_factor={rung.extra['k_factor']}" if "k_factor" in rung.extra else ""),
+               "tuned_recall": rung.recall, "reached": rung.reached, "extra": rung.extra,
+               "recall": measure_recall(served, data["xq_eval"], data["gt_eval"][1], k, data["gt_eval"][0]),
+               "recall_same": measure_recall(served, data["xq_same"], data["gt_same"][1], k, data["gt_same"][0]),
+               "qps_1": qps(served, data["xq_eval"], k, 1, 10.0),
+               "qps_64": qps(served, data["xq_eval"], k, 64, 10.0)}  # fmt: skip
+        log.info("%s: recall %.3f (same-modality %.3f), %.1f QPS single, %.1f batch 64", row["name"], row["recall"],
+                 row["recall_same"], row["qps_1"], row["qps_64"])  # fmt: skip
+        row["curve"] = curve(index, plan, data, k)
+        rows.append(row)
+        spent[0] += time.perf_counter() - t_in
+
+    t0 = time.perf_counter()
+    _, plan, rung, _ = ladder.measure(ids, xb, queries, plans, target, on_rung=on_rung)
+    total = time.perf_counter() - t0 - spent[0]
+    for row in rows:
+        row["chosen"] = row["kind"] == plan.kind
+    return rows, {"ladder_s": total, "chosen": plan.kind, "reason": plan.reason}
