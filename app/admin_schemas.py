@@ -68,13 +68,17 @@ class IndexPublic(_Out):
     modality: str
     path: str
     factory: str
-    kind: str = Field(..., description="The ladder rung: flat, hnsw, ivf_flat, ivf_sq8 or ivf_pq.")
+    kind: str = Field(
+        ..., description="The ladder rung: flat, hnsw, hnsw_qa, ivf_flat, ivf_fs_refine, ivf_sq8 or ivf_pq."
+    )
     dim: int
     ntotal: int
     status: str
     params: dict[str, Any] | None
     stats: dict[str, Any] | None = Field(
-        None, description="Measured recall@10 (on the other modality's vectors), the recall-QPS curve, build time."
+        None,
+        description="Measured recall@10 on the modality served (`recall_at_10`) and on both (`recall_by_query`), "
+        "QPS single and batch, the recall-QPS curve, build time, and every ladder rung measured (`ladder`).",
     )
     created_at: datetime
 

@@ -24,8 +24,8 @@ def _calibration(q: dict) -> list[str]:
         "ratios to image-like queries, match real caption queries against real image embeddings "
         f"({q['target_source']}): answers' mutual similarity (*spread*) {t['spread']:.3f} and the share of the "
         f"answers among the nearest hit's own 100 neighbours (*overlap*) {t['overlap']:.3f}. Got "
-        f"{c['spread']:.3f} / {c['overlap']:.3f} on the 100k calibration slice and {f['spread']:.3f} / "
-        f"{f['overlap']:.3f} on the full corpus (absolute top-1 cosine {q['text_stats']['top1']:.3f} text-like vs "
+        f"{c['spread']:.3f} / {c['overlap']:.3f} on the calibration queries and {f['spread']:.3f} / "
+        f"{f['overlap']:.3f} on the evaluation ones (absolute top-1 cosine {q['text_stats']['top1']:.3f} text-like vs "
         f"{q['image_stats']['top1']:.3f} image-like).",
         "",
     ]

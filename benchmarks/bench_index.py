@@ -433,7 +433,7 @@ def mixture_queries(args) -> tuple[dict, dict]:
     base = mixture_dataset(n + args.train_queries, args.d, args.components, args.noise, args.queries)
     xb, x_train = base["xb"][:n], base["xb"][n:]
     targets, source = _ood.real_ratios(CACHE)
-    cal = _ood.calibrate(xb[:100_000], base["xq_tune"][:300], base["xq_eval"][:300], targets)
+    cal = _ood.calibrate(xb, base["xq_tune"][:300], base["xq_eval"][:300], targets)
     log.info("calibrated text-like queries: noise %.2f, gap %.2f (ratios %s, targets %s)", cal["noise"], cal["gap"],
              cal["ratios"], targets)  # fmt: skip
     text = lambda x, seed: _ood.text_like(x, cal["noise"], cal["gap"], seed)  # noqa: E731
