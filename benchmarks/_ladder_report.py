@@ -78,7 +78,7 @@ def ladder_report(res: dict, args) -> str:
         "",
     ]  # fmt: skip
     for r in rows:
-        if r.get("curve"):
+        if r.get("curve") and "kind" in r:  # the ladder's rungs (autofaiss's sweep has no second query set)
             knob = r["params"].split("=")[0]
             pts = "; ".join(f"{p['value']}: {p['recall']:.3f} / {p['recall_same']:.3f} @ {p['qps_1']:,.0f} / "
                             f"{p['qps_64']:,.0f}" for p in r["curve"])  # fmt: skip
