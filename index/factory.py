@@ -194,7 +194,7 @@ def ladder(
     (``query_aware``), HNSW kinds only up to ``HNSW_MAX_N``. Never empty: if nothing fits, the
     first-fit plan of :func:`choose_index` (which says it is over budget)."""
     wanted = tuple(kinds or LADDER)
-    plans = []
+    plans: list[IndexPlan] = []
     for kind in wanted + (() if kinds else FALLBACKS):
         plan = make_plan(kind, n, d, gpu=gpu)
         if (kind == "hnsw_qa" and not query_aware) or (kind.startswith("hnsw") and n > HNSW_MAX_N):

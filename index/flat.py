@@ -88,7 +88,7 @@ def selector_params(index: faiss.Index, selector: Any) -> Any:
     if isinstance(inner, faiss.IndexRefine):
         # IDMap2 translates the selector of the parameters it is given, but IndexRefine searches its base
         # index with the nested ones: translate for it (row -> id), and keep the SWIG objects alive.
-        rows = swig.IDSelectorTranslated(index.id_map, selector) if hasattr(index, "id_map") else selector  # type: ignore[attr-defined]
+        rows = swig.IDSelectorTranslated(index.id_map, selector) if hasattr(index, "id_map") else selector
         base = swig.SearchParametersIVF(sel=rows, nprobe=int(ivf.nprobe)) if ivf is not None else None
         params = swig.IndexRefineSearchParameters(k_factor=float(inner.k_factor), base_index_params=base)
         params.keep_alive = (selector, rows, base)

@@ -107,7 +107,7 @@ def rows_of(index: faiss.Index, ids: np.ndarray) -> np.ndarray:
     """Row positions in ``index`` (an ``IDMap2``) of item ``ids``; ``-1`` for ids it does not hold."""
     if not hasattr(index, "id_map"):
         return np.asarray(ids, dtype=np.int64)
-    id_map = faiss.vector_to_array(index.id_map)  # type: ignore[attr-defined]
+    id_map = faiss.vector_to_array(index.id_map)
     order = np.argsort(id_map, kind="stable")
     ids = np.asarray(ids, dtype=np.int64)
     pos = np.searchsorted(id_map[order], ids)
