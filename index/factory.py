@@ -143,12 +143,9 @@ def make_plan(kind: str, n: int, d: int, *, gpu: bool = False, m: int | None = N
     )
 
 
-def choose_index(n: int, d: int, memory_budget_bytes: int, gpu: bool = False, allow_hnsw: bool = True) -> IndexPlan:
-    """The first rung of the ladder in the module docstring that fits ``memory_budget_bytes``.
-
-    ``allow_hnsw=False`` skips the HNSW rung: the fallback when a tuned HNSW misses its
-    target recall on cross-modal queries.
-    """
+def choose_index(n: int, d: int, memory_budget_bytes: int, gpu: bool = False) -> IndexPlan:
+    """The first rung of the ladder in the module docstring that fits ``memory_budget_bytes``: a plan by rule,
+    for an operator's first guess and the over-budget case of :func:`ladder` (an ``auto`` index measures instead)."""
     gib = memory_budget_bytes / 2**30
 
     def fits(plan: IndexPlan) -> bool:
@@ -161,7 +158,7 @@ def choose_index(n: int, d: int, memory_budget_bytes: int, gpu: bool = False, al
     flat = make_plan("flat", n, d, gpu=gpu)
     if n * d <= EXACT_MAX_WORK and fits(flat):
         return explain(flat, f"exact search: n*d <= {EXACT_MAX_WORK:,} is a few ms a query")
-    if not gpu and allow_hnsw:
+    if not gpu:
         hnsw = make_plan("hnsw", n, d)
         if n <= HNSW_MAX_N and fits(hnsw):
             return explain(hnsw, f"HNSW: n <= {HNSW_MAX_N:,} and vectors + graph links fit in RAM")

@@ -150,10 +150,9 @@ def _tune_and_time(
         if refine:  # lists probed at the most generous re-ranking, then the least re-ranking that keeps the target
             tune.set_refine_factor(index, K_FACTORS[-1])
         result = tune.tune(index, plan, queries.served, gt_I, k=RECALL_K, target_recall=target_recall, gt_D=gt_D)
-        if refine:
-            extra["k_factor"] = _least_k_factor(index, queries.served, gt, target_recall if result.reached else None)
         recall, reached, value, note = result.recall, result.reached, result.value, result.note
         if refine:
+            extra["k_factor"] = _least_k_factor(index, queries.served, gt, target_recall) if reached else K_FACTORS[-1]
             recall = tune.measure_recall(index, queries.served, gt_I, RECALL_K, gt_D)
             note = f"{note}; k_factor={extra['k_factor']}: recall@10 {recall:.3f}"
         curve = [{"value": p.value, "recall": p.recall, "qps": p.qps} for p in result.curve]
@@ -185,12 +184,12 @@ def _tune_and_time(
     )
 
 
-def _least_k_factor(index: faiss.Index, xq: np.ndarray, gt, target: float | None) -> int:
-    """Set and return the smallest of ``K_FACTORS`` whose recall reaches ``target`` (the largest if none
-    does, or with no target: the tuned knob already missed it)."""
-    for factor in K_FACTORS if target is not None else K_FACTORS[-1:]:
+def _least_k_factor(index: faiss.Index, xq: np.ndarray, gt, target: float) -> int:
+    """Set and return the smallest of ``K_FACTORS`` whose recall reaches ``target`` (the largest, which the
+    knob was tuned at, if none does)."""
+    for factor in K_FACTORS:
         tune.set_refine_factor(index, factor)
-        if target is None or tune.measure_recall(index, xq, gt[1], RECALL_K, gt[0]) >= target:
+        if tune.measure_recall(index, xq, gt[1], RECALL_K, gt[0]) >= target:
             return factor
     return K_FACTORS[-1]
 
