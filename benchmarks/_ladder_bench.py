@@ -12,30 +12,10 @@ log = logging.getLogger("bench_index")
 CURVE_QUERIES = 300
 
 
-class Service:
-    """Search as the service does (``index.flat.search``: the exact path for exact indexes, FAISS otherwise)."""
-
-    def __init__(self, index):
-        self.index, self.ntotal = index, index.ntotal
-
-    def search(self, xq: np.ndarray, k: int):
-        from index import flat
-
-        return flat.search(self.index, xq, k)
-
-
-def qps(index, xq: np.ndarray, k: int, batch: int, budget_s: float) -> float:
-    index.search(xq[:batch], k)
-    done, t0 = 0, time.perf_counter()
-    while done < len(xq) and (done == 0 or time.perf_counter() - t0 < budget_s):
-        index.search(xq[done : done + batch], k)
-        done += len(xq[done : done + batch])
-    return done / (time.perf_counter() - t0)
-
-
 def curve(index, plan, data: dict, k: int, budget_s: float = 2.0) -> list[dict]:
     """Recall@k on both query kinds and QPS (single, batch 64) at each value of the rung's knob; stops
     once the served recall is ~1. Restores the knob."""
+    from benchmarks.bench_index import qps
     from index import store
     from index.tune import measure_recall, set_search_param
 
@@ -60,8 +40,9 @@ def curve(index, plan, data: dict, k: int, budget_s: float = 2.0) -> list[dict]:
     return points
 
 
-def run_ladder(data: dict, k: int, budget: int, target: float, kinds=None) -> tuple[list[dict], dict]:
+def run_ladder(data: dict, k: int, budget: int, target: float, kinds=None, progress=None) -> tuple[list[dict], dict]:
     """Measure the service's ladder; returns one row a rung (``chosen`` marks the published one) and totals."""
+    from benchmarks.bench_index import ServiceExact, qps
     from index import factory, ladder
     from index.tune import measure_recall
 
@@ -78,7 +59,7 @@ def run_ladder(data: dict, k: int, budget: int, target: float, kinds=None) -> tu
         import faiss
 
         t_in = time.perf_counter()
-        served = Service(index)
+        served = ServiceExact(index)  # the service's search path, for every kind
         row = {"name": f"ours: {plan.kind}", "kind": plan.kind, "factory": plan.factory, "status": "ok",
                "build_s": rung.build_seconds, "index_bytes": int(faiss.serialize_index(index).nbytes),
                "params": (f"{rung.search_param}={rung.search_value}" if rung.search_param else "")
@@ -95,7 +76,7 @@ def run_ladder(data: dict, k: int, budget: int, target: float, kinds=None) -> tu
         spent[0] += time.perf_counter() - t_in
 
     t0 = time.perf_counter()
-    _, plan, rung, _ = ladder.measure(ids, xb, queries, plans, target, on_rung=on_rung)
+    _, plan, rung, _ = ladder.measure(ids, xb, queries, plans, target, progress=progress, on_rung=on_rung)
     total = time.perf_counter() - t0 - spent[0]
     for row in rows:
         row["chosen"] = row["kind"] == plan.kind

@@ -87,8 +87,17 @@ def ladder_report(res: dict, args) -> str:
     if auto is not None:
         lines.append("")
         if auto["status"] == "ok":
-            lines.append(f"autofaiss chose `{auto['factory']}` ({auto['params']}): recall@{k} {auto['recall']:.3f} "
-                         f"{served}, {auto['qps_1']:,.0f} QPS single.")  # fmt: skip
+            from benchmarks.bench_index import at_recall
+
+            line = (f"autofaiss chose `{auto['factory']}` ({auto['params']}): recall@{k} {auto['recall']:.3f} "
+                    f"{served}, {auto['qps_1']:,.0f} QPS single.")  # fmt: skip
+            best = at_recall(auto.get("curve", []), target)
+            if best is not None:
+                line += (f" Swept, it reaches {best['recall']:.3f} at {best['value']} with {best['qps_64']:,.0f} "
+                         "QPS batch 64.")  # fmt: skip
+            elif auto.get("curve"):
+                line += f" Swept, it never reaches {target} (best {max(p['recall'] for p in auto['curve']):.3f})."
+            lines.append(line)
         else:
             lines.append(f"autofaiss: {auto['status']} after {auto['build_s']:.0f} s (limit "
                          f"{args.autofaiss_limit_s:.0f} s); no index to measure.")  # fmt: skip

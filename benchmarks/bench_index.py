@@ -253,7 +253,7 @@ class TorchExact:
 
 
 class ServiceExact:
-    """The service's exact search, ``index.flat.search``, over the same ``IDMap2,Flat`` index."""
+    """The service's search, ``index.flat.search``: its exact path for ``IDMap2,Flat``, FAISS for other kinds."""
 
     def __init__(self, index):
         self.index, self.ntotal = index, index.ntotal
@@ -409,7 +409,7 @@ def main() -> None:
             record(f"index-{args.dataset}-exact", json.loads(json.dumps({"rows": rows}, default=_jsonable)), md)
         return
     kinds = tuple(x for x in args.ladder.split(",") if x) if args.ladder else None
-    ladder_rows, totals = run_ladder(data, k, budget, target, kinds)
+    ladder_rows, totals = run_ladder(data, k, budget, target, kinds, progress=_stage_logger())
     rows += ladder_rows
     if not args.no_autofaiss:
         rows.append(run_autofaiss(data, data["gt_eval"], k, budget, args.autofaiss_limit_s, target))

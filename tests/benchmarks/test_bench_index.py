@@ -38,14 +38,12 @@ def test_at_recall_picks_the_fastest_point_reaching_the_target():
 
 def test_end_to_end_on_a_toy_corpus(monkeypatch, capsys):
     """The whole ladder run on a toy corpus (timings replaced by constants: no timing in CI)."""
-    from benchmarks import _ladder_bench
     from index import tune
 
     argv = ["bench_index.py", "--dataset", "mixture", "--n", "12000", "--d", "16", "--components", "600",
             "--queries", "40", "--train-queries", "400", "--no-autofaiss", "--no-record"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setattr(bench_index, "qps", lambda index, xq, k, batch, budget_s=10.0: 100.0)
-    monkeypatch.setattr(_ladder_bench, "qps", lambda index, xq, k, batch, budget_s: 100.0)
     monkeypatch.setattr(tune, "measure_qps", lambda index, xq, k=10, **kw: 100.0)
     bench_index.main()
     out = capsys.readouterr().out
