@@ -13,8 +13,8 @@ the first rung whose estimated memory fits the budget:
    builds slowly (hours past a few million vectors), cannot be memory-mapped
    and has no GPU implementation. Caveat, measured (docs/benchmarks.md, index-real): on
    text->image queries, far from every image vector, HNSW's greedy search can miss the
-   target recall at any efSearch where IVF reaches it; the tuning on other-modality
-   queries reports that, and ``app.publish`` then falls back to the IVF rungs.
+   target recall at any efSearch where IVF reaches it, which is why an ``auto`` index
+   measures every rung (:func:`ladder`, ``index.ladder``) instead of taking this one.
 3. ``IVF{nlist},Flat``: exact distances inside the probed lists, ids in the
    lists, memory-mappable, GPU-capable.
 4. ``IVF{nlist},SQ8``: 4x smaller codes (one byte a dimension), small recall loss.
