@@ -27,7 +27,7 @@ class Settings(BaseSettings):
         "PostgreSQL: `postgresql+psycopg://user@host/db`.",
     )
     model_spec: str = Field(
-        "builtin:lit-mini",
+        "builtin:lit-mini-spp",
         description="Model used when the database has no active model yet (see the model specs).",
     )
     device: str = Field("auto", description="`auto` (CUDA when present), `cpu` or `cuda[:N]`.")

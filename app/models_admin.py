@@ -20,13 +20,16 @@ from training.sources import SourceReport, iter_manifest
 log = logging.getLogger(__name__)
 
 
-def manifest_pairs(manifest: Path, split: str | None) -> list[tuple[str, str]]:
-    """``(image path, caption)`` pairs of a manifest, optionally one ``split`` column value."""
-    pairs = []
+def manifest_pairs(manifest: Path, split: str | None) -> tuple[list[tuple[str, str]], list[tuple[str, ...]]]:
+    """``(image path, caption)`` pairs of a manifest, optionally one ``split`` column value, and each
+    pair's further captions (its ``captions`` column; empty without one)."""
+    pairs, captions = [], []
     for rec in iter_manifest(Path(manifest), SourceReport()):
-        if rec.image_path and rec.text and (split is None or rec.metadata.get("split") == split):
-            pairs.append((rec.image_path, rec.text))
-    return pairs
+        text = rec.text or (rec.captions[0] if rec.captions else None)
+        if rec.image_path and text and (split is None or rec.metadata.get("split") == split):
+            pairs.append((rec.image_path, text))
+            captions.append(tuple(rec.captions))
+    return pairs, captions
 
 
 def export_pairs(session_factory: sessionmaker, out: Path) -> int:
@@ -50,16 +53,18 @@ def bootstrap_model(
     settings: Settings,
     session_factory: sessionmaker,
     manifest: Path,
-    base_spec: str = "builtin:lit-mini",
+    base_spec: str | None = None,
     cfg: BootstrapConfig | None = None,
     activate: bool = True,
     show_progress: bool = True,
 ) -> Model:
-    """Train ``base_spec``'s projection heads on the manifest's train split and register the result."""
+    """Train ``base_spec``'s (default: the configured model's) projection heads on the manifest's
+    train split, every caption of a row with a ``captions`` column, and register the result."""
     from crossmodal_kernel.checkpoints import save_checkpoint
     from crossmodal_kernel.loading import load_model
 
-    train = manifest_pairs(manifest, "train")
+    base_spec = base_spec or settings.model_spec
+    train, captions = manifest_pairs(manifest, "train")
     held_out = eval_sets.manifest_pairs(manifest, "test")
     held_out = held_out if len(held_out) else eval_sets.manifest_pairs(manifest, "val")
     if not train:
@@ -75,7 +80,7 @@ def bootstrap_model(
         bar.update(done - bar.n)
 
     try:
-        train_report = bootstrap_heads(loaded, train, cfg, progress)
+        train_report = bootstrap_heads(loaded, train, cfg, progress, captions if any(captions) else None)
     finally:
         for bar in bars.values():
             bar.close()

@@ -17,6 +17,7 @@ byte-identical PNGs and CSVs.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -89,6 +90,14 @@ _VOCAB = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES, "position": 
 def sample_scene(rng: np.random.Generator) -> Scene:
     """Draw each attribute uniformly and independently."""
     return Scene(**{name: str(rng.choice(values)) for name, values in _VOCAB.items()})
+
+
+def all_scenes() -> list[Scene]:
+    """Every scene of the world, in attribute order."""
+    return [Scene(**dict(zip(_VOCAB, values, strict=True))) for values in itertools.product(*_VOCAB.values())]
+
+
+N_SCENES = len(COLOURS) * len(SHAPES) * len(SIZES) * len(POSITIONS)
 
 
 def swap_attribute(scene: Scene, attribute: str, rng: np.random.Generator) -> Scene:
@@ -230,6 +239,7 @@ def generate_dataset(
     progress: Callable[[int, int], None] | None = None,
     captions: str = "canonical",
     n_captions: int = 1,
+    cover: bool = False,
 ) -> SyntheticDataset:
     """Write ``n`` images, ``manifest.csv``, ``hard.csv`` and ``dataset.json`` to ``out_dir``.
 
@@ -243,6 +253,11 @@ def generate_dataset(
     wordings, the first of which is ``text`` (the trainer's ``augment.text.multi_caption``
     draws from it). Images are those of the canonical dataset, byte for byte; a distractor
     is worded like its true caption.
+
+    ``cover=True`` makes the first :data:`N_SCENES` items every scene of the world once, in an
+    order drawn from ``seed`` (the rest stay random), so that with ``n >= N_SCENES`` every caption
+    the world can say has an answer (the demo's data: 2,000 independent draws miss about 7 of
+    the 480 scenes). Each item is still rendered from its own RNG stream.
     """
     params = {
         "version": GENERATOR_VERSION,
@@ -254,7 +269,9 @@ def generate_dataset(
     vocab = caption_vocabulary(captions, n_captions, SHAPES_WORLD)
     if vocab is not None:  # the default keeps the parameters (and cached datasets) it always had
         params |= {"captions": captions, "n_captions": n_captions}
-    make_row = shapes_rows(seed, image_size, vocab, n_captions, render, streams=(0, 5, 1))
+    if cover:
+        params["cover"] = True
+    make_row = shapes_rows(seed, image_size, vocab, n_captions, render, streams=(0, 5, 1), cover=cover)
     columns = MANIFEST_COLUMNS + (("captions",) if vocab is not None else ())
     return write_dataset(out_dir, params, n, seed, image_size, splits, columns, make_row, progress)
 
@@ -275,14 +292,19 @@ def shapes_rows(
     n_captions: int,
     draw: Callable[[Scene, int, np.random.Generator], Image.Image],
     streams: tuple[int, int, int],
+    cover: bool = False,
 ) -> Callable[[int, Path, str, int], tuple[dict, dict | None]]:
     """``make_row`` for :func:`write_dataset`: item ``i`` drawn from the ``(scene, wording, distractor)``
-    RNG ``streams``, rendered by ``draw``, captioned canonically or (with ``vocab``) in varied words."""
+    RNG ``streams``, rendered by ``draw``, captioned canonically or (with ``vocab``) in varied words;
+    with ``cover``, items below :data:`N_SCENES` take every scene once (see :func:`generate_dataset`)."""
     scene_stream, wording_stream, distractor_stream = streams
+    scenes = all_scenes()
+    covered = [scenes[j] for j in np.random.default_rng([seed, 7]).permutation(N_SCENES)] if cover else []
 
     def make_row(i: int, root: Path, split: str, n_hard: int) -> tuple[dict, dict | None]:
         rng = np.random.default_rng([seed, scene_stream, i])
-        scene = sample_scene(rng)
+        scene = sample_scene(rng)  # drawn even when covered, so the rendering draws stay the same
+        scene = covered[i] if i < len(covered) else scene
         image = f"images/{i:06d}.png"
         # Fastest zlib level: the images are simple and this keeps 2,000 of them to seconds.
         draw(scene, image_size, rng).save(root / image, compress_level=1)
@@ -403,7 +425,9 @@ __all__ = [
     "SIZES",
     "POSITIONS",
     "SWAPPABLE",
+    "N_SCENES",
     "Scene",
+    "all_scenes",
     "SyntheticDataset",
     "sample_scene",
     "swap_attribute",

@@ -83,6 +83,10 @@ def worker(
     typer.echo(f"worker {job_worker.worker_id} ran {ran} job(s)")
 
 
+# The demo's first example query; tests/app/test_end_to_end.py checks its rank-1 answer on the demo's data.
+DEMO_QUERY = "a large red circle in the top left"
+
+
 def _print_examples(settings: Settings) -> None:
     base = f"http://{settings.host}:{settings.port}"
     typer.echo(
@@ -92,7 +96,7 @@ crossmodal is serving on {base}  (search page: {base}/ · admin: {base}/admin ·
 Try:
   curl -s {base}/readyz
   curl -s -X POST {base}/v1/search/text -H 'content-type: application/json' \\
-       -d '{{"query": "a large red circle in the top left", "target": "image", "k": 5}}'
+       -d '{{"query": "{DEMO_QUERY}", "target": "image", "k": 5}}'
   curl -s -X POST {base}/v1/search/text -H 'content-type: application/json' \\
        -d '{{"query": "a blue square", "target": "text", "k": 3}}'
   curl -s -X POST {base}/v1/search/image -F target=text -F k=3 \\
@@ -107,7 +111,7 @@ Admin (fine-tune, evaluate, promote, roll back): create a key with
 
 
 def demo(n: int = 2000, serve_api: Annotated[bool, typer.Option("--serve/--no-serve")] = True) -> None:
-    """Synthetic data -> bootstrap builtin:lit-mini -> ingest -> serve. Reuses whatever exists."""
+    """Synthetic data -> bootstrap the configured model -> ingest -> serve. Reuses whatever exists."""
     from app.db import crud
     from app.db.session import upgrade
     from app.ingest import ingest as run_ingest
@@ -120,11 +124,11 @@ def demo(n: int = 2000, serve_api: Annotated[bool, typer.Option("--serve/--no-se
     upgrade(settings.resolved_database_url)
     sf = session_factory(settings)
     typer.echo("1/4 synthetic dataset")
-    ds = generate_dataset(settings.data_dir / "demo", n=n, seed=0)
+    ds = generate_dataset(settings.data_dir / "demo", n=n, seed=0, cover=True)  # every scene has an answer
     with sf() as session:
         active = crud.get_active_model(session)
     if active is None or not active.checkpoint_path:
-        typer.echo("2/4 bootstrapping builtin:lit-mini (training its projection heads)")
+        typer.echo(f"2/4 bootstrapping {settings.model_spec} (training its projection heads)")
         row = bootstrap_model(settings, sf, ds.manifest, cfg=BootstrapConfig(num_workers=settings.num_workers))
         typer.echo(json.dumps(row.eval_report.get("held_out", {}), indent=2))
     else:

@@ -173,3 +173,17 @@ def test_changed_parameters_regenerate(tmp_path):
 def test_bad_parameters_are_rejected(tmp_path, kwargs):
     with pytest.raises(ValueError):
         generate_dataset(tmp_path, **{"n": 5, **kwargs})
+
+
+def test_cover_puts_every_scene_first_once_and_keeps_the_rest(tmp_path):
+    from training.synthetic import N_SCENES, all_scenes
+
+    assert N_SCENES == len(set(all_scenes())) == 480
+    n = N_SCENES + 20
+    plain = generate_dataset(tmp_path / "plain", n=n, seed=3, image_size=32).rows()
+    covered = generate_dataset(tmp_path / "cover", n=n, seed=3, image_size=32, cover=True).rows()
+    key = lambda r: (r["colour"], r["shape"], r["size"], r["position"])  # noqa: E731
+    assert {key(r) for r in covered[:N_SCENES]} == {(s.colour, s.shape, s.size, s.position) for s in all_scenes()}
+    assert [key(r) for r in covered[N_SCENES:]] == [key(r) for r in plain[N_SCENES:]]
+    assert len({key(r) for r in plain}) < N_SCENES  # independent draws miss some scenes
+    assert [r["split"] for r in covered] == [r["split"] for r in plain]
