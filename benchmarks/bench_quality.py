@@ -161,13 +161,15 @@ def make_world(world: str, n: int, seed: int, out: Path, captions: str = "canoni
     return generate_dataset(out, n=n, seed=seed, captions=captions, n_captions=k), ("colour", "shape", "position")
 
 
-def bootstrap(ds, model: str, seed: int, path: Path) -> str:
-    """The spec of ``model`` with LiT heads trained on ``ds``'s train split (every caption of a varied world)."""
+def bootstrap(ds, model: str, seed: int, path: Path, views: int = 0) -> str:
+    """The spec of ``model`` with LiT heads trained on ``ds``'s train split (every caption of a varied world;
+    ``views`` augmented views of each image beside the clean one)."""
     loaded = load_model(model, "cpu")
     rows = ds.rows("train")
     train = [(str(ds.root / r["image"]), r["text"]) for r in rows]
     captions = [parse_captions(r.get("captions")) for r in rows]
-    bootstrap_heads(loaded, train, BootstrapConfig(seed=seed), captions=captions if any(captions) else None)
+    cfg = BootstrapConfig(seed=seed, image_views=views)
+    bootstrap_heads(loaded, train, cfg, captions=captions if any(captions) else None)
     return f"{model}@{save_checkpoint(loaded, path)}"
 
 
@@ -419,7 +421,10 @@ def compare_models(args) -> dict:
     def train(args, ds, base: str, out: Path, seed: int, over: dict) -> Path:
         return finetune_from(args, ds, base, out, seed, over)
 
-    return _quality_shift.compare(args, world, bootstrap, train, record)
+    def boot(ds, model: str, seed: int, path: Path) -> str:
+        return bootstrap(ds, model, seed, path, args.bootstrap_views)
+
+    return _quality_shift.compare(args, world, boot, train, record)
 
 
 def _mean_runs(per_seed: list[dict]) -> dict[str, dict]:

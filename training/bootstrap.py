@@ -7,7 +7,11 @@ takes seconds on a CPU. This is how ``builtin:lit-mini`` gets usable heads
 The full fine-tuning trainer lives elsewhere; this is the minimal one.
 
 A pair may come with several captions of its image (a manifest's ``captions`` column): each
-is encoded once, and every epoch trains on one of them per image, drawn at random.
+is encoded once, and every epoch trains on one of them per image, drawn at random. Images can
+likewise be encoded in ``image_views`` augmented views beside the clean one (the training
+augmentation policy of ``view_augment``, seeded per image and view): every epoch trains on one view
+per image, so the heads see the renderings an augmentation policy stands for, at a fixed encoding
+cost and still without back-propagating through a tower.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +30,8 @@ from torch.utils.data import DataLoader
 
 from crossmodal_kernel.encoder import trim_padding
 from crossmodal_kernel.images import ImageFiles, collate_images, loader_workers, worker_context
+from training.config import AugmentConfig
+from training.pairs import Pair, PairDataset, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,17 @@ class BootstrapConfig:
     seed: int = 0
     encode_batch_size: int = 64
     num_workers: int = 2
+    image_views: int = 0  # augmented views per image beside the clean one
+    view_augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_scale=(0.7, 1.0), blur=0.5))
+
+    def __post_init__(self):
+        if self.image_views < 0:
+            raise ValueError(f"image_views must be >= 0, got {self.image_views}")
+
+    def report(self) -> dict:
+        """The settings as plain JSON values."""
+        out = {k: v for k, v in asdict(self).items() if k != "view_augment"}
+        return {**out, "view_augment": self.view_augment.model_dump(mode="json")}
 
 
 def _heads(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -77,7 +94,9 @@ def cache_features(
     """Pooled tower features for ``(image path, caption)`` pairs; unreadable images are dropped.
 
     With ``captions`` (per pair, more captions of its image), the text features are those of
-    :func:`wordings` of each kept pair in turn, not one per pair.
+    :func:`wordings` of each kept pair in turn, not one per pair. With ``cfg.image_views``, the
+    image features are ``1 + image_views`` blocks of one row per kept pair: the clean view, then
+    each augmented view.
     """
     model = loaded.model.eval()
     image_head, text_head = _heads(model)
@@ -108,12 +127,65 @@ def cache_features(
             txt_feats.append(txt_cap.value)
             if progress:
                 progress("encode texts", min(start + cfg.encode_batch_size * 4, len(texts)), len(texts))
+        if keys and cfg.image_views:
+            clean = torch.cat(img_feats)
+            img_feats = [clean, *_encode_views(loaded, [pairs[k][0] for k in keys], cfg, img_cap, clean, progress)]
     finally:
         img_cap.handle.remove()
         txt_cap.handle.remove()
     if not keys:
         raise ValueError("no readable training images")
     return torch.cat(img_feats), torch.cat(txt_feats), keys
+
+
+class _Views(torch.utils.data.Dataset):
+    """Image ``i`` as ``(i, its augmented views stacked | None)``, seeded by ``(seed, view block, i)``."""
+
+    def __init__(self, paths: Sequence[str], transform: Callable, seed: int, views: int):
+        self.inner = PairDataset([Pair(p, None) for p in paths], transform, seed, views)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i: int):
+        out = self.inner[i]
+        return i, None if out is None else torch.stack(out[0])
+
+
+def _stack_views(batch):
+    ok = [(i, t) for i, t in batch if t is not None]
+    return [i for i, _ in ok], torch.stack([t for _, t in ok]) if ok else None, [i for i, t in batch if t is None]
+
+
+def _encode_views(
+    loaded, paths: Sequence[str], cfg: BootstrapConfig, img_cap: _Capture, clean: torch.Tensor, progress
+) -> list[torch.Tensor]:
+    """``cfg.image_views`` blocks of features of ``paths``, one augmented view of each image per block.
+
+    An image that no longer decodes keeps its ``clean`` features in every block.
+    """
+    pp = loaded.model.visual.preprocess_cfg
+    transform = train_transform(cfg.view_augment, loaded.image_size, pp["mean"], pp["std"])
+    loader = DataLoader(
+        _Views(paths, transform, cfg.seed, cfg.image_views),
+        batch_size=max(1, cfg.encode_batch_size // cfg.image_views),
+        num_workers=(workers := loader_workers(cfg.num_workers)),
+        collate_fn=_stack_views,
+        multiprocessing_context=worker_context(workers),
+    )
+    out = clean.unsqueeze(0).repeat(cfg.image_views, 1, 1)
+    done = 0
+    for idx, tensors, bad in loader:
+        for i in bad:
+            log.warning("image %s no longer decodes; its augmented views are its clean one", paths[i])
+        if tensors is not None:
+            b, v = tensors.shape[:2]
+            loaded.model.encode_image(tensors.flatten(0, 1).to(loaded.device))
+            out[:, idx] = img_cap.value.reshape(b, v, -1).transpose(0, 1)
+        done += len(idx) + len(bad)
+        if progress:
+            progress("encode image views", done, len(paths))
+    return list(out)
 
 
 def wordings(text: str, captions: Sequence[str]) -> list[str]:
@@ -135,12 +207,14 @@ def train_heads(
     cfg: BootstrapConfig,
     progress: Progress | None = None,
     counts: Sequence[int] | None = None,
+    views: int = 1,
 ) -> dict:
     """Train copies of the heads on cached features, then load them into ``loaded.model``.
 
     ``counts[i]`` captions of image ``i`` follow each other in ``txt_feats`` when given (as
     :func:`cache_features` writes them with ``captions``); each epoch draws one of them per image.
-    Without ``counts`` the features pair up row by row.
+    Without ``counts`` the features pair up row by row. ``img_feats`` holds ``views`` blocks of one
+    row per image (block ``v``, row ``v * n + i``); each epoch draws one block per image.
     """
     torch.manual_seed(cfg.seed)
     image_head, text_head = (copy.deepcopy(h).float().cpu().train() for h in _heads(loaded.model))
@@ -153,7 +227,9 @@ def train_heads(
         ],
         lr=cfg.lr,
     )
-    n = len(img_feats)
+    if views < 1 or len(img_feats) % views:
+        raise ValueError(f"{len(img_feats)} image features are not {views} blocks of one row per image")
+    n = len(img_feats) // views
     sizes = torch.as_tensor(counts if counts is not None else [1] * n)
     if len(sizes) != n or int(sizes.sum()) != len(txt_feats) or bool((sizes < 1).any()):
         raise ValueError(f"{len(txt_feats)} text features do not match {n} images with caption counts {counts}")
@@ -167,11 +243,12 @@ def train_heads(
         order = torch.randperm(n, generator=gen)
         # Drawn only with counts: without them the generator (and so every run) is what it always was.
         rows = offsets + (torch.rand(n, generator=gen) * sizes).long() if counts is not None else offsets
+        image_rows = torch.randint(views, (n,), generator=gen) * n + torch.arange(n) if views > 1 else torch.arange(n)
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             if len(idx) < 2:
                 continue
-            loss = clip_loss(image_head(img_feats[idx]), text_head(txt_feats[rows[idx]]), logit_scale)
+            loss = clip_loss(image_head(img_feats[image_rows[idx]]), text_head(txt_feats[rows[idx]]), logit_scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -191,7 +268,7 @@ def train_heads(
         "pairs": n,
         "seconds": round(time.perf_counter() - t0, 2),
         "logit_scale": float(logit_scale.detach().exp()),
-        "config": asdict(cfg),
+        "config": cfg.report(),
     }
 
 
@@ -209,7 +286,7 @@ def bootstrap_heads(
     cfg = cfg or BootstrapConfig()
     img, txt, keys = cache_features(loaded, pairs, cfg, progress, captions)
     counts = [len(wordings(pairs[k][1], captions[k])) for k in keys] if captions else None
-    report = train_heads(loaded, img, txt, cfg, progress, counts)
+    report = train_heads(loaded, img, txt, cfg, progress, counts, views=1 + cfg.image_views)
     report["skipped_images"] = len(pairs) - len(keys)
     if counts:
         report["captions"] = sum(counts)

@@ -77,6 +77,10 @@ class AugmentConfig(_Strict):
     colour_jitter: float = Field(0.0, ge=0.0, le=1.0, description="0 disables; colour is often in the caption.")
     grayscale: float = Field(0.0, ge=0.0, le=1.0, description="Probability of a grayscale copy.")
     blur: float = Field(0.0, ge=0.0, le=1.0, description="Probability of a Gaussian blur.")
+    rotation: float = Field(
+        0.0, ge=0.0, le=45.0, description="Largest angle of a random rotation in degrees; 0 disables. It moves "
+        "off-centre objects a little, so keep it small where captions name positions."
+    )  # fmt: skip
     text: TextAugmentConfig = Field(default_factory=TextAugmentConfig, description="Caption augmentations.")
 
     @model_validator(mode="after")

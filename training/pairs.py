@@ -69,6 +69,9 @@ def train_transform(cfg: AugmentConfig, image_size: int, mean, std) -> Callable:
     steps: list = [T.RandomResizedCrop(image_size, scale=cfg.crop_scale, interpolation=T.InterpolationMode.BICUBIC)]
     if cfg.flip:
         steps.append(T.RandomHorizontalFlip())
+    if cfg.rotation > 0:  # the uncovered corners take the normalisation mean, 0 once normalised
+        fill = [round(255 * m) for m in mean]
+        steps.append(T.RandomRotation(cfg.rotation, interpolation=T.InterpolationMode.BILINEAR, fill=fill))
     if cfg.colour_jitter > 0:
         j = cfg.colour_jitter
         steps.append(T.RandomApply([T.ColorJitter(0.4 * j, 0.4 * j, 0.4 * j, 0.1 * j)], p=0.8))

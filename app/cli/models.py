@@ -13,15 +13,20 @@ from app.cli.common import USER_ERRORS, fail, session_factory, setup
 
 def bootstrap(
     manifest: Annotated[Path, typer.Argument(help="Manifest with a `split` column; trains on split=train.")],
-    base: str = "builtin:lit-mini",
+    base: Annotated[str | None, typer.Option(help="Model spec to bootstrap [default: CROSSMODAL_MODEL_SPEC].")] = None,
     epochs: int = 60,
+    image_views: Annotated[
+        int | None,
+        typer.Option(min=0, help="Augmented views per image beside the clean one [default: the bootstrap's]."),
+    ] = None,
 ) -> None:
     """Train a model's projection heads (LiT-style) and make it the active model."""
     from app.models_admin import bootstrap_model
     from training.bootstrap import BootstrapConfig
 
     settings = setup()
-    cfg = BootstrapConfig(epochs=epochs, num_workers=settings.num_workers)
+    views = {} if image_views is None else {"image_views": image_views}
+    cfg = BootstrapConfig(epochs=epochs, num_workers=settings.num_workers, **views)
     try:
         row = bootstrap_model(settings, session_factory(settings), manifest, base, cfg)
     except USER_ERRORS as e:

@@ -229,3 +229,18 @@ def test_several_captions_per_image_survive_ingest_and_the_db_export_for_finetun
     assert export_pairs(sf, tmp_path / "pairs.jsonl") == 2
     exported = list(iter_source(tmp_path / "pairs.jsonl", SourceReport()))
     assert sorted(r.captions for r in exported) == [("caption 0", "other 0"), ("caption 1", "other 1")]
+
+
+def test_bootstrap_pairs_carry_a_manifests_further_captions(tmp_path):
+    from app.models_admin import manifest_pairs
+    from training.synthetic import generate_dataset
+
+    ds = generate_dataset(tmp_path / "ds", n=30, seed=0, image_size=32, captions="varied", n_captions=3)
+    pairs, captions = manifest_pairs(ds.manifest, "train")
+    rows = ds.rows("train")
+    assert [text for _, text in pairs] == [r["text"] for r in rows]
+    assert all(len(c) == 3 and c[0] == r["text"] for c, r in zip(captions, rows, strict=True))
+    plain_pairs, plain = manifest_pairs(
+        generate_dataset(tmp_path / "plain", n=30, seed=0, image_size=32).manifest, None
+    )
+    assert len(plain_pairs) == 30 and not any(plain)

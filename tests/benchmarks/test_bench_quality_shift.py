@@ -15,7 +15,8 @@ def _args(**over):
     defaults = {"models": "builtin:lit-mini", "seeds": "0", "shift": True, "world": "shapes", "n": 100,
                 "shift_n": 12, "steps": 30, "batch_size": 48, "lr": 2e-4, "image_groups": 1, "text_layers": 1,
                 "captions": "varied", "n_captions": 2, "text_augment": False, "image_augment": False,
-                "bootstrap_only": True, "tag": "", "no_record": False, "model": "builtin:lit-mini"}  # fmt: skip
+                "bootstrap_only": True, "bootstrap_views": 0, "tag": "", "no_record": False,
+                "model": "builtin:lit-mini"}  # fmt: skip
     return Namespace(**{**defaults, **over})
 
 
@@ -42,9 +43,9 @@ def test_recipes_follow_the_switches():
 
 @pytest.mark.slow
 def test_a_tiny_real_comparison_scores_the_shift_split_apart(monkeypatch):
-    """Bootstrap lit-mini on 80 varied-caption pairs and score it: every set is measured, the shift split
-    (other wording and rendering) scores below the test split, and the shift-words set is worded from the
-    shift pool only."""
+    """Bootstrap lit-mini on 80 varied-caption pairs (and one augmented view of each image) and score it:
+    every set is measured, the shift split (other wording and rendering) scores below the test split, and
+    the shift-words set is worded from the shift pool only."""
     texts: list[list[str]] = []
     real = _quality_shift.Encoder.from_spec
 
@@ -58,7 +59,16 @@ def test_a_tiny_real_comparison_scores_the_shift_split_apart(monkeypatch):
     recorded = {}
     keys = ("name", "result", "md")
     monkeypatch.setattr(bench_quality, "record", lambda *a: recorded.update(zip(keys, a, strict=True)))
-    result = bench_quality.compare_models(_args())
+    views: list[int] = []
+    real_heads = bench_quality.bootstrap_heads
+
+    def counting(loaded, train, cfg, **kw):
+        views.append(cfg.image_views)
+        return real_heads(loaded, train, cfg, **kw)
+
+    monkeypatch.setattr(bench_quality, "bootstrap_heads", counting)
+    result = bench_quality.compare_models(_args(bootstrap_views=1))
+    assert views == [1]
 
     run = result["seeds"][0]["runs"]["lit-mini (a) bootstrap (LiT)"]
     assert set(run) >= {f"{s}_{d}_R@1" for s in _quality_shift.SETS for d in ("t2i", "i2t")}
@@ -68,7 +78,8 @@ def test_a_tiny_real_comparison_scores_the_shift_split_apart(monkeypatch):
     assert len(words) == 10 and words != texts[_quality_shift.SETS.index("in")]
     shift_vocab, train_vocab = SHAPES_WORLD["shift"], SHAPES_WORLD["train"]
     assert all(mentions(w, "colour", shift_vocab) and not mentions(w, "colour", train_vocab) for w in words)
-    assert recorded["name"] == "quality-shift-models-varied2-boot"
+    assert recorded["name"] == "quality-shift-models-varied2-boot-views1"
+    assert "bootstrap on 1 augmented views" in recorded["md"] and "--bootstrap-views 1" in recorded["md"]
     gap = 100 * (run["shift_t2i_R@1"] - run["in_t2i_R@1"])
     row = f"| lit-mini (a) bootstrap (LiT) | {run['in_t2i_R@1']:.3f} | {run['shift_t2i_R@1']:.3f} | {gap:+.1f} pts"
     assert row in recorded["md"]

@@ -90,3 +90,58 @@ def test_wordings_keep_the_text_first_and_drop_blanks_and_repeats():
 
     assert wordings("a red circle", ["a red circle", " ", "a crimson disc"]) == ["a red circle", "a crimson disc"]
     assert wordings("a red circle", ()) == ["a red circle"]
+
+
+def test_train_heads_draws_one_view_block_per_image_and_epoch():
+    """``views`` blocks of one row per image (row v * n + i): every step trains each image on one of
+    its own rows, and over the epochs every block comes up."""
+    n, views = 12, 3
+    img, txt = torch.randn(views * n, 6), torch.randn(n, 5)
+    img[:, 0] = torch.arange(views * n, dtype=torch.float32)
+    fake, seen = _Fake(), []
+    fake.model.visual.head.register_forward_pre_hook(lambda _m, args: seen.append(args[0][:, 0].long().tolist()))
+    train_heads(fake, img, txt, BootstrapConfig(epochs=30, batch_size=n), views=views)
+    assert len(seen) == 30
+    for batch in seen:
+        assert sorted(r % n for r in batch) == list(range(n))
+    assert {r for batch in seen for r in batch} == set(range(views * n))
+    with pytest.raises(ValueError, match="blocks"):
+        train_heads(_Fake(), img[:-1], txt, BootstrapConfig(epochs=1), views=views)
+
+
+def test_train_heads_without_views_trains_as_before():
+    """One block: the same generator draws, so the same heads as a run that never heard of views."""
+    img, txt = torch.randn(20, 6), torch.randn(20, 5)
+    a, b = _Fake(), _Fake()
+    b.model.load_state_dict(a.model.state_dict())
+    train_heads(a, img, txt, BootstrapConfig(epochs=5, batch_size=8))
+    train_heads(b, img, txt, BootstrapConfig(epochs=5, batch_size=8), views=1)
+    assert torch.equal(a.model.visual.head.weight, b.model.visual.head.weight)
+
+
+def test_bootstrap_config_rejects_negative_views_and_reports_plain_values():
+    with pytest.raises(ValueError, match="image_views"):
+        BootstrapConfig(image_views=-1)
+    report = BootstrapConfig(image_views=2).report()
+    assert report["image_views"] == 2 and report["view_augment"]["crop_scale"] == [0.7, 1.0]
+
+
+@pytest.mark.slow
+def test_cache_features_encodes_seeded_augmented_views_after_the_clean_one(tmp_path):
+    from crossmodal_kernel.loading import load_model
+    from training.bootstrap import cache_features
+    from training.synthetic import generate_dataset
+
+    ds = generate_dataset(tmp_path / "ds", n=10, seed=0, image_size=64)
+    pairs = [(str(ds.root / r["image"]), r["text"]) for r in ds.rows()]
+    loaded = load_model("builtin:lit-mini", "cpu")
+    plain, _, keys = cache_features(loaded, pairs, BootstrapConfig(num_workers=0, encode_batch_size=4))
+    cfg = BootstrapConfig(num_workers=0, encode_batch_size=4, image_views=2)
+    img, txt, keys2 = cache_features(loaded, pairs, cfg)
+    again, _, _ = cache_features(loaded, pairs, cfg)
+    n = len(keys)
+    assert keys2 == keys and img.shape == (3 * n, plain.shape[1]) and len(txt) == n
+    torch.testing.assert_close(img[:n], plain)
+    blocks = img.reshape(3, n, -1)
+    assert not torch.allclose(blocks[1], blocks[0]) and not torch.allclose(blocks[2], blocks[1])
+    torch.testing.assert_close(again, img)  # seeded per image and view
