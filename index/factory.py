@@ -38,7 +38,7 @@ MIN_POINTS_PER_CENTROID = 39  # FAISS k-means warns (and clusters badly) below t
 TRAIN_POINTS_PER_CENTROID = 64
 PQ_TRAIN_MIN = 1 << 16  # PQ learns 256 centroids per sub-space: give it 256 * 256 points
 GPU_PQ_M = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)  # GpuIndexIVFPQ code sizes
-EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024)
+EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # text queries on image graphs need the top end
 
 # Bytes a vector beyond its code: IDMap2 keeps ``id_map`` (8 B) and a hash map id -> row
 # (~48 B in libstdc++); measured 51 B/vector on faiss 1.15. IVF lists store an 8 B id each.
