@@ -79,17 +79,21 @@ def markdown(args, per_seed: list[dict[str, float]], n_scenes: int, wall_s: floa
         "",
         f"Per seed ({args.seeds}): the LiT bootstrap on a {args.n}-pair shapes world (canonical captions), then the "
         f"{n_scenes} scenes of that seed's shift split drawn again in each style below and retrieved with their "
-        "canonical captions (t2i R@1, duplicate-aware; mean over seeds, min–max). *Recovered* = how much of the "
-        "full shift's loss against the training renderer (same scenes, same run) the style wins back.",
+        "canonical captions (t2i R@1, duplicate-aware; mean over seeds, min–max). *Share of the loss*: of the full "
+        "shift's loss against the training renderer (same scenes, same run), how much one factor accounts for: for "
+        "*shift but no X*, what putting X back wins (X's share with the others shifted); for *background only*, "
+        "what the background loses on its own.",
         "",
-        "| style | t2i R@1 | × training renderer | recovered of the shift's loss |",
+        "| style | t2i R@1 | × training renderer | share of the shift's loss |",
         "|---|---|---|---|",
     ]
     for k in names:
         values = [s[k] for s in per_seed]
         spread = f" ({min(values):.2f}–{max(values):.2f})" if len(values) > 1 else ""
-        recovered = f"{(mean[k] - full) / (base - full):+.0%}" if base > full and k != "training renderer" else "—"
-        lines.append(f"| {k} | {mean[k]:.3f}{spread} | {mean[k] / base:.2f}x | {recovered} |")
+        share = "—"
+        if base > full and k not in ("training renderer", "shift"):
+            share = f"{((mean[k] - full) if k.startswith('shift but') else (base - mean[k])) / (base - full):.0%}"
+        lines.append(f"| {k} | {mean[k]:.3f}{spread} | {mean[k] / base:.2f}x | {share} |")
     lines += [
         "",
         f"Total wall time {wall_s:.0f} s. Reproduce: `.venv/bin/python benchmarks/probe_shift_render.py --model "

@@ -27,4 +27,5 @@ def test_a_tiny_run_scores_every_style_and_the_table_says_what_is_recovered():
     assert set(scores) == set(probe.styles()) and all(0.0 <= v <= 1.0 for v in scores.values())
     per_seed = [{**dict.fromkeys(probe.styles(), 0.5), "training renderer": 1.0, "shift": 0.4, "background only": 0.7}]
     md = probe.markdown(Namespace(model="m", seeds="0", n=20), per_seed, 3, 1.0)
-    assert "| background only | 0.700 | 0.70x | +50% |" in md and "| shift | 0.400 | 0.40x | +0% |" in md
+    assert "| background only | 0.700 | 0.70x | 50% |" in md and "| shift | 0.400 | 0.40x | — |" in md
+    assert "| shift but no blur | 0.500 | 0.50x | 17% |" in md
