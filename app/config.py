@@ -85,7 +85,8 @@ class Settings(BaseSettings):
         "auto",
         description="FAISS index kind: `auto` (every rung of the ladder that fits the memory budget is built, "
         "tuned on the other modality's vectors and timed; the fastest that reaches the target recall is "
-        "published), or one of `flat`, `hnsw`, `hnsw_qa`, `ivf_flat`, `ivf_fs_refine`, `ivf_sq8`, `ivf_pq`.",
+        "published), or one of `flat`, `hnsw` (HNSW on SQ8 codes, re-ranked on the floats), `hnsw_qa` (the same plus "
+        "query-aware edges), `hnsw_flat` (HNSW on float32 vectors), `ivf_flat`, `ivf_fs_refine`, `ivf_sq8`, `ivf_pq`.",
     )
     index_ladder: str = Field(
         "",

@@ -25,6 +25,7 @@ from app.db import crud
 from app.encoders import load_encoder
 from app.runtime import faiss_gpu
 from index import store
+from index.factory import CPU_ONLY
 from index.gpu import maybe_gpu
 from index.search import Keep, search
 
@@ -154,7 +155,7 @@ class SearchState:
                     ivf.make_direct_map()
                 except RuntimeError as e:
                     log.warning("index %s cannot give back vectors (dedupe will be refused): %s", path, e)
-            if faiss_gpu() and published.kind != "hnsw":  # FAISS has no GPU HNSW
+            if faiss_gpu() and published.kind not in CPU_ONLY:  # FAISS has no GPU HNSW, fast-scan or refine
                 published.index = maybe_gpu(published.index, log.info)
         except Exception as e:
             log.exception("could not load index %s", path)

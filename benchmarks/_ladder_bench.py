@@ -40,8 +40,13 @@ def curve(index, plan, data: dict, k: int, budget_s: float = 2.0) -> list[dict]:
     return points
 
 
-def run_ladder(data: dict, k: int, budget: int, target: float, kinds=None, progress=None) -> tuple[list[dict], dict]:
-    """Measure the service's ladder; returns one row a rung (``chosen`` marks the published one) and totals."""
+def run_ladder(
+    data: dict, k: int, budget: int, target: float, kinds=None, progress=None, alternatives=()
+) -> tuple[list[dict], dict]:
+    """Measure the service's ladder; returns one row a rung (``chosen`` marks the published one) and totals.
+
+    ``alternatives``: kinds outside the service's ladder measured the same way after it, for comparison
+    (rows marked ``alternative``; never chosen, and not in the ladder's build time)."""
     from benchmarks.bench_index import ServiceExact, qps
     from index import factory, ladder
     from index.tune import measure_recall
@@ -80,4 +85,10 @@ def run_ladder(data: dict, k: int, budget: int, target: float, kinds=None, progr
     total = time.perf_counter() - t0 - spent[0]
     for row in rows:
         row["chosen"] = row["kind"] == plan.kind
+    alt_plans = [p for p in factory.ladder(n, d, budget, kinds=tuple(alternatives)) if p.kind in alternatives]
+    if alt_plans:
+        first = len(rows)
+        ladder.measure(ids, xb, queries, alt_plans, target, progress=progress, on_rung=on_rung)
+        for row in rows[first:]:
+            row.update(chosen=False, alternative=True, name=row["name"] + " (not in the service's ladder)")
     return rows, {"ladder_s": total, "chosen": plan.kind, "reason": plan.reason}

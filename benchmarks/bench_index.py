@@ -365,6 +365,8 @@ def main() -> None:
     ap.add_argument("--budget-gib", type=float, help="memory budget (default: the service's setting)")
     ap.add_argument("--target-recall", type=float, help="default: the service's setting")
     ap.add_argument("--ladder", default=None, help="comma-separated rungs to measure (default: the service's ladder)")
+    ap.add_argument("--alternatives", default="hnsw_flat",
+                    help="comma-separated kinds outside the service's ladder to measure beside it")  # fmt: skip
     ap.add_argument("--autofaiss-limit-s", type=float, default=900.0, help="autofaiss's wall-clock limit")
     ap.add_argument("--no-autofaiss", action="store_true")
     ap.add_argument("--exact-only", action="store_true", help="measure only the exact baselines")
@@ -409,7 +411,8 @@ def main() -> None:
             record(f"index-{args.dataset}-exact", json.loads(json.dumps({"rows": rows}, default=_jsonable)), md)
         return
     kinds = tuple(x for x in args.ladder.split(",") if x) if args.ladder else None
-    ladder_rows, totals = run_ladder(data, k, budget, target, kinds, progress=_stage_logger())
+    alternatives = tuple(x for x in args.alternatives.split(",") if x)
+    ladder_rows, totals = run_ladder(data, k, budget, target, kinds, _stage_logger(), alternatives)
     rows += ladder_rows
     if not args.no_autofaiss:
         rows.append(run_autofaiss(data, data["gt_eval"], k, budget, args.autofaiss_limit_s, target))

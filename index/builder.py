@@ -26,7 +26,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index.factory import CPU_ONLY, REFINE_K_FACTOR, IndexPlan, estimate_memory
+from index.factory import CPU_ONLY, IndexPlan, estimate_memory, refine_k_factor
 from index.shards import iter_shards
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def build_index(
     # 0.997-1.0 to 0.958-0.991 with 65,536-row adds (benchmarks/probe_hnsw_batches.py).
     # So HNSW gets one call; it holds every vector in RAM anyway, and this costs one more
     # float32 copy of the corpus while it is built.
-    one_add = plan.kind in ("hnsw", "hnsw_qa")
+    one_add = plan.kind.startswith("hnsw")
     if one_add:
         all_x = np.empty((kept, d), dtype=np.float32)
         all_ids = np.empty(kept, dtype=np.int64)
@@ -153,7 +153,7 @@ def build_index(
             index, plan.search_param, min(DEFAULT_SEARCH[plan.search_param], max(plan.candidates))
         )
     if ",Refine(" in plan.factory:
-        faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", REFINE_K_FACTOR)
+        faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", refine_k_factor(plan))
     return index
 
 

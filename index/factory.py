@@ -8,8 +8,13 @@ the first rung whose estimated memory fits the budget:
 1. ``Flat`` (exact) while brute force is cheap: ``n * d <= EXACT_MAX_WORK``,
    i.e. 50k vectors at d=512, about 25M multiply-adds a query, a few ms on one
    core. No training, no tuning, recall 1.
-2. ``HNSW32,Flat`` (CPU only) for ``n <= HNSW_MAX_N``: the best recall/speed
-   trade-off in RAM, but it costs ~300 extra bytes a vector for the graph,
+2. ``HNSW32,SQ8,Refine(Flat)`` (CPU only) for ``n <= HNSW_MAX_N``: the best recall/speed
+   trade-off in RAM. The graph walk compares 1-byte codes (a quarter of the memory traffic of
+   float32, which is what a walk that visits tens of thousands of nodes is bound by) and the
+   ``k * k_factor`` it returns are re-ranked on the full vectors; at 1M x 512 with text-like
+   queries this reached recall@10 0.95 at half the efSearch, and 1.5x the QPS, of
+   ``HNSW32,Flat`` (docs/design.md, "HNSW on 1-byte codes"). It costs ~300 extra bytes a
+   vector for the graph and ``d`` for the codes,
    builds slowly (hours past a few million vectors), cannot be memory-mapped
    and has no GPU implementation. Caveat, measured (docs/benchmarks.md, index-real): on
    text->image queries, far from every image vector, HNSW's greedy search can miss the
@@ -38,19 +43,27 @@ MIN_POINTS_PER_CENTROID = 39  # FAISS k-means warns (and clusters badly) below t
 TRAIN_POINTS_PER_CENTROID = 64
 PQ_TRAIN_MIN = 1 << 16  # PQ learns 256 centroids per sub-space: give it 256 * 256 points
 GPU_PQ_M = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)  # GpuIndexIVFPQ code sizes
-EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # text queries on image graphs need the top end
+# Text queries on image graphs need the top end, where a factor of two is a factor of two in speed: half steps.
+EF_SEARCH = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+HNSW_TRAIN_SAMPLE = 1 << 18  # SQ8 learns each dimension's range: a quarter-million vectors bound it well
 
 # Bytes a vector beyond its code: IDMap2 keeps ``id_map`` (8 B) and a hash map id -> row
 # (~48 B in libstdc++); measured 51 B/vector on faiss 1.15. IVF lists store an 8 B id each.
 IDMAP2_BYTES = 56
 IVF_ID_BYTES = 8
 
-KINDS = ("flat", "hnsw", "hnsw_qa", "ivf_flat", "ivf_fs_refine", "ivf_sq8", "ivf_pq")
+KINDS = ("flat", "hnsw", "hnsw_qa", "hnsw_flat", "ivf_flat", "ivf_fs_refine", "ivf_sq8", "ivf_pq")
 # Built on the CPU even when a GPU is there: FAISS has no GPU HNSW, fast-scan PQ or refine stage.
-CPU_ONLY = frozenset({"hnsw", "hnsw_qa", "ivf_fs_refine"})
+CPU_ONLY = frozenset({"hnsw", "hnsw_qa", "hnsw_flat", "ivf_fs_refine"})
 # Candidates a refine stage re-ranks per result, until the ladder measures better (index.ladder.K_FACTORS):
 # 4-bit fast-scan PQ ranks coarsely, and re-ranking 64 k float16 vectors is cheap next to scanning lists.
 REFINE_K_FACTOR = 64
+GRAPH_REFINE_K_FACTOR = 2  # an HNSW walk on SQ8 codes orders its candidates almost right (index.ladder.GRAPH_K_FACTORS)
+
+
+def refine_k_factor(plan: IndexPlan) -> int:
+    """The re-ranking depth a freshly built ``plan`` with a refine stage starts at."""
+    return GRAPH_REFINE_K_FACTOR if plan.search_param == "efSearch" else REFINE_K_FACTOR
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,9 @@ def make_plan(kind: str, n: int, d: int, *, gpu: bool = False, m: int | None = N
     if kind == "flat":
         factory, sample, param, values = "IDMap2,Flat", 0, None, ()
     elif kind in ("hnsw", "hnsw_qa"):  # hnsw_qa: the same graph plus query edges (index.query_aware)
+        factory, param, values = f"IDMap2,HNSW{HNSW_M},SQ8,Refine(Flat)", "efSearch", EF_SEARCH
+        sample = min(n, HNSW_TRAIN_SAMPLE)
+    elif kind == "hnsw_flat":  # the walk on float32 vectors: what ``hnsw`` was, kept to measure it against
         factory, sample, param, values = f"IDMap2,HNSW{HNSW_M},Flat", 0, "efSearch", EF_SEARCH
     elif kind == "ivf_flat":
         factory, param, values = f"IDMap2,IVF{nlist},Flat", "nprobe", nprobe
@@ -222,6 +238,9 @@ def estimate_memory(factory: str, n: int, d: int) -> int:
     if (m := re.fullmatch(r"HNSW(\d+)(?:,Flat)?", body)) is not None:
         links = 2 * int(m.group(1)) * 4 * 1.05  # level 0 has 2M links; upper levels add ~1/M
         return int(n * (per_vector + 4 * d + links + 12))  # + level and offset bookkeeping
+    if (m := re.fullmatch(r"(HNSW\d+),SQ8,Refine\(Flat\)", body)) is not None:
+        graph = estimate_memory(m.group(1), n, d) - 4 * d * n  # links and bookkeeping, no float vectors
+        return int(graph + n * (per_vector + d + 4 * d) + 2 * 4 * d)  # codes, the refine stage's floats, SQ ranges
     if (m := re.fullmatch(r"(IVF\d+,PQ\d+x4fs),Refine\(SQfp16\)", body)) is not None:
         base = estimate_memory(m.group(1), n, d)  # no IDMap2 part: counted once, below
         return int(base + 2 * d * n + n * per_vector)

@@ -89,7 +89,13 @@ def selector_params(index: faiss.Index, selector: Any) -> Any:
         # IDMap2 translates the selector of the parameters it is given, but IndexRefine searches its base
         # index with the nested ones: translate for it (row -> id), and keep the SWIG objects alive.
         rows = swig.IDSelectorTranslated(index.id_map, selector) if hasattr(index, "id_map") else selector
-        base = swig.SearchParametersIVF(sel=rows, nprobe=int(ivf.nprobe)) if ivf is not None else None
+        graph = swig.downcast_index(inner.base_index)
+        if ivf is not None:
+            base = swig.SearchParametersIVF(sel=rows, nprobe=int(ivf.nprobe))
+        elif hasattr(graph, "hnsw"):
+            base = swig.SearchParametersHNSW(sel=rows, efSearch=int(graph.hnsw.efSearch))
+        else:
+            base = swig.SearchParameters(sel=rows)
         params = swig.IndexRefineSearchParameters(k_factor=float(inner.k_factor), base_index_params=base)
         params.keep_alive = (selector, rows, base)
         return params

@@ -40,6 +40,10 @@ QA_MIN_QUERIES, QA_MAX_QUERIES = 1_000, 50_000
 # badly (recall 0.70 at 16x where image queries had 0.99, bench_index on a 50k x 512 mixture), so the
 # ladder measures how much re-ranking the served queries need.
 K_FACTORS = (8, 16, 32, 64, 128, 256)
+# A graph on 1-byte codes (``HNSW32,SQ8,Refine(Flat)``) finds the right candidates and only orders them
+# a little wrong: a few times k is enough, and more would only raise the effective efSearch (FAISS walks
+# with max(efSearch, k * k_factor)), which is efSearch's job.
+GRAPH_K_FACTORS = (1, 2, 4)
 Progress = Callable[[str, int, int], None]
 
 
@@ -147,12 +151,14 @@ def _tune_and_time(
     extra: dict[str, Any] = {}
     if plan.search_param:
         refine = ",Refine(" in plan.factory
-        if refine:  # lists probed at the most generous re-ranking, then the least re-ranking that keeps the target
-            tune.set_refine_factor(index, K_FACTORS[-1])
+        factors = GRAPH_K_FACTORS if plan.search_param == "efSearch" else K_FACTORS
+        if refine:  # searched at the most generous re-ranking, then the least re-ranking that keeps the target
+            tune.set_refine_factor(index, factors[-1])
         result = tune.tune(index, plan, queries.served, gt_I, k=RECALL_K, target_recall=target_recall, gt_D=gt_D)
         recall, reached, value, note = result.recall, result.reached, result.value, result.note
         if refine:
-            extra["k_factor"] = _least_k_factor(index, queries.served, gt, target_recall) if reached else K_FACTORS[-1]
+            least = _least_k_factor(index, queries.served, gt, target_recall, factors) if reached else factors[-1]
+            extra["k_factor"] = least
             recall = tune.measure_recall(index, queries.served, gt_I, RECALL_K, gt_D)
             note = f"{note}; k_factor={extra['k_factor']}: recall@10 {recall:.3f}"
         curve = [{"value": p.value, "recall": p.recall, "qps": p.qps} for p in result.curve]
@@ -184,14 +190,15 @@ def _tune_and_time(
     )
 
 
-def _least_k_factor(index: faiss.Index, xq: np.ndarray, gt, target: float) -> int:
-    """Set and return the smallest of ``K_FACTORS`` whose recall reaches ``target`` (the largest, which the
+def _least_k_factor(index: faiss.Index, xq: np.ndarray, gt, target: float, factors=K_FACTORS) -> int:
+    """Set and return the smallest of ``factors`` whose recall reaches ``target`` (the largest, which the
     knob was tuned at, if none does)."""
-    for factor in K_FACTORS:
+    for factor in factors:
         tune.set_refine_factor(index, factor)
         if tune.measure_recall(index, xq, gt[1], RECALL_K, gt[0]) >= target:
             return factor
-    return K_FACTORS[-1]
+    tune.set_refine_factor(index, factors[-1])
+    return factors[-1]
 
 
 def add_learned_edges(index: faiss.Index, ids: np.ndarray, xb: np.ndarray, train: np.ndarray) -> dict:

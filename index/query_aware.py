@@ -29,10 +29,10 @@ NEIGHBOURS = 16  # corpus neighbours a training query projects onto the graph (R
 
 
 def hnsw_of(index: faiss.Index) -> Any:
-    """The ``faiss.HNSW`` graph inside ``index`` (through ``IDMap2``), or ``None``."""
+    """The ``faiss.HNSW`` graph inside ``index`` (through ``IDMap2`` and a refine stage), or ``None``."""
     inner: Any = faiss.downcast_index(index)
-    while not hasattr(inner, "hnsw") and hasattr(inner, "index"):
-        inner = faiss.downcast_index(inner.index)
+    while not hasattr(inner, "hnsw") and (hasattr(inner, "index") or hasattr(inner, "base_index")):
+        inner = faiss.downcast_index(inner.index if hasattr(inner, "index") else inner.base_index)
     return inner.hnsw if hasattr(inner, "hnsw") else None
 
 

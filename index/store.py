@@ -114,6 +114,8 @@ def search_params(index: faiss.Index) -> dict:
     if ivf is not None:
         refine = {"k_factor": int(inner.k_factor)} if isinstance(inner, faiss.IndexRefine) else {}
         return {"nprobe": int(ivf.nprobe), **refine}
-    if hasattr(inner, "hnsw"):
-        return {"efSearch": int(inner.hnsw.efSearch)}
+    graph: Any = faiss.downcast_index(inner.base_index) if isinstance(inner, faiss.IndexRefine) else inner
+    if hasattr(graph, "hnsw"):
+        refine = {"k_factor": int(inner.k_factor)} if graph is not inner else {}
+        return {"efSearch": int(graph.hnsw.efSearch), **refine}
     return {}

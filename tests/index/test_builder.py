@@ -168,7 +168,7 @@ def test_save_and_load_round_trip(tmp_path, built, corpus, kind):
     assert loaded.meta["model_id"] == 3 and loaded.meta["metric"] == "ip" and loaded.ntotal == N
     assert loaded.meta["factory"].startswith("IDMap2,")
     if plan.search_param:
-        refine = {"k_factor": factory.REFINE_K_FACTOR} if "Refine" in plan.factory else {}
+        refine = {"k_factor": factory.refine_k_factor(plan)} if "Refine" in plan.factory else {}
         assert loaded.meta["search_params"] == {plan.search_param: plan.candidates[2], **refine}
     D1, I1 = loaded.index.search(xq, K)  # FAISS stores nprobe / efSearch with the index
     np.testing.assert_array_equal(I1, I0)

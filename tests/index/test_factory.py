@@ -44,7 +44,7 @@ def test_every_plan_is_well_formed(n, d, budget, gpu):
     assert 0 <= plan.train_sample <= n
     assert list(plan.candidates) == sorted(set(plan.candidates))
     if gpu:
-        assert plan.kind != "hnsw"  # no HNSW on FAISS GPUs
+        assert plan.kind not in factory.CPU_ONLY  # no HNSW, fast-scan or refine on FAISS GPUs
     if plan.kind == "flat":
         assert n * d <= factory.EXACT_MAX_WORK and plan.search_param is None
     if plan.kind == "hnsw":
@@ -76,7 +76,7 @@ def test_more_memory_never_buys_a_lossier_index(n, d, gpu):
         (10_000, 512, GiB, False, "IDMap2,Flat"),
         (50_000, 512, GiB, True, "IDMap2,Flat"),
         (200_000, 64, 64 * GiB, False, "IDMap2,Flat"),  # n*d small enough: exact is still fast
-        (200_000, 512, 16 * GiB, False, "IDMap2,HNSW32,Flat"),
+        (200_000, 512, 16 * GiB, False, "IDMap2,HNSW32,SQ8,Refine(Flat)"),
         (200_000, 512, 16 * GiB, True, "IDMap2,IVF2048,Flat"),
         (20_000_000, 512, 64 * GiB, False, "IDMap2,IVF32768,Flat"),  # past HNSW_MAX_N
         (20_000_000, 512, 16 * GiB, False, "IDMap2,IVF32768,SQ8"),
@@ -134,6 +134,8 @@ def test_estimates_scale_as_documented():
     hnsw = factory.estimate_memory("IDMap2,HNSW32,Flat", n, d)
     assert pq < sq8 < flat < hnsw
     assert np.isclose(hnsw - flat, n * (2 * 32 * 4 * 1.05 + 12), rtol=1e-6)
+    hnsw_sq8 = factory.estimate_memory("IDMap2,HNSW32,SQ8,Refine(Flat)", n, d)
+    assert np.isclose(hnsw_sq8 - hnsw, n * d + 2 * 4 * d, rtol=1e-6)  # the 1-byte codes beside the floats
 
 
 def test_the_measured_ladder_lists_what_fits():

@@ -88,17 +88,20 @@ def test_other_indexes_and_empty_ones_go_through_faiss():
         flat.search(flat.build_exact(_unit(rng, 5, 8), np.arange(5)), _unit(rng, 1, 4), 2)
 
 
-def test_a_refined_ivf_index_filters_through_its_base_index(monkeypatch):
-    """IndexRefine searches its base index with nested parameters: the id selector must reach them
-    translated to rows (IDMap2 translates only the outer ones), and results stay inside ``allowed``."""
+@pytest.mark.parametrize("kind", ["ivf_fs_refine", "hnsw"])
+def test_a_refined_index_filters_through_its_base_index(monkeypatch, kind):
+    """IndexRefine searches its base index (IVF fast-scan, or HNSW on SQ8 codes) with nested parameters: the
+    id selector must reach them translated to rows (IDMap2 translates only the outer ones), and results stay
+    inside ``allowed``."""
     from index import builder, factory, tune
 
     rng = np.random.default_rng(5)
     xb, xq = _unit(rng, 3000, 16), _unit(rng, 20, 16)
     ids = np.arange(3000, dtype=np.int64) * 3 + 1
-    plan = factory.make_plan("ivf_fs_refine", 3000, 16)
+    plan = factory.make_plan(kind, 3000, 16)
     index = builder.build_index(builder.array_shards(ids, xb), 16, plan)
-    tune.set_search_param(index, "nprobe", factory.ivf_nlist(3000))  # every list: the filtered search is exact
+    # every list, or a walk as wide as the corpus: the filtered search is exact
+    tune.set_search_param(index, plan.search_param, factory.ivf_nlist(3000) if kind != "hnsw" else 3000)
     monkeypatch.setattr(flat, "EXACT_SUBSET_MAX", 0)  # past the reconstruct path, to the selector
     allowed = ids[::2]
     _, I = flat.search(index, xq, 10, allowed)

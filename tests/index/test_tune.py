@@ -4,7 +4,7 @@ import faiss
 import numpy as np
 import pytest
 
-from index import builder, factory, tune
+from index import builder, factory, query_aware, tune
 from index.shards import write_shard
 from tests.index.conftest import D_DIM, NQ, N, db_ids, mixture, one_faiss_thread, plan_for
 
@@ -112,7 +112,7 @@ def test_tune_reaches_the_target_with_the_smallest_value(corpus, kind):
     assert all(p.qps > 0 for p in result.curve)
     # the index is left at the chosen value ...
     if kind == "hnsw":
-        assert faiss.downcast_index(index.index).hnsw.efSearch == result.value
+        assert query_aware.hnsw_of(index).efSearch == result.value
     else:
         assert faiss.extract_index_ivf(index).nprobe == result.value
     # ... and the recall it reports is what an independent recomputation finds
