@@ -24,6 +24,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,13 @@ def _allowed_methods(request: Request) -> list[str]:
         for method, operation in operations.items():
             if re.match(_template_pattern(template, operation), request.url.path):
                 methods.add(method.upper())
+    if not methods:  # a route kept out of the schema (clip-retrieval's contract): ask the router, method by method
+        methods = {m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] == Match.FULL
+                                              for r in request.app.routes)}  # fmt: skip
     return sorted(methods)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def _template_pattern(template: str, operation: dict) -> str:

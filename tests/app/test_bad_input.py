@@ -54,6 +54,7 @@ BAD_INPUTS = [
     ("body nested 100k deep", "POST", "/v1/search/text", raw(NESTED), 400, None),
     ("image body nested deep", "POST", "/v1/search/image", raw(NESTED), 400, "body_too_deep"),
     ("wrong method", "PUT", "/v1/search/text", {"json": {"query": "x"}}, 405, "method_not_allowed"),
+    ("wrong method, clip-retrieval route", "GET", "/knn-service", {}, 405, "method_not_allowed"),
     ("unknown route", "GET", "/v1/nope", {}, 404, "not_found"),
     ("item id past 2^63", "GET", "/v1/items/9223372036854775808", {}, 422, "invalid_request"),
     ("item id past 2^64", "GET", "/v1/items/99999999999999999999999", {}, 422, "invalid_request"),
