@@ -31,18 +31,29 @@ def _calibration(q: dict) -> list[str]:
     ]
 
 
+def _own_build_s(chosen: dict, rows: list[dict]) -> float:
+    """What building the published rung alone takes: the query-aware rung is measured as edges added to a copy
+    of the plain HNSW rung's graph, so its own build is that graph's plus the edges'."""
+    graph = next((r for r in rows if r.get("kind") == "hnsw"), None)
+    return chosen["build_s"] + (graph["build_s"] if chosen.get("kind") == "hnsw_qa" and graph else 0.0)
+
+
 def ladder_report(res: dict, args) -> str:
     rows, k, target, q = res["rows"], res["k"], res["target_recall"], res["queries"]
     served, same = q["served"], q["same"]
     torch = next(r for r in rows if r["name"].startswith("exact, torch"))
     chosen = next(r for r in rows if r.get("chosen"))
+    qa = next((r for r in rows if r.get("kind") == "hnsw_qa"), None)
+    used = (qa or {}).get("extra", {}).get("query_edges", {}).get("training_queries", args.train_queries)
+    own_build = _own_build_s(chosen, rows)
     lines = [
         f"### Index, {res['dataset']} data, {res['budget_bytes'] / 2**30:g} GiB budget "
         f"(`benchmarks/bench_index.py --dataset {res['dataset']}`)",
         "",
         f"{_title(res, args)}. The service's measured ladder (`index.ladder`) tuned every rung to recall@{k} ≥ "
         f"{target} on {args.queries} held-out {served} queries (the query-aware rung learnt its edges from "
-        f"{args.train_queries:,} others) and published the fastest; each rung is then measured here on "
+        f"{used:,} of {args.train_queries:,} others: the `QA_WORK` budget) and published the fastest; each rung "
+        "is then measured here on "
         f"{args.queries} other {served} queries and {args.queries} {same} ones. Single = one query a call, batch "
         "= 64 a call, 2 threads; QPS ratios are against torch matmul + `topk` exact search in this run.",
         "",
@@ -70,9 +81,9 @@ def ladder_report(res: dict, args) -> str:
         f"Published: **{chosen['kind']}**, recall@{k} {chosen['recall']:.3f} on held-out {served} queries at "
         f"**{speed:.1f}x** torch exact single-query QPS ({chosen['qps_64'] / torch['qps_64']:.1f}x at batch 64); "
         f"{same} queries {chosen.get('recall_same', float('nan')):.3f}. Whole ladder "
-        f"{res['ladder_s'] / 60:.1f} min, the published rung's own build {chosen['build_s'] / 60:.1f} min."
+        f"{res['ladder_s'] / 60:.1f} min, the published rung's own build {own_build / 60:.1f} min."
         + (f" Goal at 1M (recall ≥ {target} at ≥ 20x, built < 15 min): "
-           f"{'met' if met and chosen['build_s'] < 900 else '**not met**'}." if res["n"] >= 1_000_000 else ""),
+           f"{'met' if met and own_build < 900 else '**not met**'}." if res["n"] >= 1_000_000 else ""),
         "",
         f"Recall–QPS curves on {served} queries (value: recall@{k} {served} / {same} @ QPS single / batch 64):",
         "",

@@ -12,8 +12,8 @@ the first rung whose estimated memory fits the budget:
    trade-off in RAM. The graph walk compares 1-byte codes (a quarter of the memory traffic of
    float32, which is what a walk that visits tens of thousands of nodes is bound by) and the
    ``k * k_factor`` it returns are re-ranked on the full vectors; at 1M x 512 with text-like
-   queries this reached recall@10 0.95 at half the efSearch, and 1.5x the QPS, of
-   ``HNSW32,Flat`` (docs/design.md, "HNSW on 1-byte codes"). It costs ~300 extra bytes a
+   queries this recalled as much as ``HNSW32,Flat`` (kind ``hnsw_flat``) at the same efSearch,
+   10-20% faster (docs/design.md, "HNSW walks 1-byte codes"). It costs ~300 extra bytes a
    vector for the graph and ``d`` for the codes,
    builds slowly (hours past a few million vectors), cannot be memory-mapped
    and has no GPU implementation. Caveat, measured (docs/benchmarks.md, index-real): on
