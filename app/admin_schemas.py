@@ -69,7 +69,9 @@ class IndexPublic(_Out):
     path: str
     factory: str
     kind: str = Field(
-        ..., description="The ladder rung: flat, hnsw, hnsw_qa, hnsw_flat, ivf_flat, ivf_fs_refine, ivf_sq8 or ivf_pq."
+        ...,
+        description="The ladder rung: flat, hnsw, hnsw_pca, hnsw_qa, hnsw_split, hnsw_flat, ivf_flat, ivf_fs_refine, "
+        "ivf_sq8 or ivf_pq.",
     )
     dim: int
     ntotal: int

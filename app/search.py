@@ -27,6 +27,7 @@ from app.runtime import faiss_gpu
 from index import store
 from index.factory import CPU_ONLY
 from index.gpu import maybe_gpu
+from index.parts import PartitionedIndex
 from index.search import Keep, search
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,8 @@ class SearchState:
             return self._unloadable[index_id]
         try:
             published = store.load(path, mmap=self.settings.index_mmap)
-            ivf = faiss.try_extract_index_ivf(published.index)
+            split = isinstance(published.index, PartitionedIndex)  # HNSW parts: no IVF inside
+            ivf = None if split else faiss.try_extract_index_ivf(published.index)
             if ivf is not None:  # so that it can give back vectors (dedupe, exact filtered search)
                 try:
                     ivf.make_direct_map()

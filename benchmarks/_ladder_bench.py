@@ -47,7 +47,9 @@ def run_ladder(
 
     ``alternatives``: kinds outside the service's ladder measured the same way after it, for comparison
     (rows marked ``alternative``; never chosen, and not in the ladder's build time)."""
-    from benchmarks.bench_index import ServiceExact, qps
+    import faiss
+
+    from benchmarks.bench_index import ServiceExact, index_bytes, qps
     from index import factory, ladder
     from index.tune import measure_recall
 
@@ -55,18 +57,17 @@ def run_ladder(
     n, d = xb.shape
     ids = np.arange(n, dtype=np.int64)
     train = data.get("xq_train")
-    plans = factory.ladder(n, d, budget, query_aware=train is not None, kinds=kinds)
+    cores = max(1, faiss.omp_get_max_threads())
+    plans = factory.ladder(n, d, budget, query_aware=train is not None, kinds=kinds, parts=cores)
     queries = ladder.Queries(data["xq_tune"], "served", data["xq_same_tune"], "same", train)
     rows: list[dict] = []
     spent = [0.0]  # seconds inside on_rung: the benchmark's own measuring, not the ladder's
 
     def on_rung(index, plan, rung) -> None:
-        import faiss
-
         t_in = time.perf_counter()
         served = ServiceExact(index)  # the service's search path, for every kind
         row = {"name": f"ours: {plan.kind}", "kind": plan.kind, "factory": plan.factory, "status": "ok",
-               "build_s": rung.build_seconds, "index_bytes": int(faiss.serialize_index(index).nbytes),
+               "build_s": rung.build_seconds, "index_bytes": index_bytes(index),
                "params": (f"{rung.search_param}={rung.search_value}" if rung.search_param else "")
                + (f", k_factor={rung.extra['k_factor']}" if "k_factor" in rung.extra else ""),
                "tuned_recall": rung.recall, "reached": rung.reached, "extra": rung.extra,
@@ -85,7 +86,8 @@ def run_ladder(
     total = time.perf_counter() - t0 - spent[0]
     for row in rows:
         row["chosen"] = row["kind"] == plan.kind
-    alt_plans = [p for p in factory.ladder(n, d, budget, kinds=tuple(alternatives)) if p.kind in alternatives]
+    alt_plans = factory.ladder(n, d, budget, kinds=tuple(alternatives), parts=cores)
+    alt_plans = [p for p in alt_plans if p.kind in alternatives]
     if alt_plans:
         first = len(rows)
         ladder.measure(ids, xb, queries, alt_plans, target, progress=progress, on_rung=on_rung)

@@ -27,6 +27,7 @@ import faiss
 import numpy as np
 
 from index.factory import CPU_ONLY, IndexPlan, estimate_memory, refine_k_factor
+from index.parts import PartitionedIndex, parts_of
 from index.shards import iter_shards
 
 log = logging.getLogger(__name__)
@@ -142,19 +143,32 @@ def build_index(
     if one_add and kept:
         if progress:
             progress("add", 0, kept)
-        index.add_with_ids(all_x, all_ids)
+        index = _add_all(index, plan.parts, all_x, all_ids)
         del all_x, all_ids
         if progress:
             progress("add", kept, kept)
     if on_gpu:
         index = to_cpu(index)
-    if plan.search_param:
-        faiss.ParameterSpace().set_index_parameter(
-            index, plan.search_param, min(DEFAULT_SEARCH[plan.search_param], max(plan.candidates))
-        )
-    if ",Refine(" in plan.factory:
-        faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", refine_k_factor(plan))
+    for part in parts_of(index):
+        if plan.search_param:
+            faiss.ParameterSpace().set_index_parameter(
+                part, plan.search_param, min(DEFAULT_SEARCH[plan.search_param], max(plan.candidates))
+            )
+        if ",Refine(" in plan.factory:
+            faiss.ParameterSpace().set_index_parameter(part, "k_factor_rf", refine_k_factor(plan))
     return index
+
+
+def _add_all(index: faiss.Index, parts: int, x: np.ndarray, ids: np.ndarray) -> Any:
+    """``x`` added to ``index`` in one call, or, for ``parts > 1``, row ``i`` to a copy ``i % parts`` of the
+    trained, empty ``index``: a :class:`~index.parts.PartitionedIndex` (module docstring there)."""
+    if parts <= 1:
+        index.add_with_ids(x, ids)
+        return index
+    copies = [faiss.clone_index(index) for _ in range(parts)]
+    for p, part in enumerate(copies):
+        part.add_with_ids(np.ascontiguousarray(x[p::parts]), np.ascontiguousarray(ids[p::parts]))
+    return PartitionedIndex(copies)
 
 
 def _train(index: faiss.Index, sample: np.ndarray) -> None:

@@ -20,6 +20,10 @@ the first rung whose estimated memory fits the budget:
    text->image queries, far from every image vector, HNSW's greedy search can miss the
    target recall at any efSearch where IVF reaches it, which is why an ``auto`` index
    measures every rung (:func:`ladder`, ``index.ladder``) instead of taking this one.
+   The measured ladder walks its graphs on SQ8 codes of the top ``d/2`` principal components
+   instead (``hnsw_pca``: comparisons half as dear, more candidates re-ranked), and also
+   cuts the corpus into one such graph a core searched side by side (``hnsw_split``,
+   ``index.parts``): docs/design.md, "The graph is walked on half the dimensions".
 3. ``IVF{nlist},Flat``: exact distances inside the probed lists, ids in the
    lists, memory-mappable, GPU-capable.
 4. ``IVF{nlist},SQ8``: 4x smaller codes (one byte a dimension), small recall loss.
@@ -52,18 +56,43 @@ HNSW_TRAIN_SAMPLE = 1 << 18  # SQ8 learns each dimension's range: a quarter-mill
 IDMAP2_BYTES = 56
 IVF_ID_BYTES = 8
 
-KINDS = ("flat", "hnsw", "hnsw_qa", "hnsw_flat", "ivf_flat", "ivf_fs_refine", "ivf_sq8", "ivf_pq")
+KINDS = (
+    "flat",
+    "hnsw",
+    "hnsw_qa",
+    "hnsw_pca",
+    "hnsw_split",
+    "hnsw_flat",
+    "ivf_flat",
+    "ivf_fs_refine",
+    "ivf_sq8",
+    "ivf_pq",
+)
 # Built on the CPU even when a GPU is there: FAISS has no GPU HNSW, fast-scan PQ or refine stage.
-CPU_ONLY = frozenset({"hnsw", "hnsw_qa", "hnsw_flat", "ivf_fs_refine"})
+CPU_ONLY = frozenset({"hnsw", "hnsw_qa", "hnsw_pca", "hnsw_split", "hnsw_flat", "ivf_fs_refine"})
 # Candidates a refine stage re-ranks per result, until the ladder measures better (index.ladder.K_FACTORS):
 # 4-bit fast-scan PQ ranks coarsely, and re-ranking 64 k float16 vectors is cheap next to scanning lists.
 REFINE_K_FACTOR = 64
+# hnsw_split: the corpus in this many graphs (index.parts), one a core a single query is searched on;
+# callers that know the machine pass ``parts=faiss.omp_get_max_threads()``.
+SPLIT_PARTS = 2
 GRAPH_REFINE_K_FACTOR = 2  # an HNSW walk on SQ8 codes orders its candidates almost right (index.ladder.GRAPH_K_FACTORS)
+PCA_REFINE_K_FACTOR = 16  # a walk on half the dimensions orders them less well (index.ladder.PCA_K_FACTORS)
+PCA_MIN_D = 64  # below this a walk on d/2 dimensions saves too little to lose their precision
 
 
 def refine_k_factor(plan: IndexPlan) -> int:
     """The re-ranking depth a freshly built ``plan`` with a refine stage starts at."""
-    return GRAPH_REFINE_K_FACTOR if plan.search_param == "efSearch" else REFINE_K_FACTOR
+    if plan.search_param != "efSearch":
+        return REFINE_K_FACTOR
+    return PCA_REFINE_K_FACTOR if "PCA" in plan.factory else GRAPH_REFINE_K_FACTOR
+
+
+def walk_dims(d: int) -> int:
+    """Dimensions ``hnsw_pca`` / ``hnsw_split`` walk their graph in: the top ``d / 2`` principal components
+    (measured at 1M x 512 and 200k x 512: d/4 lost too much recall to pay for its cheaper comparisons);
+    all ``d`` below ``PCA_MIN_D``."""
+    return d // 2 if d >= PCA_MIN_D and d % 2 == 0 else d
 
 
 @dataclass(frozen=True)
@@ -78,6 +107,7 @@ class IndexPlan:
     candidates: tuple[int, ...]  # values of search_param to try, ascending
     reason: str
     metric: str = "ip"
+    parts: int = 1  # indexes the corpus is cut into, searched side by side (index.parts); 1 = one index
 
 
 def ivf_nlist(n: int) -> int:
@@ -112,8 +142,11 @@ def pq_choices(d: int, gpu: bool = False) -> list[int]:
     return [m for m in ms if m in GPU_PQ_M] if gpu else ms
 
 
-def make_plan(kind: str, n: int, d: int, *, gpu: bool = False, m: int | None = None) -> IndexPlan:
-    """The plan for one ``kind`` (see ``KINDS``) sized for ``n`` vectors of dimension ``d``."""
+def make_plan(
+    kind: str, n: int, d: int, *, gpu: bool = False, m: int | None = None, parts: int = SPLIT_PARTS
+) -> IndexPlan:
+    """The plan for one ``kind`` (see ``KINDS``) sized for ``n`` vectors of dimension ``d``; ``parts``: the
+    graphs ``hnsw_split`` cuts the corpus into (one a core it searches on)."""
     if kind not in KINDS:
         raise ValueError(f"unknown index kind {kind!r}; expected one of {KINDS}")
     if n < 0 or d <= 0:
@@ -125,8 +158,13 @@ def make_plan(kind: str, n: int, d: int, *, gpu: bool = False, m: int | None = N
     values: tuple[int, ...]
     if kind == "flat":
         factory, sample, param, values = "IDMap2,Flat", 0, None, ()
-    elif kind in ("hnsw", "hnsw_qa"):  # hnsw_qa: the same graph plus query edges (index.query_aware)
+    elif kind == "hnsw":
         factory, param, values = f"IDMap2,HNSW{HNSW_M},SQ8,Refine(Flat)", "efSearch", EF_SEARCH
+        sample = min(n, HNSW_TRAIN_SAMPLE)
+    elif kind in ("hnsw_pca", "hnsw_qa", "hnsw_split"):
+        # the walk on PCA codes; hnsw_qa: that graph plus query edges (index.query_aware); hnsw_split: one a core
+        pca = f"PCA{walk_dims(d)}," if walk_dims(d) < d else ""
+        factory, param, values = f"IDMap2,{pca}HNSW{HNSW_M},SQ8,Refine(Flat)", "efSearch", EF_SEARCH
         sample = min(n, HNSW_TRAIN_SAMPLE)
     elif kind == "hnsw_flat":  # the walk on float32 vectors: what ``hnsw`` was, kept to measure it against
         factory, sample, param, values = f"IDMap2,HNSW{HNSW_M},Flat", 0, "efSearch", EF_SEARCH
@@ -146,11 +184,15 @@ def make_plan(kind: str, n: int, d: int, *, gpu: bool = False, m: int | None = N
         pq = f"PQ{m}" if nbits == 8 else f"PQ{m}x{nbits}"
         factory, param, values = f"IDMap2,OPQ{m},IVF{nlist},{pq}", "nprobe", nprobe
         sample = min(n, max(sample, PQ_TRAIN_MIN))
+    if parts < 1:
+        raise ValueError(f"need parts >= 1, got {parts}")
+    parts = parts if kind == "hnsw_split" else 1
     return IndexPlan(
         kind=kind,
         factory=factory,
         n=n,
         d=d,
+        parts=parts,
         memory_bytes=estimate_memory(factory, n, d),
         train_sample=sample,
         search_param=param,
@@ -195,22 +237,36 @@ def choose_index(n: int, d: int, memory_budget_bytes: int, gpu: bool = False) ->
 
 # The measured ladder (index.ladder): the rungs built and measured for an ``auto`` index, in this order.
 # IVF-SQ8 and OPQ+IVF-PQ are memory fallbacks, measured only when IVF-Flat does not fit.
-LADDER = ("flat", "ivf_flat", "ivf_fs_refine", "hnsw", "hnsw_qa")
+LADDER = ("flat", "ivf_flat", "ivf_fs_refine", "hnsw_pca", "hnsw_qa")
+# Not in it, but kinds an operator can set (or add to ``index_ladder``) and the benchmark measures beside it:
+# hnsw (the walk on all d dimensions' codes, which hnsw_pca beat at 1M x 512 on single queries and batches
+# alike), hnsw_split (hnsw_pca in one graph a core: 5% faster single queries there, 40% less throughput at
+# batch 64, and 2.5 more minutes of ladder build; docs/benchmarks.md, index-mixture) and hnsw_flat.
 FALLBACKS = ("ivf_sq8", "ivf_pq")
 
 
 def ladder(
-    n: int, d: int, memory_budget_bytes: int, *, gpu: bool = False, query_aware: bool = False, kinds=None
+    n: int,
+    d: int,
+    memory_budget_bytes: int,
+    *,
+    gpu: bool = False,
+    query_aware: bool = False,
+    kinds=None,
+    parts: int = 1,
 ) -> list[IndexPlan]:
     """The rungs worth measuring for ``n x d`` under the budget: those of ``kinds`` that fit (default:
     ``LADDER``, plus the memory fallbacks when IVF-Flat does not fit); ``hnsw_qa`` only with training queries
-    (``query_aware``), HNSW kinds only up to ``HNSW_MAX_N``. Never empty: if nothing fits, the
-    first-fit plan of :func:`choose_index` (which says it is over budget)."""
+    (``query_aware``), ``hnsw_split`` (when asked for) only with ``parts > 1`` (the cores a query can use),
+    HNSW kinds only up to ``HNSW_MAX_N``. Never empty: if nothing fits, the first-fit plan of
+    :func:`choose_index` (which says it is over budget)."""
     wanted = tuple(kinds or LADDER)
     plans: list[IndexPlan] = []
     for kind in wanted + (() if kinds else FALLBACKS):
-        plan = make_plan(kind, n, d, gpu=gpu)
+        plan = make_plan(kind, n, d, gpu=gpu, parts=max(parts, 1))
         if (kind == "hnsw_qa" and not query_aware) or (kind.startswith("hnsw") and n > HNSW_MAX_N):
+            continue
+        if kind == "hnsw_split" and (parts < 2 or n < parts):
             continue
         if kind in FALLBACKS and kind not in wanted and any(p.kind == "ivf_flat" for p in plans):
             continue
@@ -238,9 +294,12 @@ def estimate_memory(factory: str, n: int, d: int) -> int:
     if (m := re.fullmatch(r"HNSW(\d+)(?:,Flat)?", body)) is not None:
         links = 2 * int(m.group(1)) * 4 * 1.05  # level 0 has 2M links; upper levels add ~1/M
         return int(n * (per_vector + 4 * d + links + 12))  # + level and offset bookkeeping
-    if (m := re.fullmatch(r"(HNSW\d+),SQ8,Refine\(Flat\)", body)) is not None:
-        graph = estimate_memory(m.group(1), n, d) - 4 * d * n  # links and bookkeeping, no float vectors
-        return int(graph + n * (per_vector + d + 4 * d) + 2 * 4 * d)  # codes, the refine stage's floats, SQ ranges
+    if (m := re.fullmatch(r"(?:PCA(\d+),)?(HNSW\d+),SQ8,Refine\(Flat\)", body)) is not None:
+        walk = int(m.group(1) or d)  # dimensions of the walk's codes
+        fixed += 4 * d * walk + 4 * d if m.group(1) else 0  # the PCA matrix and mean
+        graph = estimate_memory(m.group(2), n, d) - 4 * d * n  # links and bookkeeping, no float vectors
+        # codes, the refine stage's floats, SQ ranges
+        return int(fixed + graph + n * (per_vector + walk + 4 * d) + 2 * 4 * walk)
     if (m := re.fullmatch(r"(IVF\d+,PQ\d+x4fs),Refine\(SQfp16\)", body)) is not None:
         base = estimate_memory(m.group(1), n, d)  # no IDMap2 part: counted once, below
         return int(base + 2 * d * n + n * per_vector)

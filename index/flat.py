@@ -12,6 +12,8 @@ import faiss
 import numpy as np
 import torch
 
+from index.parts import PartitionedIndex
+
 
 def build_exact(xb: np.ndarray, ids: np.ndarray) -> faiss.Index:
     """An ``IDMap2,Flat`` inner-product index over ``xb`` with ``ids`` as labels."""
@@ -45,6 +47,8 @@ def search(
     if xq.ndim == 1:
         xq = xq[None, :]
     k = max(1, min(int(k), max(int(index.ntotal), 1)))
+    if isinstance(index, PartitionedIndex):  # each part searched as below, side by side, then merged
+        return index.search_with(search, xq, k, allowed)
     parts = _exact_parts(index)
     if allowed is not None:
         if parts is not None:
@@ -90,12 +94,14 @@ def selector_params(index: faiss.Index, selector: Any) -> Any:
         # index with the nested ones: translate for it (row -> id), and keep the SWIG objects alive.
         rows = swig.IDSelectorTranslated(index.id_map, selector) if hasattr(index, "id_map") else selector
         graph = swig.downcast_index(inner.base_index)
+        walk = swig.downcast_index(graph.index) if isinstance(graph, faiss.IndexPreTransform) else graph
         if ivf is not None:
             base = swig.SearchParametersIVF(sel=rows, nprobe=int(ivf.nprobe))
-        elif hasattr(graph, "hnsw"):
-            base = swig.SearchParametersHNSW(sel=rows, efSearch=int(graph.hnsw.efSearch))
+        elif hasattr(walk, "hnsw"):
+            base = swig.SearchParametersHNSW(sel=rows, efSearch=int(walk.hnsw.efSearch))
         else:
             base = swig.SearchParameters(sel=rows)
+        # (a PCA stage hands parameters that are not its own to the graph unchanged: tests/index/test_flat.py)
         params = swig.IndexRefineSearchParameters(k_factor=float(inner.k_factor), base_index_params=base)
         params.keep_alive = (selector, rows, base)
         return params

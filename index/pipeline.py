@@ -107,6 +107,11 @@ def plan_update(held: np.ndarray | None, ids: np.ndarray, live: np.ndarray, comp
     return UpdatePlan("extend" if new.any() else "skip", new, tombstones)
 
 
+def search_cores() -> int:
+    """The cores one query can be searched on: ``hnsw_split``'s graphs (index.parts), one a core."""
+    return max(1, faiss.omp_get_max_threads())
+
+
 def build(
     ids: np.ndarray,
     xb: np.ndarray,
@@ -139,10 +144,19 @@ def build(
         if policy.kind == "hnsw_qa" and (train is None or not len(train)):
             raise ValueError("hnsw_qa needs training queries of the modality the index serves")
         query_aware = train is not None and len(train) > 0
+        cores = search_cores()
         plans = (
-            ladder_plans(n, d, policy.memory_budget_bytes, gpu=policy.gpu, query_aware=query_aware, kinds=policy.ladder)
+            ladder_plans(
+                n,
+                d,
+                policy.memory_budget_bytes,
+                gpu=policy.gpu,
+                query_aware=query_aware,
+                kinds=policy.ladder,
+                parts=cores,
+            )
             if policy.kind == "auto"
-            else [make_plan(policy.kind, n, d, gpu=policy.gpu)]
+            else [make_plan(policy.kind, n, d, gpu=policy.gpu, parts=cores)]
         )
         log.info("index for %d x %d: measuring %s", n, d, ", ".join(p.kind for p in plans))
         same = tuning_queries(xb, None, seed=1)

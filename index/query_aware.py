@@ -25,12 +25,15 @@ from typing import Any
 import faiss
 import numpy as np
 
+from index.parts import parts_of
+
 NEIGHBOURS = 16  # corpus neighbours a training query projects onto the graph (RoarGraph uses 100 at 10M)
 
 
 def hnsw_of(index: faiss.Index) -> Any:
-    """The ``faiss.HNSW`` graph inside ``index`` (through ``IDMap2`` and a refine stage), or ``None``."""
-    inner: Any = faiss.downcast_index(index)
+    """The ``faiss.HNSW`` graph inside ``index`` (through ``IDMap2`` and a refine stage; a partitioned index's
+    first part), or ``None``."""
+    inner: Any = faiss.downcast_index(parts_of(index)[0])
     while not hasattr(inner, "hnsw") and (hasattr(inner, "index") or hasattr(inner, "base_index")):
         inner = faiss.downcast_index(inner.index if hasattr(inner, "index") else inner.base_index)
     return inner.hnsw if hasattr(inner, "hnsw") else None

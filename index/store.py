@@ -18,16 +18,18 @@ import faiss
 import numpy as np
 
 from crossmodal_kernel.atomic import atomic_dir
+from index.parts import PartitionedIndex, parts_of
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
 META_FILE = "index.json"
+PART_FILE = "part-{:03d}.faiss"  # a partitioned index (index.parts): one file a part, ``parts`` in the sidecar
 
 
 @dataclass
 class PublishedIndex:
-    index: faiss.Index
+    index: Any  # a faiss.Index, or an index.parts.PartitionedIndex of them
     path: Path
     meta: dict = field(default_factory=dict)
 
@@ -52,6 +54,7 @@ def publish(index: faiss.Index, out_dir: Path, meta: dict) -> Path:
     setting it holds, so readers know what they have. GPU indexes must be moved to the CPU
     first (``gpu.to_cpu``).
     """
+    pieces = parts_of(index)
     full = {
         "metric": "ip",
         "dim": int(index.d),
@@ -63,8 +66,14 @@ def publish(index: faiss.Index, out_dir: Path, meta: dict) -> Path:
     search = search_params(index)
     if search:
         full.setdefault("search_params", search)
+    if isinstance(index, PartitionedIndex):
+        full["parts"] = len(pieces)
     with atomic_dir(Path(out_dir)) as tmp:
-        faiss.write_index(index, str(tmp / INDEX_FILE))
+        if isinstance(index, PartitionedIndex):
+            for i, part in enumerate(pieces):
+                faiss.write_index(part, str(tmp / PART_FILE.format(i)))
+        else:
+            faiss.write_index(index, str(tmp / INDEX_FILE))
         (tmp / META_FILE).write_text(json.dumps(full, indent=2, sort_keys=True))
     return Path(out_dir)
 
@@ -83,38 +92,49 @@ def load(path: Path, mmap: bool = False) -> PublishedIndex:
     """
     path = Path(path)
     file = path / INDEX_FILE if path.is_dir() else path
+    meta_file = file.parent / META_FILE
+    meta = json.loads(meta_file.read_text()) if path.is_dir() and meta_file.exists() else {}
+    if meta.get("parts"):  # HNSW parts: nothing to map
+        pieces = [faiss.read_index(str(path / PART_FILE.format(i))) for i in range(int(meta["parts"]))]
+        return PublishedIndex(index=PartitionedIndex(pieces), path=path, meta=meta)
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
     index = faiss.read_index(str(file), flags)
     if mmap and faiss.try_extract_index_ivf(index) is None:
         log.info("%s is not an IVF index: read into RAM instead of memory-mapped", file)
-    meta_file = file.parent / META_FILE
-    meta = json.loads(meta_file.read_text()) if path.is_dir() and meta_file.exists() else {}
     return PublishedIndex(index=index, path=path, meta=meta)
 
 
-def held_ids(index: faiss.Index) -> np.ndarray:
-    """The ids an ``IDMap``/``IDMap2`` index holds, in storage order."""
-    return faiss.vector_to_array(index.id_map).astype(np.int64)  # type: ignore[attr-defined]
+def held_ids(index: Any) -> np.ndarray:
+    """The ids an ``IDMap``/``IDMap2`` index (or every part of a partitioned one) holds, in storage order."""
+    if isinstance(index, PartitionedIndex):
+        return index.held_ids()
+    return faiss.vector_to_array(index.id_map).astype(np.int64)
 
 
-def describe(index: faiss.Index) -> str:
-    """The ``index_factory`` string of ``index`` (or its class name when FAISS cannot say)."""
+def describe(index: Any) -> str:
+    """The ``index_factory`` string of ``index`` (its first part's, if partitioned), or its class name when
+    FAISS cannot say."""
     from faiss.contrib.factory_tools import reverse_index_factory
 
+    index = parts_of(index)[0]
     try:
         return str(reverse_index_factory(index))
     except NotImplementedError:
         return type(index).__name__
 
 
-def search_params(index: faiss.Index) -> dict:
-    """The tunable search setting held by ``index`` (stored with it by FAISS, recorded in the sidecar)."""
+def search_params(index: Any) -> dict:
+    """The tunable search setting held by ``index`` (stored with it by FAISS, recorded in the sidecar); a
+    partitioned index's parts hold the same one."""
+    index = parts_of(index)[0]
     ivf = faiss.try_extract_index_ivf(index)
-    inner: Any = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index  # type: ignore[attr-defined]
+    inner: Any = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
     if ivf is not None:
         refine = {"k_factor": int(inner.k_factor)} if isinstance(inner, faiss.IndexRefine) else {}
         return {"nprobe": int(ivf.nprobe), **refine}
     graph: Any = faiss.downcast_index(inner.base_index) if isinstance(inner, faiss.IndexRefine) else inner
+    if isinstance(graph, faiss.IndexPreTransform):  # a walk on PCA codes
+        graph = faiss.downcast_index(graph.index)
     if hasattr(graph, "hnsw"):
         refine = {"k_factor": int(inner.k_factor)} if graph is not inner else {}
         return {"efSearch": int(graph.hnsw.efSearch), **refine}

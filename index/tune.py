@@ -20,6 +20,7 @@ import numpy as np
 from index import flat
 from index.builder import ShardIterFactory, last_occurrence_masks
 from index.factory import IndexPlan
+from index.parts import parts_of
 
 TIE_TOL = 1e-6
 
@@ -114,12 +115,14 @@ class TuneResult:
 def set_search_param(index: faiss.Index, name: str, value: int) -> None:
     """Set ``nprobe`` / ``efSearch`` through any ``IDMap2`` / ``OPQ`` / GPU wrapping."""
     space = faiss.GpuParameterSpace() if hasattr(faiss, "GpuParameterSpace") else faiss.ParameterSpace()
-    space.set_index_parameter(index, name, value)
+    for part in parts_of(index):  # every part of a partitioned index (index.parts) alike
+        space.set_index_parameter(part, name, value)
 
 
 def set_refine_factor(index: faiss.Index, k_factor: float) -> None:
     """How many candidates per result a refine stage (``...,Refine(...)``) re-ranks."""
-    faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", k_factor)
+    for part in parts_of(index):
+        faiss.ParameterSpace().set_index_parameter(part, "k_factor_rf", k_factor)
 
 
 def tune(

@@ -112,10 +112,11 @@ def test_running_service_picks_up_a_new_index(env, tmp_path):
         assert second["index"]["id"] != first["index"]["id"]
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf_flat", "auto"])
+@pytest.mark.parametrize("kind", ["hnsw", "hnsw_split", "ivf_flat", "auto"])
 def test_approximate_indexes_are_tuned_published_and_served(db_url, tmp_path, kind, monkeypatch):
-    from index import ladder, query_aware, tune
+    from index import ladder, pipeline, query_aware, tune
 
+    monkeypatch.setattr(pipeline, "search_cores", lambda: 2)  # hnsw_split is split whatever the machine
     if kind == "auto":  # the measured ladder even for 40 items; timings faked (HNSW fastest), none in CI
         monkeypatch.setattr(ladder, "EXACT_BELOW", 0)
         fake_qps = lambda index, xq, k=10, **kw: 1000.0 if query_aware.hnsw_of(index) else 10.0  # noqa: E731
@@ -133,16 +134,20 @@ def test_approximate_indexes_are_tuned_published_and_served(db_url, tmp_path, ki
         assert set(row.stats["recall_by_query"]) == {"text", "image"}  # served (tuned on) and own modality
         rungs = [r["kind"] for r in row.stats["ladder"]]
         if kind == "auto":
-            assert rungs == ["flat", "ivf_flat", "ivf_fs_refine", "hnsw"]  # 40 texts: too few to train on
-            assert row.kind == "hnsw" and row.stats["reached"] and row.stats["qps_single"] == 1000.0
+            # 40 texts: too few to train on (no hnsw_qa); the first of the equally fast graphs is kept
+            assert rungs == ["flat", "ivf_flat", "ivf_fs_refine", "hnsw_pca"]
+            assert row.kind == "hnsw_pca" and row.stats["reached"] and row.stats["qps_single"] == 1000.0
         else:
             assert rungs == [kind] and row.stats["exact"] is False
             assert row.stats["curve"] and row.stats["search_param"] in {"efSearch", "nprobe"}
     meta = __import__("json").loads((tmp_path / "indexes" / str(report.indexes["image"]) / "index.json").read_text())
     assert meta["recall_at_10"] == row.stats["recall_at_10"] and meta["factory"] == row.factory
+    assert meta.get("parts", 1) == (2 if kind == "hnsw_split" else 1)
     with TestClient(create_app(settings)) as client:
         body = client.post("/v1/search/text", json={"query": "caption 3", "k": 5}).json()
         assert body["count"] == 5
+        ready = client.get("/readyz").json()  # the loaded index (both parts, if split) is what is served
+        assert ready["status"] == "ready" and ready["indexes"]["image"]["ntotal"] == 40
     engine.dispose()
 
 

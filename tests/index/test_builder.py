@@ -6,7 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
-from index import builder, factory, store
+from index import builder, factory, store, tune
 from index.shards import write_shard
 from tests.index.conftest import (
     D_DIM,
@@ -34,7 +34,7 @@ def test_every_kind_holds_every_db_id(built, corpus, kind):
     ids = corpus[0]
     index = built[kind]
     assert index.ntotal == N and index.metric_type == faiss.METRIC_INNER_PRODUCT
-    assert set(faiss.vector_to_array(index.id_map).tolist()) == set(ids.tolist())
+    assert set(store.held_ids(index).tolist()) == set(ids.tolist())
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf_flat", "ivf_sq8", "ivf_pq"])
@@ -159,10 +159,11 @@ def test_save_and_load_round_trip(tmp_path, built, corpus, kind):
     index = built[kind]
     plan = plan_for(kind)
     if plan.search_param:
-        faiss.ParameterSpace().set_index_parameter(index, plan.search_param, plan.candidates[2])
+        tune.set_search_param(index, plan.search_param, plan.candidates[2])
     out = store.publish(index, tmp_path / "indexes" / "7", {"model_id": 3})
     assert sorted(p.name for p in (tmp_path / "indexes").iterdir()) == ["7"]  # no temp folder left
-    assert sorted(p.name for p in out.iterdir()) == ["index.faiss", "index.json"]
+    files = ["index.json", "part-000.faiss", "part-001.faiss"] if plan.parts > 1 else ["index.faiss", "index.json"]
+    assert sorted(p.name for p in out.iterdir()) == files
     D0, I0 = index.search(xq, K)
     loaded = store.load(out)
     assert loaded.meta["model_id"] == 3 and loaded.meta["metric"] == "ip" and loaded.ntotal == N

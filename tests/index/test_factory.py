@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from index import builder, factory
+from index import builder, factory, parts
 from tests.index.conftest import db_ids, mixture, one_faiss_thread
 
 GiB = 2**30
@@ -121,7 +121,7 @@ def test_estimate_bounds_the_real_size(kind):
     n, d = 2000, 16
     plan = factory.make_plan(kind, n, d, m=4 if kind == "ivf_pq" else None)
     index = builder.build_index(builder.array_shards(db_ids(n), mixture(n, d)), d, plan)
-    written = faiss.serialize_index(index).nbytes
+    written = sum(faiss.serialize_index(part).nbytes for part in parts.parts_of(index))
     assert written <= plan.memory_bytes <= 1.1 * written + (factory.IDMAP2_BYTES - 8) * n
 
 
@@ -141,8 +141,11 @@ def test_estimates_scale_as_documented():
 def test_the_measured_ladder_lists_what_fits():
     n, d = 1_000_000, 512
     kinds = lambda plans: [p.kind for p in plans]  # noqa: E731
-    assert kinds(factory.ladder(n, d, 64 * GiB)) == ["flat", "ivf_flat", "ivf_fs_refine", "hnsw"]
-    assert kinds(factory.ladder(n, d, 64 * GiB, query_aware=True)) == list(factory.LADDER)
+    assert kinds(factory.ladder(n, d, 64 * GiB)) == ["flat", "ivf_flat", "ivf_fs_refine", "hnsw_pca"]
+    assert kinds(factory.ladder(n, d, 64 * GiB, query_aware=True, parts=2)) == list(factory.LADDER)
+    split = ("hnsw_pca", "hnsw_split")  # asked for: measured with cores to split for, not with one
+    assert kinds(factory.ladder(n, d, 64 * GiB, kinds=split, parts=2)) == list(split)
+    assert kinds(factory.ladder(n, d, 64 * GiB, kinds=split)) == ["hnsw_pca"]
     # under 2 GiB only the compressed rungs fit, and the memory fallbacks join them
     assert kinds(factory.ladder(n, d, int(1.5 * GiB), query_aware=True)) == ["ivf_fs_refine", "ivf_sq8", "ivf_pq"]
     assert kinds(factory.ladder(n, d, 64 * GiB, kinds=("hnsw", "ivf_sq8"))) == ["hnsw", "ivf_sq8"]

@@ -88,20 +88,23 @@ def test_other_indexes_and_empty_ones_go_through_faiss():
         flat.search(flat.build_exact(_unit(rng, 5, 8), np.arange(5)), _unit(rng, 1, 4), 2)
 
 
-@pytest.mark.parametrize("kind", ["ivf_fs_refine", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf_fs_refine", "hnsw", "hnsw_pca", "hnsw_split"])
 def test_a_refined_index_filters_through_its_base_index(monkeypatch, kind):
-    """IndexRefine searches its base index (IVF fast-scan, or HNSW on SQ8 codes) with nested parameters: the
-    id selector must reach them translated to rows (IDMap2 translates only the outer ones), and results stay
-    inside ``allowed``."""
+    """IndexRefine searches its base index (IVF fast-scan, HNSW on SQ8 codes, or on PCA codes through a
+    PCA stage) with nested parameters: the id selector must reach them translated to rows (IDMap2 translates
+    only the outer ones), and results stay inside ``allowed``; a split index passes each part its own ids."""
     from index import builder, factory, tune
 
     rng = np.random.default_rng(5)
-    xb, xq = _unit(rng, 3000, 16), _unit(rng, 20, 16)
+    d = 64  # wide enough for a PCA stage (factory.PCA_MIN_D)
+    xb, xq = _unit(rng, 3000, d), _unit(rng, 20, d)
     ids = np.arange(3000, dtype=np.int64) * 3 + 1
-    plan = factory.make_plan(kind, 3000, 16)
-    index = builder.build_index(builder.array_shards(ids, xb), 16, plan)
-    # every list, or a walk as wide as the corpus: the filtered search is exact
-    tune.set_search_param(index, plan.search_param, factory.ivf_nlist(3000) if kind != "hnsw" else 3000)
+    plan = factory.make_plan(kind, 3000, d, parts=2)
+    assert ("PCA32," in plan.factory) == (kind in ("hnsw_pca", "hnsw_split"))
+    index = builder.build_index(builder.array_shards(ids, xb), d, plan)
+    # every list, or a walk as wide as the corpus, all of it re-ranked: the filtered search is exact
+    tune.set_search_param(index, plan.search_param, factory.ivf_nlist(3000) if kind == "ivf_fs_refine" else 3000)
+    tune.set_refine_factor(index, 300)
     monkeypatch.setattr(flat, "EXACT_SUBSET_MAX", 0)  # past the reconstruct path, to the selector
     allowed = ids[::2]
     _, I = flat.search(index, xq, 10, allowed)

@@ -47,31 +47,33 @@ def build(tmp_path, corpus, train=None, **policy):
 
 
 def test_the_fastest_rung_that_reaches_the_target_is_published(tmp_path, corpus, forced):
-    forced.update({"flat": (1.0, 100), "ivf_flat": (0.96, 500), "ivf_fs_refine": (0.97, 900), "hnsw": (0.5, 5000)})
+    forced.update({"flat": (1.0, 100), "ivf_flat": (0.96, 500), "ivf_fs_refine": (0.97, 900), "hnsw_pca": (0.5, 5000)})
     built, meta = build(tmp_path, corpus)
     assert meta["kind"] == "ivf_fs_refine" and "Refine" in meta["factory"] and meta["qps_single"] == 900
-    assert [r["kind"] for r in meta["ladder"]] == ["flat", "ivf_flat", "ivf_fs_refine", "hnsw"]  # no training queries
+    kinds = ["flat", "ivf_flat", "ivf_fs_refine", "hnsw_pca"]  # no training queries: no hnsw_qa
+    assert [r["kind"] for r in meta["ladder"]] == kinds
     assert meta["reason"].startswith("measured ladder: ivf_fs_refine") and built.ntotal == 3000
     assert store.load(built.path).ntotal == 3000
 
 
 def test_exact_search_is_published_where_it_is_the_fastest(tmp_path, corpus, forced):
-    forced.update({"flat": (1.0, 9000), "ivf_flat": (0.99, 500), "ivf_fs_refine": (0.99, 900), "hnsw": (0.99, 5000)})
+    forced.update({"flat": (1.0, 9000), "ivf_flat": (0.99, 500), "ivf_fs_refine": (0.99, 900)})
+    forced["hnsw_pca"] = (0.99, 5000)
     _, meta = build(tmp_path, corpus)
     assert meta["kind"] == "flat" and meta["exact"] and meta["factory"] == "IDMap2,Flat"
 
 
 def test_when_no_rung_reaches_the_target_the_best_recall_wins(tmp_path, corpus, forced):
-    forced.update({"ivf_flat": (0.6, 9000), "hnsw": (0.8, 10)})
-    _, meta = build(tmp_path, corpus, ladder=("ivf_flat", "hnsw"))
-    assert meta["kind"] == "hnsw" and meta["recall_at_10"] == 0.8 and not meta["reached"]
-    assert [r["kind"] for r in meta["ladder"]] == ["ivf_flat", "hnsw"]
+    forced.update({"ivf_flat": (0.6, 9000), "hnsw_pca": (0.8, 10)})
+    _, meta = build(tmp_path, corpus, ladder=("ivf_flat", "hnsw_pca"))
+    assert meta["kind"] == "hnsw_pca" and meta["recall_at_10"] == 0.8 and not meta["reached"]
+    assert [r["kind"] for r in meta["ladder"]] == ["ivf_flat", "hnsw_pca"]
 
 
 def test_a_kind_set_by_the_operator_is_never_replaced(tmp_path, corpus, forced):
-    forced["hnsw"] = (0.5, 1.0)
-    _, meta = build(tmp_path, corpus, kind="hnsw")
-    assert meta["kind"] == "hnsw" and meta["recall_at_10"] == 0.5 and len(meta["ladder"]) == 1
+    forced["hnsw_pca"] = (0.5, 1.0)
+    _, meta = build(tmp_path, corpus, kind="hnsw_pca")
+    assert meta["kind"] == "hnsw_pca" and meta["recall_at_10"] == 0.5 and len(meta["ladder"]) == 1
     with pytest.raises(ValueError, match="training queries"):
         build(tmp_path, corpus, kind="hnsw_qa")
 
