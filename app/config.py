@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     index_ladder: str = Field(
         "",
         description="Comma-separated kinds an `auto` index measures (default: flat, ivf_flat, ivf_fs_refine, "
-        "hnsw_pca, hnsw_qa; IVF-SQ8 and IVF-PQ when IVF-Flat does not fit). Fewer rungs build faster; add "
+        "hnsw, hnsw_pca, hnsw_qa; IVF-SQ8 and IVF-PQ when IVF-Flat does not fit). Fewer rungs build faster; add "
         "hnsw_split where single-query latency on idle cores matters more than throughput under load.",
     )
     index_memory_budget_bytes: int = Field(

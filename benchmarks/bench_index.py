@@ -367,7 +367,7 @@ def main() -> None:
     ap.add_argument("--budget-gib", type=float, help="memory budget (default: the service's setting)")
     ap.add_argument("--target-recall", type=float, help="default: the service's setting")
     ap.add_argument("--ladder", default=None, help="comma-separated rungs to measure (default: the service's ladder)")
-    ap.add_argument("--alternatives", default="hnsw,hnsw_split",
+    ap.add_argument("--alternatives", default="hnsw_split",
                     help="comma-separated kinds outside the service's ladder to measure beside it")  # fmt: skip
     ap.add_argument("--autofaiss-limit-s", type=float, default=900.0, help="autofaiss's wall-clock limit")
     ap.add_argument("--no-autofaiss", action="store_true")

@@ -47,10 +47,11 @@ def build(tmp_path, corpus, train=None, **policy):
 
 
 def test_the_fastest_rung_that_reaches_the_target_is_published(tmp_path, corpus, forced):
-    forced.update({"flat": (1.0, 100), "ivf_flat": (0.96, 500), "ivf_fs_refine": (0.97, 900), "hnsw_pca": (0.5, 5000)})
+    forced.update({"flat": (1.0, 100), "ivf_flat": (0.96, 500), "ivf_fs_refine": (0.97, 900)})
+    forced.update({"hnsw": (0.5, 5000), "hnsw_pca": (0.5, 5000)})
     built, meta = build(tmp_path, corpus)
     assert meta["kind"] == "ivf_fs_refine" and "Refine" in meta["factory"] and meta["qps_single"] == 900
-    kinds = ["flat", "ivf_flat", "ivf_fs_refine", "hnsw_pca"]  # no training queries: no hnsw_qa
+    kinds = ["flat", "ivf_flat", "ivf_fs_refine", "hnsw", "hnsw_pca"]  # no training queries: no hnsw_qa
     assert [r["kind"] for r in meta["ladder"]] == kinds
     assert meta["reason"].startswith("measured ladder: ivf_fs_refine") and built.ntotal == 3000
     assert store.load(built.path).ntotal == 3000
@@ -58,7 +59,7 @@ def test_the_fastest_rung_that_reaches_the_target_is_published(tmp_path, corpus,
 
 def test_exact_search_is_published_where_it_is_the_fastest(tmp_path, corpus, forced):
     forced.update({"flat": (1.0, 9000), "ivf_flat": (0.99, 500), "ivf_fs_refine": (0.99, 900)})
-    forced["hnsw_pca"] = (0.99, 5000)
+    forced["hnsw"] = forced["hnsw_pca"] = (0.99, 5000)
     _, meta = build(tmp_path, corpus)
     assert meta["kind"] == "flat" and meta["exact"] and meta["factory"] == "IDMap2,Flat"
 
