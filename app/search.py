@@ -27,7 +27,7 @@ from app.runtime import faiss_gpu
 from index import store
 from index.factory import CPU_ONLY
 from index.gpu import maybe_gpu
-from index.parts import PartitionedIndex
+from index.parts import parts_of
 from index.search import Keep, search
 
 log = logging.getLogger(__name__)
@@ -150,13 +150,13 @@ class SearchState:
             return self._unloadable[index_id]
         try:
             published = store.load(path, mmap=self.settings.index_mmap)
-            split = isinstance(published.index, PartitionedIndex)  # HNSW parts: no IVF inside
-            ivf = None if split else faiss.try_extract_index_ivf(published.index)
-            if ivf is not None:  # so that it can give back vectors (dedupe, exact filtered search)
-                try:
-                    ivf.make_direct_map()
-                except RuntimeError as e:
-                    log.warning("index %s cannot give back vectors (dedupe will be refused): %s", path, e)
+            for part in parts_of(published.index):
+                ivf = faiss.try_extract_index_ivf(part)
+                if ivf is not None:  # so that it can give back vectors (dedupe, exact filtered search)
+                    try:
+                        ivf.make_direct_map()
+                    except RuntimeError as e:
+                        log.warning("index %s cannot give back vectors (dedupe will be refused): %s", path, e)
             if faiss_gpu() and published.kind not in CPU_ONLY:  # FAISS has no GPU HNSW, fast-scan or refine
                 published.index = maybe_gpu(published.index, log.info)
         except Exception as e:

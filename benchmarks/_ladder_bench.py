@@ -47,17 +47,15 @@ def run_ladder(
 
     ``alternatives``: kinds outside the service's ladder measured the same way after it, for comparison
     (rows marked ``alternative``; never chosen, and not in the ladder's build time)."""
-    import faiss
-
     from benchmarks.bench_index import ServiceExact, index_bytes, qps
-    from index import factory, ladder
+    from index import factory, ladder, pipeline
     from index.tune import measure_recall
 
     xb = data["xb"]
     n, d = xb.shape
     ids = np.arange(n, dtype=np.int64)
     train = data.get("xq_train")
-    cores = max(1, faiss.omp_get_max_threads())
+    cores = pipeline.search_cores()
     plans = factory.ladder(n, d, budget, query_aware=train is not None, kinds=kinds, parts=cores)
     queries = ladder.Queries(data["xq_tune"], "served", data["xq_same_tune"], "same", train)
     rows: list[dict] = []

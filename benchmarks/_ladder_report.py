@@ -33,7 +33,7 @@ def _calibration(q: dict) -> list[str]:
 
 def _own_build_s(chosen: dict, rows: list[dict]) -> float:
     """What building the published rung alone takes: the query-aware rung is measured as edges added to a copy
-    of the plain HNSW rung's graph, so its own build is that graph's plus the edges'."""
+    of the hnsw_pca rung's graph, so its own build is that graph's plus the edges'."""
     graph = next((r for r in rows if r.get("kind") == "hnsw_pca"), None)
     return chosen["build_s"] + (graph["build_s"] if chosen.get("kind") == "hnsw_qa" and graph else 0.0)
 

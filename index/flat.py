@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from index.parts import PartitionedIndex
+from index.query_aware import hnsw_of
 
 
 def build_exact(xb: np.ndarray, ids: np.ndarray) -> faiss.Index:
@@ -93,12 +94,11 @@ def selector_params(index: faiss.Index, selector: Any) -> Any:
         # IDMap2 translates the selector of the parameters it is given, but IndexRefine searches its base
         # index with the nested ones: translate for it (row -> id), and keep the SWIG objects alive.
         rows = swig.IDSelectorTranslated(index.id_map, selector) if hasattr(index, "id_map") else selector
-        graph = swig.downcast_index(inner.base_index)
-        walk = swig.downcast_index(graph.index) if isinstance(graph, faiss.IndexPreTransform) else graph
+        hnsw = hnsw_of(inner.base_index)  # through a PCA stage too
         if ivf is not None:
             base = swig.SearchParametersIVF(sel=rows, nprobe=int(ivf.nprobe))
-        elif hasattr(walk, "hnsw"):
-            base = swig.SearchParametersHNSW(sel=rows, efSearch=int(walk.hnsw.efSearch))
+        elif hnsw is not None:
+            base = swig.SearchParametersHNSW(sel=rows, efSearch=int(hnsw.efSearch))
         else:
             base = swig.SearchParameters(sel=rows)
         # (a PCA stage hands parameters that are not its own to the graph unchanged: tests/index/test_flat.py)

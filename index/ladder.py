@@ -156,13 +156,7 @@ def _tune_and_time(
     extra: dict[str, Any] = {}
     if plan.search_param:
         refine = ",Refine(" in plan.factory
-        factors = (
-            K_FACTORS
-            if plan.search_param != "efSearch"
-            else PCA_K_FACTORS
-            if "PCA" in plan.factory
-            else GRAPH_K_FACTORS
-        )
+        factors = _k_factors(plan)
         if refine:  # searched at the most generous re-ranking, then the least re-ranking that keeps the target
             tune.set_refine_factor(index, factors[-1])
         result = tune.tune(index, plan, queries.served, gt_I, k=RECALL_K, target_recall=target_recall, gt_D=gt_D)
@@ -199,6 +193,13 @@ def _tune_and_time(
         note=f"{note}; {single:,.0f} QPS single, {batch:,.0f} batch 64",
         extra=extra,
     )
+
+
+def _k_factors(plan: IndexPlan) -> tuple[int, ...]:
+    """The re-ranking depths a refined ``plan`` is tuned over (``factory.refine_k_factor`` is where it starts)."""
+    if plan.search_param != "efSearch":
+        return K_FACTORS
+    return PCA_K_FACTORS if "PCA" in plan.factory else GRAPH_K_FACTORS
 
 
 def _least_k_factor(index: faiss.Index, xq: np.ndarray, gt, target: float, factors=K_FACTORS) -> int:

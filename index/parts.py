@@ -131,10 +131,6 @@ class PartitionedIndex:
             raise RuntimeError(f"{int((~found).sum())} of the ids are not in the index")
         return out
 
-    def held_ids(self) -> np.ndarray:
-        """Every id held, part after part (each in its storage order)."""
-        return np.concatenate([faiss.vector_to_array(p.id_map).astype(np.int64) for p in self.parts])
-
     def clone(self) -> PartitionedIndex:
         return PartitionedIndex([faiss.clone_index(p) for p in self.parts])
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from crossmodal_kernel.atomic import atomic_dir
 from index.parts import PartitionedIndex, parts_of
+from index.query_aware import hnsw_of
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,9 @@ def load(path: Path, mmap: bool = False) -> PublishedIndex:
 
 
 def held_ids(index: Any) -> np.ndarray:
-    """The ids an ``IDMap``/``IDMap2`` index (or every part of a partitioned one) holds, in storage order."""
-    if isinstance(index, PartitionedIndex):
-        return index.held_ids()
-    return faiss.vector_to_array(index.id_map).astype(np.int64)
+    """The ids an ``IDMap``/``IDMap2`` index (or every part of a partitioned one, part after part) holds, in
+    storage order."""
+    return np.concatenate([faiss.vector_to_array(p.id_map).astype(np.int64) for p in parts_of(index)])
 
 
 def describe(index: Any) -> str:
@@ -132,10 +132,8 @@ def search_params(index: Any) -> dict:
     if ivf is not None:
         refine = {"k_factor": int(inner.k_factor)} if isinstance(inner, faiss.IndexRefine) else {}
         return {"nprobe": int(ivf.nprobe), **refine}
-    graph: Any = faiss.downcast_index(inner.base_index) if isinstance(inner, faiss.IndexRefine) else inner
-    if isinstance(graph, faiss.IndexPreTransform):  # a walk on PCA codes
-        graph = faiss.downcast_index(graph.index)
-    if hasattr(graph, "hnsw"):
-        refine = {"k_factor": int(inner.k_factor)} if graph is not inner else {}
-        return {"efSearch": int(graph.hnsw.efSearch), **refine}
+    hnsw = hnsw_of(index)  # through a refine stage and a PCA stage
+    if hnsw is not None:
+        refine = {"k_factor": int(inner.k_factor)} if isinstance(inner, faiss.IndexRefine) else {}
+        return {"efSearch": int(hnsw.efSearch), **refine}
     return {}

@@ -82,7 +82,7 @@ def test_adds_keep_the_parts_even_and_vectors_come_back():
     sizes = [int(p.ntotal) for p in index.parts]
     assert sum(sizes) == 1003 and max(sizes) - min(sizes) <= 1
     np.testing.assert_array_equal(index.reconstruct_batch(ids[[5, 700, 1002]]), xb[[5, 700, 1002]])
-    assert sorted(index.held_ids().tolist()) == sorted(ids.tolist())
+    assert sorted(store.held_ids(index).tolist()) == sorted(ids.tolist())
     with pytest.raises(RuntimeError, match="not in the index"):
         index.reconstruct_batch(np.array([1, 2], dtype=np.int64))
     _, I = index.search(xb[1002:1003], 1)
