@@ -90,7 +90,7 @@ def refine_k_factor(plan: IndexPlan) -> int:
 
 def walk_dims(d: int) -> int:
     """Dimensions ``hnsw_pca`` / ``hnsw_split`` walk their graph in: the top ``d / 2`` principal components
-    (measured at 1M x 512 and 200k x 512: d/4 lost too much recall to pay for its cheaper comparisons);
+    (d/4 lost more recall than it saved in ad-hoc probes; not yet swept by bench_index);
     all ``d`` below ``PCA_MIN_D``."""
     return d // 2 if d >= PCA_MIN_D and d % 2 == 0 else d
 

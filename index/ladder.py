@@ -44,8 +44,8 @@ K_FACTORS = (8, 16, 32, 64, 128, 256)
 # a little wrong: a few times k is enough, and more would only raise the effective efSearch (FAISS walks
 # with max(efSearch, k * k_factor)), which is efSearch's job.
 GRAPH_K_FACTORS = (1, 2, 4)
-# A walk on half the dimensions (PCA) ranks its candidates less well: it needs more re-ranked (a 1M x 512
-# probe: recall 0.942 at k_factor 64 vs 0.931 at 16, same efSearch).
+# A walk on half the dimensions (PCA) ranks its candidates less well: it needs more re-ranked (the 1M
+# benchmark's ladder settled on 64: docs/benchmarks.md, index-mixture).
 PCA_K_FACTORS = (4, 16, 64)
 Progress = Callable[[str, int, int], None]
 
