@@ -38,6 +38,7 @@ TEXT_AUG = {"multi_caption": True, "paraphrase": 0.5, "shuffle_clauses": 0.3, "w
 # which captions name.
 IMAGE_AUG = {"blur": 0.5, "crop_scale": (0.7, 1.0)}
 SETS = ("in", "shift", "words", "render", "canonical")
+BOOTSTRAP = "bootstrap"  # a recipe whose overrides are the bootstrap's, not a fine-tune's
 
 
 def add_options(ap) -> None:
@@ -56,6 +57,9 @@ def add_options(ap) -> None:
                     help="comma-separated models to compare on the shift split (needs --seeds and --shift; shapes "
                     "world), e.g. builtin:lit-mini,builtin:lit-mini-spp")  # fmt: skip
     ap.add_argument("--bootstrap-only", action="store_true", help="with --models: score the bootstrap only")
+    ap.add_argument("--bootstrap-synonyms", type=int, default=0,
+                    help="with --models: add recipe (h), the bootstrap again with this many WordNet rewordings of "
+                    "each caption (BootstrapConfig.synonym_wordings; needs a WordNet database)")  # fmt: skip
     ap.add_argument("--bootstrap-views", type=int, default=0,
                     help="with --models: the bootstrap also trains on this many augmented views per image "
                     "(BootstrapConfig.image_views, its default view_augment)")  # fmt: skip
@@ -112,13 +116,15 @@ def recipes(args) -> dict[str, dict | None]:
     """Recipe name -> trainer overrides (``None``: the bootstrap itself, no training)."""
     plain = {"augment": {"text": {"multi_caption": True}}} if args.captions == "varied" else {}
     out: dict[str, dict | None] = {"(a) bootstrap (LiT)": None, "(b) CLIP": plain}
+    synonyms = getattr(args, "bootstrap_synonyms", 0)
+    again = {f"(h) bootstrap + {synonyms} WordNet wordings": {BOOTSTRAP: {"synonym_wordings": synonyms}}}
     if args.bootstrap_only:
-        return {"(a) bootstrap (LiT)": None}
+        return {"(a) bootstrap (LiT)": None} | (again if synonyms else {})
     if args.text_augment:
         out["(f) CLIP + text augmentation"] = {"augment": {"text": TEXT_AUG}}
     if args.image_augment:
         out["(g) CLIP + text + image augmentation"] = {"augment": {"text": TEXT_AUG, **IMAGE_AUG}}
-    return out
+    return out | (again if synonyms else {})
 
 
 def meets(r: dict) -> bool:
@@ -148,6 +154,9 @@ def compare(args, make_world: Callable, bootstrap: Callable, train: Callable, re
                 started = time.perf_counter()
                 if over is None:
                     scores = shift_scores(base, ds, shift_ds, seed)
+                elif BOOTSTRAP in over:  # a second bootstrap, not a fine-tune of the first
+                    spec = bootstrap(ds, model, seed, tmp / f"{slug}-bootstrap-{i}.pt", **over[BOOTSTRAP])
+                    scores = shift_scores(spec, ds, shift_ds, seed)
                 else:
                     checkpoint = train(args, ds, base, tmp / f"{slug}-{i}", seed, over)
                     scores = shift_scores(f"{model}@{checkpoint}", ds, shift_ds, seed)
@@ -177,6 +186,7 @@ def _suffix(args) -> str:
     out += "-imgaug" if args.image_augment else ""
     out += "-boot" if args.bootstrap_only else ""
     out += f"-views{args.bootstrap_views}" if getattr(args, "bootstrap_views", 0) else ""
+    out += f"-syn{args.bootstrap_synonyms}" if getattr(args, "bootstrap_synonyms", 0) else ""
     return out + (f"-s{args.steps}" if args.steps != 30 else "")
 
 
@@ -187,6 +197,8 @@ def _kv(d: dict) -> str:
 def _label(args) -> str:
     out = f", varied captions ({args.n_captions} per image)" if args.captions == "varied" else ", canonical captions"
     out += f", bootstrap on {args.bootstrap_views} augmented views" if getattr(args, "bootstrap_views", 0) else ""
+    synonyms = getattr(args, "bootstrap_synonyms", 0)
+    out += f", (h) bootstrap with {synonyms} WordNet rewordings per caption" if synonyms else ""
     return out + (f", {args.steps} steps" if args.steps != 30 and not args.bootstrap_only else "")
 
 
@@ -226,6 +238,7 @@ def section(args, models: list[str], per_seed: list[dict], wall_s: float) -> str
     flags += " --text-augment" * args.text_augment + " --image-augment" * args.image_augment
     flags += " --bootstrap-only" * args.bootstrap_only + (f" --shift-n {args.shift_n}" if args.shift_n else "")
     flags += f" --bootstrap-views {args.bootstrap_views}" if getattr(args, "bootstrap_views", 0) else ""
+    flags += f" --bootstrap-synonyms {args.bootstrap_synonyms}" if getattr(args, "bootstrap_synonyms", 0) else ""
     flags += f" --tag {args.tag}" if args.tag else ""
     boot_line = "; ".join(f"{k.split()[0]} in-dist {r['in_t2i_R@1']:.3f} / shift {r['shift_t2i_R@1']:.3f}"
                           for k, r in boot.items())  # fmt: skip

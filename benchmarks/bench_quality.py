@@ -161,14 +161,15 @@ def make_world(world: str, n: int, seed: int, out: Path, captions: str = "canoni
     return generate_dataset(out, n=n, seed=seed, captions=captions, n_captions=k), ("colour", "shape", "position")
 
 
-def bootstrap(ds, model: str, seed: int, path: Path, views: int = 0) -> str:
+def bootstrap(ds, model: str, seed: int, path: Path, views: int = 0, synonym_wordings: int = 0) -> str:
     """The spec of ``model`` with LiT heads trained on ``ds``'s train split (every caption of a varied world;
-    ``views`` augmented views of each image beside the clean one)."""
+    ``views`` augmented views of each image beside the clean one; ``synonym_wordings`` WordNet rewordings
+    of each image's captions)."""
     loaded = load_model(model, "cpu")
     rows = ds.rows("train")
     train = [(str(ds.root / r["image"]), r["text"]) for r in rows]
     captions = [parse_captions(r.get("captions")) for r in rows]
-    cfg = BootstrapConfig(seed=seed, image_views=views)
+    cfg = BootstrapConfig(seed=seed, image_views=views, synonym_wordings=synonym_wordings)
     bootstrap_heads(loaded, train, cfg, captions=captions if any(captions) else None)
     return f"{model}@{save_checkpoint(loaded, path)}"
 
@@ -421,8 +422,8 @@ def compare_models(args) -> dict:
     def train(args, ds, base: str, out: Path, seed: int, over: dict) -> Path:
         return finetune_from(args, ds, base, out, seed, over)
 
-    def boot(ds, model: str, seed: int, path: Path) -> str:
-        return bootstrap(ds, model, seed, path, args.bootstrap_views)
+    def boot(ds, model: str, seed: int, path: Path, synonym_wordings: int = 0) -> str:
+        return bootstrap(ds, model, seed, path, args.bootstrap_views, synonym_wordings)
 
     return _quality_shift.compare(args, world, boot, train, record)
 

@@ -11,7 +11,10 @@ is encoded once, and every epoch trains on one of them per image, drawn at rando
 likewise be encoded in ``image_views`` augmented views beside the clean one (the training
 augmentation policy of ``view_augment``, seeded per image and view): every epoch trains on one view
 per image, so the heads see the renderings an augmentation policy stands for, at a fixed encoding
-cost and still without back-propagating through a tower.
+cost and still without back-propagating through a tower. With ``synonym_wordings`` each pair also
+gets that many rewordings of its captions with words replaced by WordNet alternatives
+(:mod:`training.thesaurus`), encoded and drawn like a manifest's extra captions: the heads see words
+the text tower may not place near the caption's own.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +36,7 @@ from crossmodal_kernel.encoder import trim_padding
 from crossmodal_kernel.images import ImageFiles, collate_images, loader_workers, worker_context
 from training.config import AugmentConfig
 from training.pairs import Pair, PairDataset, train_transform
+from training.thesaurus import load_thesaurus
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +54,17 @@ class BootstrapConfig:
     num_workers: int = 2
     image_views: int = 0  # augmented views per image beside the clean one
     view_augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_scale=(0.7, 1.0), blur=0.5))
+    synonym_wordings: int = 0  # extra captions per image, its own with WordNet substitutions (training.thesaurus)
+    synonyms: float = 0.3  # each word's chance of being substituted in such a wording
+    wordnet_dir: str | None = None
 
     def __post_init__(self):
         if self.image_views < 0:
             raise ValueError(f"image_views must be >= 0, got {self.image_views}")
+        if self.synonym_wordings < 0:
+            raise ValueError(f"synonym_wordings must be >= 0, got {self.synonym_wordings}")
+        if not 0.0 < self.synonyms <= 1.0:
+            raise ValueError(f"synonyms must be in (0, 1], got {self.synonyms}")
 
     def report(self) -> dict:
         """The settings as plain JSON values."""
@@ -193,6 +205,23 @@ def wordings(text: str, captions: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(t for t in (text, *captions) if t.strip())) or [text]
 
 
+def synonym_captions(
+    pairs: Sequence[tuple[str, str]], captions: Sequence[Sequence[str]] | None, cfg: BootstrapConfig
+) -> list[list[str]]:
+    """Each pair's captions plus ``cfg.synonym_wordings`` rewordings of them (taken in turn) with WordNet
+    substitutions, drawn from ``(cfg.seed, pair, wording)``; a rewording that changed nothing is dropped."""
+    thesaurus = load_thesaurus(cfg.wordnet_dir)
+    out = []
+    for k, (_, text) in enumerate(pairs):
+        own = wordings(text, captions[k] if captions else ())
+        extra = [
+            thesaurus.substitute(own[j % len(own)], cfg.synonyms, random.Random(f"synonyms:{cfg.seed}:{k}:{j}"))
+            for j in range(cfg.synonym_wordings)
+        ]
+        out.append(own[1:] + [t for t in extra if t not in own])
+    return out
+
+
 def clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE over the batch (Radford et al., 2021)."""
     logits = logit_scale.exp().clamp(max=100) * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
@@ -284,6 +313,8 @@ def bootstrap_heads(
     ``captions`` (aligned with ``pairs``) adds more captions per image, one drawn per epoch.
     """
     cfg = cfg or BootstrapConfig()
+    if cfg.synonym_wordings:
+        captions = synonym_captions(pairs, captions, cfg)
     img, txt, keys = cache_features(loaded, pairs, cfg, progress, captions)
     counts = [len(wordings(pairs[k][1], captions[k])) for k in keys] if captions else None
     report = train_heads(loaded, img, txt, cfg, progress, counts, views=1 + cfg.image_views)

@@ -39,8 +39,9 @@ class TextAugmentConfig(_Strict):
     """Caption augmentations, drawn per sample from ``(seed, epoch, index)`` like the image ones.
 
     Each is off at its default (training then sees exactly the manifest's ``text``); applied in
-    this order: pick a caption, paraphrase, shuffle clauses, drop words. Validation never augments.
-    Values that suit captions: ``paraphrase: 0.5``, ``shuffle_clauses: 0.3``, ``word_dropout: 0.1``.
+    this order: pick a caption, paraphrase, substitute synonyms, shuffle clauses, drop words.
+    Validation never augments. Values that suit captions: ``paraphrase: 0.5``, ``synonyms: 0.3``,
+    ``shuffle_clauses: 0.3``, ``word_dropout: 0.1``.
     """
 
     multi_caption: bool = Field(
@@ -62,10 +63,20 @@ class TextAugmentConfig(_Strict):
     word_dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="Probability of dropping each word; at least one word always stays."
     )
+    synonyms: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability of replacing each word (stop words excepted) with a WordNet synonym, similar "
+        "adjective or hyponym (training/thesaurus.py); needs a WordNet database (`apt-get install wordnet-base`).",
+    )
+    wordnet_dir: str | None = Field(
+        None, description="Folder of WordNet's data.* files; default: $CROSSMODAL_WORDNET_DIR, NLTK's, Debian's."
+    )
 
     @property
     def enabled(self) -> bool:
-        return bool(self.multi_caption or self.paraphrase or self.shuffle_clauses or self.word_dropout)
+        return bool(self.multi_caption or self.paraphrase or self.shuffle_clauses or self.word_dropout or self.synonyms)
 
 
 class AugmentConfig(_Strict):

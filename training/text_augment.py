@@ -11,7 +11,8 @@ manifest's ``captions`` column, see :mod:`training.sources`), ``shuffle_clauses`
 the parts between commas and semicolons, rejoined with ", ") and ``word_dropout`` (never
 empty). ``paraphrase`` needs the pair's scene attributes (the synthetic worlds' manifest
 columns) and rewords it from the *training* pool of :mod:`training.captions`; the shift pool
-stays held out.
+stays held out. ``synonyms`` replaces words with WordNet alternatives
+(:mod:`training.thesaurus`): words the text tower may not know, shown with images they describe.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 
 from training.captions import paraphrase
 from training.config import TextAugmentConfig
+from training.thesaurus import load_thesaurus
 
 _CLAUSE = re.compile(r"\s*[,;]\s*")
 
@@ -60,6 +62,8 @@ class TextAugmenter:
 
     def __init__(self, cfg: TextAugmentConfig, seed: int):
         self.cfg, self.seed = cfg, seed
+        # Loaded up front, so a missing WordNet fails the run before training, with how to install one.
+        self.thesaurus = load_thesaurus(cfg.wordnet_dir) if cfg.synonyms else None
 
     def __call__(
         self, text: str, captions: Sequence[str], attributes: Sequence[tuple[str, str]], epoch: int, index: int
@@ -71,6 +75,8 @@ class TextAugmenter:
             rng = _rng("paraphrase", *key)
             if rng.random() < cfg.paraphrase:
                 text = paraphrase(attributes, rng, pool="train") or text
+        if self.thesaurus is not None:
+            text = self.thesaurus.substitute(text, cfg.synonyms, _rng("synonyms", *key))
         if cfg.shuffle_clauses:
             rng = _rng("clauses", *key)
             if rng.random() < cfg.shuffle_clauses:

@@ -19,6 +19,14 @@ def bootstrap(
         int | None,
         typer.Option(min=0, help="Augmented views per image beside the clean one [default: the bootstrap's]."),
     ] = None,
+    synonym_wordings: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Rewordings per caption with words swapped for WordNet synonyms and hyponyms (needs a WordNet "
+            "database: apt-get install wordnet-base, or CROSSMODAL_WORDNET_DIR).",
+        ),
+    ] = 0,
 ) -> None:
     """Train a model's projection heads (LiT-style) and make it the active model."""
     from app.models_admin import bootstrap_model
@@ -26,10 +34,10 @@ def bootstrap(
 
     settings = setup()
     views = {} if image_views is None else {"image_views": image_views}
-    cfg = BootstrapConfig(epochs=epochs, num_workers=settings.num_workers, **views)
+    cfg = BootstrapConfig(epochs=epochs, num_workers=settings.num_workers, synonym_wordings=synonym_wordings, **views)
     try:
         row = bootstrap_model(settings, session_factory(settings), manifest, base, cfg)
-    except USER_ERRORS as e:
+    except USER_ERRORS as e:  # a missing WordNet is a FileNotFoundError that says how to install one
         raise fail(e) from e
     typer.echo(f"model #{row.id} active: {row.spec}")
     typer.echo(json.dumps(row.eval_report.get("held_out", {}), indent=2))

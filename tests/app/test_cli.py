@@ -161,3 +161,13 @@ def test_embed_command_finishes_what_ingest_left(env, monkeypatch):
 def test_serve_on_an_unmigrated_database_says_what_to_do(env):
     result = run("serve")
     assert result.exit_code == 2 and "crossmodal db upgrade" in result.output
+
+
+def test_bootstrap_with_synonyms_says_how_to_get_wordnet(env, monkeypatch):
+    monkeypatch.setenv("CROSSMODAL_WORDNET_DIR", str(env / "no-wordnet"))
+    monkeypatch.setattr("training.thesaurus.candidate_dirs", lambda: [env / "no-wordnet"])
+    assert run("db", "upgrade").exit_code == 0
+    assert run("synth", str(env / "ds"), "--n", "12", "--image-size", "32").exit_code == 0
+    result = run("bootstrap", str(env / "ds" / "manifest.csv"), "--epochs", "1", "--synonym-wordings", "2")
+    assert result.exit_code != 0
+    assert "apt-get install wordnet-base" in result.output and "Traceback" not in result.output

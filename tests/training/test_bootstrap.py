@@ -145,3 +145,26 @@ def test_cache_features_encodes_seeded_augmented_views_after_the_clean_one(tmp_p
     blocks = img.reshape(3, n, -1)
     assert not torch.allclose(blocks[1], blocks[0]) and not torch.allclose(blocks[2], blocks[1])
     torch.testing.assert_close(again, img)  # seeded per image and view
+
+
+def test_synonym_captions_add_seeded_rewordings(tmp_path):
+    from tests.training.test_thesaurus import write_wordnet
+    from training.bootstrap import synonym_captions
+
+    root = str(write_wordnet(tmp_path / "wn"))
+    pairs = [("a.png", "a small blue square"), ("b.png", "a square"), ("c.png", "small square")]
+    cfg = BootstrapConfig(synonym_wordings=6, synonyms=1.0, wordnet_dir=root, seed=1)
+    out = synonym_captions(pairs, [["tiny blue square"], [], []], cfg)
+    assert out == synonym_captions(pairs, [["tiny blue square"], [], []], cfg)  # a function of the seed
+    assert out[0][0] == "tiny blue square"  # the pair's own extra captions come first
+    assert 1 < len(out[0]) <= 7 and all(t.endswith("square") for t in out[0])
+    assert out[1] == []  # nothing to substitute: no rewording kept
+    assert {t.split()[0] for t in out[2]} <= {"little", "minuscule", "miniscule"}
+    other = synonym_captions(pairs, None, BootstrapConfig(synonym_wordings=6, synonyms=1.0, wordnet_dir=root, seed=2))
+    assert other != out
+
+
+@pytest.mark.parametrize("bad", [{"synonym_wordings": -1}, {"synonyms": 0.0}, {"synonyms": 1.5}])
+def test_bootstrap_config_rejects_bad_synonym_settings(bad):
+    with pytest.raises(ValueError):
+        BootstrapConfig(**bad)
