@@ -89,8 +89,14 @@ def set_rng_state(state: dict) -> None:
 
 def _config_json(cfg: TrainConfig) -> dict:
     """The configuration as a checkpoint records it. ``augment.text`` is left out while it is all
-    defaults, so checkpoints written before it existed still resume."""
+    defaults, and so are its fields added later (``synonyms``, ``wordnet_dir``) while they are, so
+    checkpoints written before they existed still resume."""
     raw = json.loads(cfg.model_dump_json())
-    if not cfg.augment.text.enabled and cfg.augment.text == type(cfg.augment.text)():
+    text = cfg.augment.text
+    if not text.enabled and text == type(text)():
         del raw["augment"]["text"]
+        return raw
+    for name in ("synonyms", "wordnet_dir"):
+        if getattr(text, name) == type(text).model_fields[name].default:
+            del raw["augment"]["text"][name]
     return raw

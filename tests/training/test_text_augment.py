@@ -37,6 +37,12 @@ def test_text_augmentation_is_off_by_default_and_leaves_the_checkpointed_config_
     assert "text" not in resume._config_json(cfg)["augment"]  # checkpoints from before it existed still resume
     on = TrainConfig.model_validate({"data": {"manifest": "m.csv"}, "augment": {"text": {"word_dropout": 0.1}}})
     assert resume._config_json(on)["augment"]["text"]["word_dropout"] == 0.1
+    # Fields added later are recorded only when set, so a checkpoint with word dropout from before them resumes.
+    assert resume._config_json(on)["augment"]["text"].keys() == {
+        "multi_caption", "paraphrase", "shuffle_clauses", "word_dropout"
+    }  # fmt: skip
+    syn = TrainConfig.model_validate({"data": {"manifest": "m.csv"}, "augment": {"text": {"synonyms": 0.3}}})
+    assert resume._config_json(syn)["augment"]["text"]["synonyms"] == 0.3
     with pytest.raises(ValueError):
         TextAugmentConfig(word_dropout=1.0)
     with pytest.raises(ValueError):
@@ -146,8 +152,13 @@ def test_load_pairs_keeps_captions_and_scene_attributes(varied):
         assert dict(pair.attributes) == {a: row[a] for a in ATTRIBUTES}
 
 
-def test_training_with_text_augmentation_resumes_exactly(varied, tmp_path):
+@pytest.mark.parametrize("synonyms", [False, True])
+def test_training_with_text_augmentation_resumes_exactly(varied, tmp_path, synonyms):
     text = {"multi_caption": True, "paraphrase": 0.5, "shuffle_clauses": 0.3, "word_dropout": 0.1}
+    if synonyms:  # WordNet substitution too, from a small database in the real format
+        from tests.training.test_thesaurus import write_wordnet
+
+        text |= {"synonyms": 0.5, "wordnet_dir": str(write_wordnet(tmp_path / "wordnet"))}
     over = {"data": {"split_column": "split"}, "augment": {"text": text}}
     straight = finetune(train_config(varied.manifest, tmp_path / "a", **over))
     calls = {"n": 0}
