@@ -60,6 +60,9 @@ def add_options(ap) -> None:
     ap.add_argument("--bootstrap-synonyms", type=int, default=0,
                     help="with --models: add recipe (h), the bootstrap again with this many WordNet rewordings of "
                     "each caption (BootstrapConfig.synonym_wordings; needs a WordNet database)")  # fmt: skip
+    ap.add_argument("--bootstrap-illumination", type=int, default=0,
+                    help="with --models: add recipe (i), the bootstrap again on this many views per image lit "
+                    "unevenly (AugmentConfig.illumination, crops 0.9-1.0)")  # fmt: skip
     ap.add_argument("--bootstrap-views", type=int, default=0,
                     help="with --models: the bootstrap also trains on this many augmented views per image "
                     "(BootstrapConfig.image_views, its default view_augment)")  # fmt: skip
@@ -116,15 +119,18 @@ def recipes(args) -> dict[str, dict | None]:
     """Recipe name -> trainer overrides (``None``: the bootstrap itself, no training)."""
     plain = {"augment": {"text": {"multi_caption": True}}} if args.captions == "varied" else {}
     out: dict[str, dict | None] = {"(a) bootstrap (LiT)": None, "(b) CLIP": plain}
-    synonyms = getattr(args, "bootstrap_synonyms", 0)
-    again = {f"(h) bootstrap + {synonyms} WordNet wordings": {BOOTSTRAP: {"synonym_wordings": synonyms}}}
+    again = {}
+    if synonyms := getattr(args, "bootstrap_synonyms", 0):
+        again[f"(h) bootstrap + {synonyms} WordNet wordings"] = {BOOTSTRAP: {"synonym_wordings": synonyms}}
+    if lit := getattr(args, "bootstrap_illumination", 0):
+        again[f"(i) bootstrap + {lit} unevenly lit views"] = {BOOTSTRAP: {"views": lit, "illumination": True}}
     if args.bootstrap_only:
-        return {"(a) bootstrap (LiT)": None} | (again if synonyms else {})
+        return {"(a) bootstrap (LiT)": None} | again
     if args.text_augment:
         out["(f) CLIP + text augmentation"] = {"augment": {"text": TEXT_AUG}}
     if args.image_augment:
         out["(g) CLIP + text + image augmentation"] = {"augment": {"text": TEXT_AUG, **IMAGE_AUG}}
-    return out | (again if synonyms else {})
+    return out | again
 
 
 def meets(r: dict) -> bool:
@@ -187,6 +193,7 @@ def _suffix(args) -> str:
     out += "-boot" if args.bootstrap_only else ""
     out += f"-views{args.bootstrap_views}" if getattr(args, "bootstrap_views", 0) else ""
     out += f"-syn{args.bootstrap_synonyms}" if getattr(args, "bootstrap_synonyms", 0) else ""
+    out += f"-lit{args.bootstrap_illumination}" if getattr(args, "bootstrap_illumination", 0) else ""
     return out + (f"-s{args.steps}" if args.steps != 30 else "")
 
 
@@ -199,6 +206,8 @@ def _label(args) -> str:
     out += f", bootstrap on {args.bootstrap_views} augmented views" if getattr(args, "bootstrap_views", 0) else ""
     synonyms = getattr(args, "bootstrap_synonyms", 0)
     out += f", (h) bootstrap with {synonyms} WordNet rewordings per caption" if synonyms else ""
+    lit = getattr(args, "bootstrap_illumination", 0)
+    out += f", (i) bootstrap on {lit} unevenly lit views per image" if lit else ""
     return out + (f", {args.steps} steps" if args.steps != 30 and not args.bootstrap_only else "")
 
 
@@ -239,6 +248,8 @@ def section(args, models: list[str], per_seed: list[dict], wall_s: float) -> str
     flags += " --bootstrap-only" * args.bootstrap_only + (f" --shift-n {args.shift_n}" if args.shift_n else "")
     flags += f" --bootstrap-views {args.bootstrap_views}" if getattr(args, "bootstrap_views", 0) else ""
     flags += f" --bootstrap-synonyms {args.bootstrap_synonyms}" if getattr(args, "bootstrap_synonyms", 0) else ""
+    lit = getattr(args, "bootstrap_illumination", 0)
+    flags += f" --bootstrap-illumination {lit}" if lit else ""
     flags += f" --tag {args.tag}" if args.tag else ""
     boot_line = "; ".join(f"{k.split()[0]} in-dist {r['in_t2i_R@1']:.3f} / shift {r['shift_t2i_R@1']:.3f}"
                           for k, r in boot.items())  # fmt: skip

@@ -56,7 +56,7 @@ from crossmodal_kernel.images import open_image  # noqa: E402
 from crossmodal_kernel.loading import load_model  # noqa: E402
 from training.bootstrap import BootstrapConfig, bootstrap_heads  # noqa: E402
 from training.captions import scene_key  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
+from training.config import AugmentConfig, TrainConfig  # noqa: E402
 from training.evaluate import binding_accuracy, retrieval_metrics  # noqa: E402
 from training.sources import parse_captions  # noqa: E402
 from training.synthetic import generate_dataset  # noqa: E402
@@ -161,15 +161,19 @@ def make_world(world: str, n: int, seed: int, out: Path, captions: str = "canoni
     return generate_dataset(out, n=n, seed=seed, captions=captions, n_captions=k), ("colour", "shape", "position")
 
 
-def bootstrap(ds, model: str, seed: int, path: Path, views: int = 0, synonym_wordings: int = 0) -> str:
+def bootstrap(
+    ds, model: str, seed: int, path: Path, views: int = 0, synonym_wordings: int = 0, illumination: bool = False
+) -> str:
     """The spec of ``model`` with LiT heads trained on ``ds``'s train split (every caption of a varied world;
-    ``views`` augmented views of each image beside the clean one; ``synonym_wordings`` WordNet rewordings
-    of each image's captions)."""
+    ``views`` augmented views of each image beside the clean one, lit unevenly with ``illumination``
+    instead of the default crop and blur; ``synonym_wordings`` WordNet rewordings of each image's captions)."""
     loaded = load_model(model, "cpu")
     rows = ds.rows("train")
     train = [(str(ds.root / r["image"]), r["text"]) for r in rows]
     captions = [parse_captions(r.get("captions")) for r in rows]
     cfg = BootstrapConfig(seed=seed, image_views=views, synonym_wordings=synonym_wordings)
+    if illumination:
+        cfg.view_augment = AugmentConfig(crop_scale=(0.9, 1.0), illumination=1.0)
     bootstrap_heads(loaded, train, cfg, captions=captions if any(captions) else None)
     return f"{model}@{save_checkpoint(loaded, path)}"
 
@@ -422,8 +426,8 @@ def compare_models(args) -> dict:
     def train(args, ds, base: str, out: Path, seed: int, over: dict) -> Path:
         return finetune_from(args, ds, base, out, seed, over)
 
-    def boot(ds, model: str, seed: int, path: Path, synonym_wordings: int = 0) -> str:
-        return bootstrap(ds, model, seed, path, args.bootstrap_views, synonym_wordings)
+    def boot(ds, model: str, seed: int, path: Path, **again) -> str:
+        return bootstrap(ds, model, seed, path, **({"views": args.bootstrap_views} | again))
 
     return _quality_shift.compare(args, world, boot, train, record)
 

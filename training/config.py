@@ -92,6 +92,13 @@ class AugmentConfig(_Strict):
         0.0, ge=0.0, le=45.0, description="Largest angle of a random rotation in degrees; 0 disables. It moves "
         "off-centre objects a little, so keep it small where captions name positions."
     )  # fmt: skip
+    illumination: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability of uneven light: each colour channel scaled along a random linear gradient "
+        "(training.pairs.RandomIllumination); hue kept, so captions' colours stay true.",
+    )
     text: TextAugmentConfig = Field(default_factory=TextAugmentConfig, description="Caption augmentations.")
 
     @model_validator(mode="after")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
@@ -79,8 +81,41 @@ def train_transform(cfg: AugmentConfig, image_size: int, mean, std) -> Callable:
         steps.append(T.RandomGrayscale(p=cfg.grayscale))
     if cfg.blur > 0:
         steps.append(T.RandomApply([T.GaussianBlur(kernel_size=9, sigma=(0.1, 2.0))], p=cfg.blur))
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    steps.append(T.ToTensor())
+    if cfg.illumination > 0:
+        steps.append(T.RandomApply([RandomIllumination()], p=cfg.illumination))
+    steps.append(T.Normalize(mean, std))
     return T.Compose(steps)
+
+
+class RandomIllumination(nn.Module):
+    """Light that falls off across the image: each channel scaled by ``1 + a_c * t + b_c``, where ``t``
+    runs linearly from -1/2 to 1/2 along a random direction (further at the corners), ``a_c`` is drawn
+    from ±``strength`` and ``b_c`` from ±``strength / 4`` per channel, on a (3, H, W) tensor in [0, 1].
+
+    Uneven lighting and tinted, graded backgrounds change every region of a frozen tower's feature
+    map; the shift split's graded backgrounds cost the image head most of its render loss
+    (docs/findings.md F22, ``benchmarks/probe_shift_render.py``). Hue is kept: an object's channels
+    are scaled by nearly the same factors, so a caption's colour stays true. Torch's RNG draws
+    everything, so :class:`PairDataset`'s per-sample seeding makes it repeatable.
+    """
+
+    def __init__(self, strength: float = 0.3):
+        super().__init__()
+        if not 0.0 < strength < 1.0:
+            raise ValueError(f"strength must be in (0, 1), got {strength}")
+        self.strength = strength
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        _, h, w = img.shape
+        theta = float(torch.rand(())) * 2 * math.pi
+        y = torch.linspace(-0.5, 0.5, h).view(h, 1)
+        x = torch.linspace(-0.5, 0.5, w).view(1, w)
+        t = math.cos(theta) * x + math.sin(theta) * y  # (h, w)
+        a = (torch.rand(3) * 2 - 1) * self.strength
+        b = (torch.rand(3) * 2 - 1) * self.strength / 4
+        gain = 1 + a.view(3, 1, 1) * t + b.view(3, 1, 1)
+        return (img * gain).clamp(0.0, 1.0)
 
 
 class PairDataset(Dataset):

@@ -89,9 +89,11 @@ def set_rng_state(state: dict) -> None:
 
 def _config_json(cfg: TrainConfig) -> dict:
     """The configuration as a checkpoint records it. ``augment.text`` is left out while it is all
-    defaults, and so are its fields added later (``synonyms``, ``wordnet_dir``) while they are, so
-    checkpoints written before they existed still resume."""
+    defaults, and so are the augmentation fields added later (``illumination``, ``text.synonyms``,
+    ``text.wordnet_dir``) while they are, so checkpoints written before they existed still resume."""
     raw = json.loads(cfg.model_dump_json())
+    if cfg.augment.illumination == type(cfg.augment).model_fields["illumination"].default:
+        del raw["augment"]["illumination"]
     text = cfg.augment.text
     if not text.enabled and text == type(text)():
         del raw["augment"]["text"]

@@ -1,6 +1,7 @@
 import pytest
 import torch
 from PIL import Image
+from torchvision import transforms as T
 
 from training.config import AugmentConfig
 from training.pairs import train_transform
@@ -37,3 +38,39 @@ def test_rotation_is_bounded():
     with pytest.raises(ValueError):
         AugmentConfig(rotation=90.0)
     assert AugmentConfig().rotation == 0.0
+
+
+def test_random_illumination_is_a_bounded_seeded_linear_gradient():
+    from training.pairs import RandomIllumination
+
+    img = torch.full((3, 16, 20), 0.5)
+    torch.manual_seed(7)
+    out = RandomIllumination(0.3)(img)
+    torch.manual_seed(7)
+    assert torch.equal(out, RandomIllumination(0.3)(img))  # torch's RNG draws everything
+    gain = out / img
+    # |a| <= 0.3 over |t| <= 1/sqrt(2) at the corners, |b| <= 0.075
+    assert float((gain - 1).abs().max()) <= 0.3 / 2**0.5 + 0.075 + 1e-6
+    for c in range(3):  # linear in position: second differences vanish along both axes
+        g = gain[c].double()
+        assert torch.allclose(g[:, 2:] - 2 * g[:, 1:-1] + g[:, :-2], torch.zeros(1, dtype=torch.double), atol=1e-5)
+        assert torch.allclose(g[2:] - 2 * g[1:-1] + g[:-2], torch.zeros(1, dtype=torch.double), atol=1e-5)
+    assert float(RandomIllumination(0.9)(torch.ones(3, 4, 4)).max()) <= 1.0
+    with pytest.raises(ValueError):
+        RandomIllumination(0.0)
+
+
+def test_illumination_is_off_by_default_and_not_recorded_in_old_style_checkpoints():
+    from training import resume
+    from training.config import TrainConfig
+    from training.pairs import RandomIllumination
+
+    def has_illumination(cfg):
+        steps = train_transform(cfg, 32, (0.5,) * 3, (0.5,) * 3).transforms
+        return any(isinstance(t, T.RandomApply) and isinstance(t.transforms[0], RandomIllumination) for t in steps)
+
+    assert not has_illumination(AugmentConfig()) and has_illumination(AugmentConfig(illumination=0.5))
+    cfg = TrainConfig.model_validate({"data": {"manifest": "m.csv"}})
+    assert "illumination" not in resume._config_json(cfg)["augment"]
+    lit = TrainConfig.model_validate({"data": {"manifest": "m.csv"}, "augment": {"illumination": 0.5}})
+    assert resume._config_json(lit)["augment"]["illumination"] == 0.5
