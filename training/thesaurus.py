@@ -80,6 +80,7 @@ class Thesaurus:
         self._lemmas: dict[tuple[str, str], tuple[str, ...]] = {}
         self._pointers: dict[tuple[str, str], tuple[tuple[str, tuple[str, str]], ...]] = {}
         self._senses: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        self._alternatives: dict[str, tuple[str, ...]] = {}  # memo: substitution asks for the same words often
         for pos, name in _FILES.items():
             path = self.root / name
             if path.is_file():
@@ -107,10 +108,14 @@ class Thesaurus:
     def __contains__(self, word: str) -> bool:
         return _key(word) in self._senses
 
-    @lru_cache(maxsize=65536)  # noqa: B019 - one thesaurus per process, kept for its lifetime
     def alternatives(self, word: str) -> tuple[str, ...]:
         """Other words for ``word`` (sorted, without ``word``); empty when WordNet does not know it."""
         word = _key(word)
+        if word not in self._alternatives:
+            self._alternatives[word] = self._find_alternatives(word)
+        return self._alternatives[word]
+
+    def _find_alternatives(self, word: str) -> tuple[str, ...]:
         found: set[str] = set()
         for key in self._senses.get(word, ()):
             found.update(self._lemmas[key])
@@ -168,9 +173,14 @@ def _key(word: str) -> str:
     return word.strip(_PUNCTUATION).lower().replace("_", " ")
 
 
-@lru_cache(maxsize=4)
 def load_thesaurus(root: str | None = None, depth: int = 3) -> Thesaurus:
-    """One :class:`Thesaurus` per (root, depth) and process: reading WordNet takes about a second."""
+    """One :class:`Thesaurus` per WordNet folder and depth and process: reading WordNet takes about a
+    second. The folder is found first, so a changed ``$CROSSMODAL_WORDNET_DIR`` is seen."""
+    return _load(find_wordnet(root), depth)
+
+
+@lru_cache(maxsize=4)
+def _load(root: Path, depth: int) -> Thesaurus:
     return Thesaurus(root, depth)
 
 

@@ -110,3 +110,13 @@ def test_debian_wordnet_knows_colour_and_size_words():
     assert {"scarlet", "crimson"} <= set(th.alternatives("red"))
     assert {"azure", "sapphire"} <= set(th.alternatives("blue"))  # hyponyms of the colour
     assert "minuscule" in th.alternatives("small")  # a similar adjective
+
+
+def test_load_thesaurus_finds_the_folder_before_its_cache(tmp_path, monkeypatch):
+    from training.thesaurus import load_thesaurus
+
+    monkeypatch.setenv("CROSSMODAL_WORDNET_DIR", str(write_wordnet(tmp_path / "one")))
+    first = load_thesaurus()
+    assert first is load_thesaurus() and first.root == tmp_path / "one"
+    monkeypatch.setenv("CROSSMODAL_WORDNET_DIR", str(write_wordnet(tmp_path / "two")))
+    assert load_thesaurus().root == tmp_path / "two"
