@@ -1,6 +1,6 @@
 """Service settings: one pydantic-settings class, read from ``CROSSMODAL_*`` env vars.
 
-The README's configuration table is generated from this class
+The configuration table in docs/configuration.md is generated from this class
 (``crossmodal config-table``) and a test keeps the two in step.
 """
 
@@ -237,7 +237,7 @@ def get_settings() -> Settings:
 
 
 def settings_markdown_table() -> str:
-    """The README configuration table, generated from :class:`Settings`."""
+    """The configuration table of docs/configuration.md, generated from :class:`Settings`."""
     rows = ["| variable | default | description |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default

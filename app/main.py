@@ -16,11 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from app.api.routes import admin_jobs, admin_keys, admin_models, clip_compat, health, items, search, ui
-from app.clip_compat import cors_options
-from app.config import Settings, get_settings
-from app.db.session import ensure_schema_current, make_session_factory, service_engine
-from app.errors import (
+from app.api.clip_contract import cors_options
+from app.api.errors import (
     DATABASE_UNAVAILABLE,
     ApiError,
     api_error_handler,
@@ -29,10 +26,13 @@ from app.errors import (
     recursion_error_handler,
     validation_error_handler,
 )
-from app.metrics import Metrics, MetricsMiddleware
-from app.openapi import finish_openapi
-from app.overload import ConcurrencyCap
-from app.search import SearchState
+from app.api.metrics import Metrics, MetricsMiddleware
+from app.api.openapi import finish_openapi
+from app.api.overload import ConcurrencyCap
+from app.api.routes import admin_jobs, admin_keys, admin_models, clip_compat, health, items, search, ui
+from app.config import Settings, get_settings
+from app.db.session import ensure_schema_current, make_session_factory, service_engine
+from app.serving.state import SearchState
 
 log = logging.getLogger(__name__)
 

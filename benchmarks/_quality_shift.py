@@ -27,8 +27,8 @@ import numpy as np
 
 from crossmodal_kernel.encoder import Encoder
 from crossmodal_kernel.images import open_image
-from training.captions import paraphrase, scene_key
-from training.synthetic import Scene
+from training.synthetic.captions import paraphrase, scene_key
+from training.synthetic.shapes import Scene
 
 TODAY_T2I_R1 = 0.96  # the bootstrapped default model on its own test split before issue 15 (docs/benchmarks.md)
 GAP_PTS = 5.0
@@ -45,7 +45,7 @@ def add_options(ap) -> None:
     """Caption wording, augmentation and the model comparison on the shift split."""
     ap.add_argument("--captions", choices=("canonical", "varied"), default="canonical",
                     help="varied: captions from the training pool of templates and synonyms "
-                    "(training/captions.py)")  # fmt: skip
+                    "(training/synthetic/captions.py)")  # fmt: skip
     ap.add_argument("--n-captions", type=int, default=3, help="with --captions varied: wordings per image")
     ap.add_argument("--text-augment", action="store_true",
                     help="fine-tunes augment captions (paraphrase, clause shuffling, word dropout, one caption of "
@@ -258,7 +258,7 @@ def section(args, models: list[str], per_seed: list[dict], wall_s: float) -> str
 
 Per seed ({", ".join(str(s["seed"]) for s in per_seed)}): one shapes-world dataset ({args.n} pairs, {worded}),
 its test split ({per_seed[0]["test"]} images) and a shift split of the same seed ({per_seed[0]["shift"]} images worded
-and drawn in ways training never shows: training/synthetic_shift.py). Per model: (a) the LiT bootstrap, then the
+and drawn in ways training never shows: training/synthetic/shift.py). Per model: (a) the LiT bootstrap, then the
 fine-tune recipes from it, {args.steps} steps at batch {args.batch_size}, lr {args.lr}, the last image group and text
 layer unlocked. Text augmentation: {_kv(TEXT_AUG)}; image augmentation: {_kv(IMAGE_AUG)}. Cells: mean over seeds
 (min–max);

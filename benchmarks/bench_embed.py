@@ -28,7 +28,7 @@ from benchmarks._report import record  # noqa: E402
 from crossmodal_kernel.encoder import Encoder  # noqa: E402
 from crossmodal_kernel.images import open_image  # noqa: E402
 from index.embed import embed_sharded  # noqa: E402
-from training.synthetic import generate_dataset  # noqa: E402
+from training.synthetic.shapes import generate_dataset  # noqa: E402
 
 
 def main() -> None:

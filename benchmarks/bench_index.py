@@ -61,7 +61,7 @@ def real_dataset(n_base: int, n_query: int, model: str = "builtin:lit-mini", cac
     from crossmodal_kernel.encoder import Encoder
     from index.embed import embed_sharded
     from index.shards import load_all
-    from training.synthetic import generate_dataset, load_dataset
+    from training.synthetic.shapes import generate_dataset, load_dataset
 
     n = n_base + 2 * n_query
     root = cache / f"real-{model.replace(':', '-').replace('/', '-')}-{n}"
@@ -179,7 +179,7 @@ def evaluate(index, xq: np.ndarray, gt: tuple[np.ndarray, np.ndarray], k: int) -
 def index_bytes(index) -> int:
     import faiss
 
-    from index.parts import parts_of
+    from index.partitioned import parts_of
 
     return sum(int(faiss.serialize_index(part).nbytes) for part in parts_of(index))
 

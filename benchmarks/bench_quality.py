@@ -18,9 +18,9 @@ query's scene counts: for canonical captions, its exact caption) and hard-split 
 every delta is (b), measured in the same run.
 
 With --shift (shapes world) every model is also scored on a shift split of the same seed
-(training/synthetic_shift.py: held-out templates, synonyms and rendering) and a table puts
+(training/synthetic/shift.py: held-out templates, synonyms and rendering) and a table puts
 in-distribution and shift R@1 side by side, per variant (averaged over --seeds when given).
---captions varied words the world from the training pool of training/captions.py (--n-captions
+--captions varied words the world from the training pool of training/synthetic/captions.py (--n-captions
 wordings per image: the bootstrap trains on all of them, the fine-tunes draw one per epoch);
 --text-augment adds the caption augmentations of benchmarks/_quality_shift.py to every fine-tune.
 
@@ -55,13 +55,13 @@ from crossmodal_kernel.encoder import Encoder  # noqa: E402
 from crossmodal_kernel.images import open_image  # noqa: E402
 from crossmodal_kernel.loading import load_model  # noqa: E402
 from training.bootstrap import BootstrapConfig, bootstrap_heads  # noqa: E402
-from training.captions import scene_key  # noqa: E402
 from training.config import AugmentConfig, TrainConfig  # noqa: E402
 from training.evaluate import binding_accuracy, retrieval_metrics  # noqa: E402
 from training.sources import parse_captions  # noqa: E402
-from training.synthetic import generate_dataset  # noqa: E402
-from training.synthetic_binding import SWAPS, generate_binding_dataset  # noqa: E402
-from training.synthetic_shift import generate_shift_dataset  # noqa: E402
+from training.synthetic.binding import SWAPS, generate_binding_dataset  # noqa: E402
+from training.synthetic.captions import scene_key  # noqa: E402
+from training.synthetic.shapes import generate_dataset  # noqa: E402
+from training.synthetic.shift import generate_shift_dataset  # noqa: E402
 from training.trainer import finetune  # noqa: E402
 
 HARD = {
@@ -445,7 +445,7 @@ def _shift_section(rows: dict[str, dict], shift_ds, note: str) -> str:
     if shift_ds is None:
         return ""
     return (f"\nIn distribution (test split) against the shift split{note}: {len(shift_ds.rows())} images worded "
-            f"and drawn in ways training never shows (training/synthetic_shift.py); the gap is shift minus "
+            f"and drawn in ways training never shows (training/synthetic/shift.py); the gap is shift minus "
             f"in-distribution.\n\n{shift_table(rows)}\n\n")  # fmt: skip
 
 

@@ -32,12 +32,12 @@ apply_runtime_defaults()  # the same OpenMP settings as the server, before torch
 from app.config import Settings  # noqa: E402
 from app.db import crud  # noqa: E402
 from app.db.session import make_engine, make_session_factory, upgrade  # noqa: E402
-from app.ingest import ensure_active_model  # noqa: E402
-from app.publish import embeddings_dir, publish_indexes  # noqa: E402
+from app.pipelines.ingest import ensure_active_model  # noqa: E402
+from app.pipelines.publish import embeddings_dir, publish_indexes  # noqa: E402
 from benchmarks._report import record  # noqa: E402
 from crossmodal_kernel.encoder import Encoder  # noqa: E402
 from index import flat, shards, store  # noqa: E402
-from training.synthetic import COLOURS, POSITIONS, SHAPES, SIZES, Scene  # noqa: E402
+from training.synthetic.shapes import COLOURS, POSITIONS, SHAPES, SIZES, Scene  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -32,7 +32,7 @@ from app.runtime import apply_runtime_defaults  # noqa: E402
 
 apply_runtime_defaults()
 
-from app.auth import create_key  # noqa: E402
+from app.api.auth import create_key  # noqa: E402
 from app.config import Settings, settings_env  # noqa: E402
 from app.db import crud  # noqa: E402
 from app.db.session import make_engine, make_session_factory  # noqa: E402

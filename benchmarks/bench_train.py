@@ -30,7 +30,7 @@ from training.config import TrainConfig  # noqa: E402
 from training.locking import apply_locks, set_train_mode
 from training.losses import ClipLoss  # noqa: E402
 from training.optim import make_optimizer
-from training.synthetic import generate_dataset  # noqa: E402
+from training.synthetic.shapes import generate_dataset  # noqa: E402
 from training.trainer import finetune
 
 
@@ -64,7 +64,7 @@ def memory_probe(model_spec: str, batch_size: int, chunk: int | None, manifest: 
     import resource
 
     from training.gradcache import gradcache_backward
-    from training.synthetic import load_dataset
+    from training.synthetic.shapes import load_dataset
 
     ds = load_dataset(Path(manifest).parent)
     rows = ds.rows()[:batch_size]

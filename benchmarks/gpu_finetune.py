@@ -34,7 +34,7 @@ from training.config import TrainConfig  # noqa: E402
 from training.locking import apply_locks, set_train_mode
 from training.losses import ClipLoss  # noqa: E402
 from training.optim import make_optimizer
-from training.synthetic import generate_dataset  # noqa: E402
+from training.synthetic.shapes import generate_dataset  # noqa: E402
 from training.trainer import finetune
 
 

@@ -46,7 +46,7 @@ from crossmodal_kernel.builtin import SPP_LEVELS, spatial_pyramid_pool
 from crossmodal_kernel.images import open_image  # noqa: E402
 from crossmodal_kernel.loading import load_model  # noqa: E402
 from training.evaluate import linear_probe  # noqa: E402
-from training.synthetic_binding import generate_binding_dataset  # noqa: E402
+from training.synthetic.binding import generate_binding_dataset  # noqa: E402
 
 TARGETS = ("left_colour", "left_shape")
 POOLS = {"avg": (1,), "grid": (2,), "spp": SPP_LEVELS}  # name -> spatial_pyramid_pool levels

@@ -1,6 +1,6 @@
 """Which of the shift split's rendering changes costs the bootstrapped model what?
 
-The shift split (training/synthetic_shift.py) changes five things about how a scene is drawn at
+The shift split (training/synthetic/shift.py) changes five things about how a scene is drawn at
 once: the background (gradients or stripes instead of tinted blotches), a dark outline, stronger
 rotation, blur and smaller objects. This probe bootstraps a model on the shapes world (as
 bench_quality.py does), then draws the shift split's scenes again, with canonical captions, in
@@ -11,7 +11,7 @@ styles that differ from the full shift style in one factor:
 * ``background only``: the training style with the shift's backgrounds, nothing else changed;
 
 and, as the in-distribution baseline of the same run, the same scenes drawn by the training
-renderer (``training.synthetic.render``). Scores are t2i R@1 (duplicate-aware) over the scenes.
+renderer (``training.synthetic.shapes.render``). Scores are t2i R@1 (duplicate-aware) over the scenes.
 
     .venv/bin/python benchmarks/probe_shift_render.py [--model builtin:lit-mini-spp] [--seeds 0,1,2]
 """
@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import bench_quality  # noqa: E402  (applies the runtime defaults)
 from benchmarks._report import record  # noqa: E402
 from crossmodal_kernel.encoder import Encoder  # noqa: E402
-from training.captions import scene_key  # noqa: E402
 from training.evaluate import retrieval_metrics  # noqa: E402
-from training.synthetic import Scene, render  # noqa: E402
-from training.synthetic_shift import SHIFT_STYLE, TRAIN_STYLE, RenderStyle, render_shifted  # noqa: E402
+from training.synthetic.captions import scene_key  # noqa: E402
+from training.synthetic.shapes import Scene, render  # noqa: E402
+from training.synthetic.shift import SHIFT_STYLE, TRAIN_STYLE, RenderStyle, render_shifted  # noqa: E402
 
 FACTORS = ("outline_px", "rotation_deg", "blur_px", "scale")
 NAMES = {"outline_px": "outline", "rotation_deg": "rotation", "blur_px": "blur", "scale": "smaller objects"}

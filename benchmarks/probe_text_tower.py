@@ -1,6 +1,6 @@
 """Does the frozen text tower place the shift split's words near the training words?
 
-The shift split (training/synthetic_shift.py) words every caption from a pool of templates and
+The shift split (training/synthetic/shift.py) words every caption from a pool of templates and
 synonyms that training never shows ("scarlet" for red, "wedge" for triangle, "up and to the left"
 for the top left). Projection heads, however trained, only reweight what the tower gives them: if
 the tower's pooled features of "scarlet" are not nearer those of "red" than of "blue", no head on
@@ -40,8 +40,8 @@ import torch.nn.functional as F  # noqa: E402
 from benchmarks._report import record  # noqa: E402
 from crossmodal_kernel.encoder import trim_padding  # noqa: E402
 from crossmodal_kernel.loading import load_model  # noqa: E402
-from training.captions import SHAPES_WORLD, paraphrase  # noqa: E402
-from training.synthetic import all_scenes  # noqa: E402
+from training.synthetic.captions import SHAPES_WORLD, paraphrase  # noqa: E402
+from training.synthetic.shapes import all_scenes  # noqa: E402
 
 ATTRIBUTES = ("colour", "shape", "size", "position")
 

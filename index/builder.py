@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 
 from index.factory import CPU_ONLY, IndexPlan, estimate_memory, refine_k_factor
-from index.parts import PartitionedIndex, parts_of
+from index.partitioned import PartitionedIndex, parts_of
 from index.shards import iter_shards
 
 log = logging.getLogger(__name__)

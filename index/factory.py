@@ -23,7 +23,7 @@ the first rung whose estimated memory fits the budget:
    The measured ladder walks its graphs on SQ8 codes of the top ``d/2`` principal components
    instead (``hnsw_pca``: comparisons half as dear, more candidates re-ranked), and also
    cuts the corpus into one such graph a core searched side by side (``hnsw_split``,
-   ``index.parts``): docs/design.md, "The graph is walked on half the dimensions".
+   ``index.partitioned``): docs/design.md, "The graph is walked on half the dimensions".
 3. ``IVF{nlist},Flat``: exact distances inside the probed lists, ids in the
    lists, memory-mappable, GPU-capable.
 4. ``IVF{nlist},SQ8``: 4x smaller codes (one byte a dimension), small recall loss.

@@ -12,7 +12,7 @@ import faiss
 import numpy as np
 import torch
 
-from index.parts import PartitionedIndex
+from index.partitioned import PartitionedIndex
 from index.query_aware import hnsw_of
 
 

@@ -4,7 +4,7 @@
 setting to a *measured* recall on the queries it will serve, and publishes it; :func:`extend`
 adds new vectors to a copy of a published version without retraining and re-measures its
 recall; :func:`plan_update` decides which of the two (if either) an update needs. The caller
-(``app.publish``) gathers the vectors and records the result; nothing here knows about the DB.
+(``app.pipelines.publish``) gathers the vectors and records the result; nothing here knows about the DB.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index.parts import parts_of
+from index.partitioned import parts_of
 
 NEIGHBOURS = 16  # corpus neighbours a training query projects onto the graph (RoarGraph uses 100 at 10M)
 

@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 
 from crossmodal_kernel.atomic import atomic_dir
-from index.parts import PartitionedIndex, parts_of
+from index.partitioned import PartitionedIndex, parts_of
 from index.query_aware import hnsw_of
 
 log = logging.getLogger(__name__)

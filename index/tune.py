@@ -20,7 +20,7 @@ import numpy as np
 from index import flat
 from index.builder import ShardIterFactory, last_occurrence_masks
 from index.factory import IndexPlan
-from index.parts import parts_of
+from index.partitioned import parts_of
 
 TIE_TOL = 1e-6
 

@@ -24,8 +24,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from crossmodal_kernel.images import open_image
-from training.captions import scene_key
-from training.synthetic import COLOURS, POSITIONS, SHAPES, SIZES, SWAPPABLE, SyntheticDataset
+from training.synthetic.captions import scene_key
+from training.synthetic.shapes import COLOURS, POSITIONS, SHAPES, SIZES, SWAPPABLE, SyntheticDataset
 
 if TYPE_CHECKING:
     from crossmodal_kernel.encoder import Encoder

@@ -14,9 +14,9 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from crossmodal_kernel.images import open_image
-from training.captions import scene_attributes
 from training.config import AugmentConfig
 from training.sources import SourceReport, iter_manifest
+from training.synthetic.captions import scene_attributes
 from training.text_augment import TextAugmenter
 
 

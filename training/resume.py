@@ -1,7 +1,7 @@
 """Resume state: one object that holds where a run is, written with everything that trains it.
 
 A checkpoint (``checkpoints/last.pt``) is the :class:`TrainState` (step, data position, early
-stopping, history), the trainable state of :class:`~training.parts.TrainParts` (model, loss,
+stopping, history), the trainable state of :class:`~training.assembly.TrainParts` (model, loss,
 SSL heads, hard-negative queues, optimiser, scheduler, scaler), every RNG, and the
 configuration that wrote it: a run resumed with another configuration is refused.
 """
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from crossmodal_kernel.atomic import atomic_path
+from training.assembly import TrainParts
 from training.config import TrainConfig
-from training.parts import TrainParts
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from crossmodal_kernel.encoder import trim_padding
+from training.assembly import TrainParts
 from training.distributed import average_gradients, distributed_clip_loss, gather_features
 from training.gradcache import gradcache_backward
 from training.locking import set_train_mode
-from training.parts import TrainParts
 
 Batch = tuple[list[torch.Tensor], torch.Tensor | None, list]  # (views, tokens | None, texts)
 

@@ -10,7 +10,7 @@ Generic steps work on any caption: ``multi_caption`` (a pair's captions come fro
 manifest's ``captions`` column, see :mod:`training.sources`), ``shuffle_clauses`` (clauses are
 the parts between commas and semicolons, rejoined with ", ") and ``word_dropout`` (never
 empty). ``paraphrase`` needs the pair's scene attributes (the synthetic worlds' manifest
-columns) and rewords it from the *training* pool of :mod:`training.captions`; the shift pool
+columns) and rewords it from the *training* pool of :mod:`training.synthetic.captions`; the shift pool
 stays held out. ``synonyms`` replaces words with WordNet alternatives
 (:mod:`training.thesaurus`): words the text tower may not know, shown with images they describe.
 """
@@ -21,8 +21,8 @@ import random
 import re
 from collections.abc import Sequence
 
-from training.captions import paraphrase
 from training.config import TextAugmentConfig
+from training.synthetic.captions import paraphrase
 from training.thesaurus import load_thesaurus
 
 _CLAUSE = re.compile(r"\s*[,;]\s*")

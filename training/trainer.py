@@ -30,10 +30,10 @@ from crossmodal_kernel.distributed import init_distributed
 from crossmodal_kernel.encoder import trim_padding
 from crossmodal_kernel.images import loader_workers, worker_context
 from training import resume
+from training.assembly import TrainParts, build_parts
 from training.config import TrainConfig
-from training.hard_negatives import mined_batches
+from training.negatives.provider import mined_batches
 from training.pairs import EpochSampler
-from training.parts import TrainParts, build_parts
 from training.resume import TrainState
 from training.step import train_step
 from training.validation import evaluate_recall

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from app.errors import ApiError
+from app.api.errors import ApiError
 
 
 async def read_capped(request: Request, limit: int) -> bytes:

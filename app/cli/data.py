@@ -29,7 +29,7 @@ def ingest(
     ],
 ) -> None:
     """Add a source's items, embed them with the active model and publish the indexes."""
-    from app.ingest import ingest as run_ingest
+    from app.pipelines.ingest import ingest as run_ingest
     from app.progress import Bars
 
     settings = setup()
@@ -50,9 +50,9 @@ def embed() -> None:
     import torch.distributed as dist
 
     from app.encoders import load_encoder
-    from app.ingest import IngestReport, embed_pending, ensure_active_model
+    from app.pipelines.ingest import IngestReport, embed_pending, ensure_active_model
+    from app.pipelines.publish import publish_indexes
     from app.progress import Bars
-    from app.publish import publish_indexes
     from crossmodal_kernel.distributed import init_distributed
 
     settings = setup()
@@ -98,9 +98,9 @@ def reindex(
 ) -> None:
     """Publish fresh indexes for the active model (a new version; running servers swap to it)."""
     from app.db import crud
-    from app.ingest import IngestReport
+    from app.pipelines.ingest import IngestReport
+    from app.pipelines.publish import publish_indexes
     from app.progress import Bars
-    from app.publish import publish_indexes
 
     settings = setup()
     try:
@@ -124,14 +124,14 @@ def synth(
     image_size: int = 128,
 ) -> None:
     """Generate the synthetic coloured-shapes dataset (images + manifest.csv + hard.csv)."""
-    from training.synthetic import generate_dataset
+    from training.synthetic.shapes import generate_dataset
 
     ds = generate_dataset(out, n=n, seed=seed, image_size=image_size)
     typer.echo(f"manifest: {ds.manifest}\nhard split: {ds.hard}")
 
 
 def config_table() -> None:
-    """Print the configuration table (the README's is generated from this)."""
+    """Print the configuration table (docs/configuration.md's is generated from this)."""
     typer.echo(settings_markdown_table())
 
 

@@ -17,7 +17,7 @@ def create(
     role: Annotated[str, typer.Option(help="`search` or `admin` (admin may also search).")] = "search",
 ) -> None:
     """Create a key and print it: it is shown once, and only its hash is stored."""
-    from app.auth import create_key
+    from app.api.auth import create_key
 
     settings = setup()
     try:
@@ -33,7 +33,7 @@ def create(
 @keys_app.command("list")
 def list_() -> None:
     """The keys, without their secrets."""
-    from app.auth import list_keys
+    from app.api.auth import list_keys
 
     settings = setup()
     try:
@@ -53,7 +53,7 @@ def list_() -> None:
 @keys_app.command("revoke")
 def revoke(key: Annotated[str, typer.Argument(help="The key's id or prefix.")]) -> None:
     """Revoke a key: every API process refuses it from its next request."""
-    from app.auth import revoke_key
+    from app.api.auth import revoke_key
 
     settings = setup()
     try:

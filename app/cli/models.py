@@ -29,7 +29,7 @@ def bootstrap(
     ] = 0,
 ) -> None:
     """Train a model's projection heads (LiT-style) and make it the active model."""
-    from app.models_admin import bootstrap_model
+    from app.pipelines.bootstrap import bootstrap_model
     from training.bootstrap import BootstrapConfig
 
     settings = setup()
@@ -58,7 +58,7 @@ def finetune(
     try:
         cfg = TrainConfig.from_yaml(config)
         if from_db:
-            from app.models_admin import export_pairs
+            from app.pipelines.bootstrap import export_pairs
 
             manifest = Path(cfg.output_dir) / "db-pairs.jsonl"
             n = export_pairs(session_factory(settings), manifest)
@@ -118,7 +118,7 @@ def evaluate(
 ) -> None:
     """Recall@1/5/10 both ways, median rank (duplicate-aware); binding, probe and zero-shot where the set has them."""
     from app.db.models import Model
-    from app.evaluation import DB, evaluate_spec, store_report
+    from app.pipelines.evaluation import DB, evaluate_spec, store_report
     from training.evaluate import report_markdown
 
     settings = setup()

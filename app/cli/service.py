@@ -114,11 +114,11 @@ def demo(n: int = 2000, serve_api: Annotated[bool, typer.Option("--serve/--no-se
     """Synthetic data -> bootstrap the configured model -> ingest -> serve. Reuses whatever exists."""
     from app.db import crud
     from app.db.session import upgrade
-    from app.ingest import ingest as run_ingest
-    from app.models_admin import bootstrap_model
+    from app.pipelines.bootstrap import bootstrap_model
+    from app.pipelines.ingest import ingest as run_ingest
     from app.progress import Bars
     from training.bootstrap import BootstrapConfig
-    from training.synthetic import generate_dataset
+    from training.synthetic.shapes import generate_dataset
 
     settings = setup()
     upgrade(settings.resolved_database_url)

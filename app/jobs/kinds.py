@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
-from app.schemas import IdNumber, WholeNumber
+from app.api.schemas import IdNumber, WholeNumber
 from training.config import DataConfig, TrainConfig
 
 Handler = Callable[[Any, dict], dict | None]
@@ -86,7 +86,7 @@ class JobTrainConfig(TrainConfig):
         cls.model_validate_json(json.dumps(raw), strict=True)
 
 
-# A placeholder app.openapi swaps for a reference to JobTrainConfig's schema (pydantic would try to
+# A placeholder app.api.openapi swaps for a reference to JobTrainConfig's schema (pydantic would try to
 # resolve a $ref here itself).
 TRAIN_CONFIG_SCHEMA = {"type": "object", "x-crossmodal-schema": "JobTrainConfig"}
 

@@ -9,10 +9,11 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.db import crud
 from app.db.models import Job, Model
-from app.evaluation import DB
 from app.jobs import queue
 from app.jobs.context import resolve_allowed
 from app.jobs.kinds import EmbedParams, EvaluateParams, FinetuneParams, IngestParams, PromoteParams
+from app.jobs.training_run import finetune_config
+from app.pipelines.evaluation import DB
 
 
 def submit(
@@ -29,8 +30,6 @@ def submit(
     if isinstance(params, IngestParams) and params.source is not None:
         _existing(resolve_allowed(settings, params.source, "source"), "source")
     elif isinstance(params, FinetuneParams):
-        from app.jobs.handlers.finetune import finetune_config
-
         active = crud.get_active_model(session)
         default_model = active.spec if active is not None else settings.model_spec
         cfg = finetune_config(settings, params.config, settings.data_dir / "jobs" / "_", default_model)

@@ -21,7 +21,7 @@ from app.config import Settings
 from app.db.session import make_engine, make_session_factory
 from app.jobs import queue
 from app.jobs.context import JobContext
-from app.jobs.handlers.finetune import OUTCOME, result_dict, train_progress
+from app.jobs.training_run import OUTCOME, result_dict, train_progress
 from crossmodal_kernel import atomic
 from crossmodal_kernel.distributed import init_distributed
 from crossmodal_kernel.processes import die_with_parent

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.db.session import make_engine, make_session_factory, upgrade
-from app.ingest import IngestReport, ingest
 from app.main import create_app
+from app.pipelines.ingest import IngestReport, ingest
 from tests.conftest import fresh_postgres_database
-from training.synthetic import SyntheticDataset, generate_dataset
+from training.synthetic.shapes import SyntheticDataset, generate_dataset
 
 
 @dataclass

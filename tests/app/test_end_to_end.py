@@ -18,7 +18,7 @@ from app.config import Settings, get_settings
 from app.db import crud
 from app.db.session import make_engine, make_session_factory
 from app.main import create_app
-from training.synthetic import load_dataset
+from training.synthetic.shapes import load_dataset
 
 RECALL_AT_5_FLOOR = 0.9  # chance is 5/2000
 

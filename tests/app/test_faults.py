@@ -19,11 +19,11 @@ from sqlalchemy import text
 
 from app.db import crud
 from app.db.session import make_engine, make_session_factory, upgrade
-from app.ingest import ingest
 from app.main import create_app
+from app.pipelines.ingest import ingest
 from index import shards
 from tests.app.conftest import free_port, ingested, make_settings, serving, wait_for
-from training.synthetic import generate_dataset
+from training.synthetic.shapes import generate_dataset
 
 
 @pytest.fixture

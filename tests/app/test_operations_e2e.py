@@ -14,7 +14,7 @@ import pytest
 
 from app.config import Settings, settings_env
 from tests.app.conftest import wait_for
-from training.synthetic import generate_dataset
+from training.synthetic.shapes import generate_dataset
 
 
 def _free_port() -> int:

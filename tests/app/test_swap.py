@@ -9,18 +9,18 @@ import httpx
 import pytest
 import torch
 
-from app.auth import create_key
+from app.api.auth import create_key
 from app.db import crud
 from app.db.models import Index
 from app.db.session import make_engine, make_session_factory, upgrade
-from app.ingest import ingest
 from app.jobs import queue
 from app.jobs.worker import Worker
 from app.main import create_app
+from app.pipelines.ingest import ingest
 from crossmodal_kernel.checkpoints import save_checkpoint
 from crossmodal_kernel.loading import load_model
 from tests.app.conftest import free_port, make_settings, serving, wait_for
-from training.synthetic import generate_dataset
+from training.synthetic.shapes import generate_dataset
 
 CONCURRENCY = 8
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import _quality_shift, bench_quality
-from training.captions import SHAPES_WORLD, mentions
+from training.synthetic.captions import SHAPES_WORLD, mentions
 
 
 def _args(**over):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from argparse import Namespace
 
 from benchmarks import probe_shift_render as probe
-from training.synthetic_shift import SHIFT_STYLE, TRAIN_STYLE
+from training.synthetic.shift import SHIFT_STYLE, TRAIN_STYLE
 
 
 def test_each_variant_differs_from_the_shift_style_in_one_factor():

@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from index import builder, factory, parts
+from index import builder, factory, partitioned
 from tests.index.conftest import db_ids, mixture, one_faiss_thread
 
 GiB = 2**30
@@ -121,7 +121,7 @@ def test_estimate_bounds_the_real_size(kind):
     n, d = 2000, 16
     plan = factory.make_plan(kind, n, d, m=4 if kind == "ivf_pq" else None)
     index = builder.build_index(builder.array_shards(db_ids(n), mixture(n, d)), d, plan)
-    written = sum(faiss.serialize_index(part).nbytes for part in parts.parts_of(index))
+    written = sum(faiss.serialize_index(part).nbytes for part in partitioned.parts_of(index))
     assert written <= plan.memory_bytes <= 1.1 * written + (factory.IDMAP2_BYTES - 8) * n
 
 

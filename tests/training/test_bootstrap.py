@@ -130,7 +130,7 @@ def test_bootstrap_config_rejects_negative_views_and_reports_plain_values():
 def test_cache_features_encodes_seeded_augmented_views_after_the_clean_one(tmp_path):
     from crossmodal_kernel.loading import load_model
     from training.bootstrap import cache_features
-    from training.synthetic import generate_dataset
+    from training.synthetic.shapes import generate_dataset
 
     ds = generate_dataset(tmp_path / "ds", n=10, seed=0, image_size=64)
     pairs = [(str(ds.root / r["image"]), r["text"]) for r in ds.rows()]

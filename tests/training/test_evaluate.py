@@ -159,7 +159,7 @@ def test_zeroshot_by_hand():
 
 def test_evaluate_synthetic_with_tiny_model(tmp_path):
     from crossmodal_kernel.encoder import Encoder
-    from training.synthetic import generate_dataset
+    from training.synthetic.shapes import generate_dataset
 
     dataset = generate_dataset(tmp_path, n=60, image_size=32)
     encoder = Encoder.from_spec("test:tiny", device="cpu")

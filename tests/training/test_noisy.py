@@ -39,7 +39,7 @@ def test_trainer_drops_and_reports_the_worst_pairs(tmp_path):
     import json
 
     from tests.training.conftest import train_config
-    from training.synthetic import generate_dataset
+    from training.synthetic.shapes import generate_dataset
     from training.trainer import finetune
 
     manifest = generate_dataset(tmp_path / "ds", n=48, seed=0, image_size=32).manifest
@@ -55,7 +55,7 @@ def test_the_real_model_catches_planted_mismatched_captions(tmp_path):
     from crossmodal_kernel.loading import load_model
     from training.bootstrap import BootstrapConfig, bootstrap_heads
     from training.pairs import Pair
-    from training.synthetic import generate_dataset
+    from training.synthetic.shapes import generate_dataset
     from training.validation import drop_noisy_pairs
 
     ds = generate_dataset(tmp_path / "ds", n=300, seed=2)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tests.training.conftest import checkpoint_weights, train_config
-from training.synthetic import generate_dataset
+from training.synthetic.shapes import generate_dataset
 
 SCRIPT = Path(__file__).with_name("resume_run.py")
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,13 +12,13 @@ from crossmodal_kernel.distributed import init_distributed
 from crossmodal_kernel.encoder import trim_padding
 from tests.training.conftest import train_config
 from training import resume
-from training.captions import SHAPES_WORLD, mentions
+from training.assembly import build_parts
 from training.config import TextAugmentConfig, TrainConfig
 from training.pairs import Pair, PairDataset, load_pairs
-from training.parts import build_parts
 from training.resume import TrainState
 from training.sources import SourceReport
-from training.synthetic import generate_dataset
+from training.synthetic.captions import SHAPES_WORLD, mentions
+from training.synthetic.shapes import generate_dataset
 from training.text_augment import TextAugmenter, pick_caption, shuffle_clauses, word_dropout
 from training.trainer import _epoch_batches, finetune
 

@@ -11,7 +11,7 @@ from crossmodal_kernel.loading import load_model
 from tests.training.conftest import checkpoint_weights, train_config
 from training.config import TrainConfig
 from training.optim import warmup_cosine
-from training.synthetic import generate_dataset
+from training.synthetic.shapes import generate_dataset
 from training.trainer import finetune
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.training.conftest import checkpoint_weights, train_config
-from training.synthetic import generate_dataset
+from training.synthetic.shapes import generate_dataset
 from training.trainer import finetune
 
 

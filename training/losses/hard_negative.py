@@ -91,7 +91,7 @@ class HardNegativeClipLoss(ClipLoss):
                 every image (e.g. NegCLIP perturbed captions).
             text_negatives_per_image: optional (N, S, D); row i holds S negatives
                 for image i only (e.g. MoCHi points from
-                :func:`training.negatives.mix_hard_negatives`).
+                :func:`training.negatives.synthesised.mix_hard_negatives`).
             image_negatives_per_text: optional (N, S', D); the same for texts.
             extra_image_features: optional (M', D) images that are negatives for
                 every text (e.g. a queue of momentum-encoded image keys).

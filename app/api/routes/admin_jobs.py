@@ -8,21 +8,18 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 
-from app.admin_schemas import JobPublic, JobsPublic
+from app.api.admin_schemas import JobPublic, JobsPublic
+from app.api.auth import AdminDep
 from app.api.deps import DbId, Limit, Offset, SessionDep, SettingsDep
-from app.auth import AdminDep
+from app.api.errors import ApiError
+from app.api.submit import ADMIN_ERRORS, queue_job
 from app.db.models import Job
-from app.errors import ApiError
 from app.jobs import queue
 from app.jobs.kinds import JobParams
-from app.jobs.submit import submit
-from app.schemas import ErrorBody
 
 router = APIRouter(prefix="/jobs", tags=["admin: jobs"])
-ERRORS = {status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422)}
 EVENT_POLL_SECONDS = 0.5
 
 
@@ -33,28 +30,13 @@ def job_or_404(session, job_id: int) -> Job:
     return job
 
 
-@router.post("", status_code=202, response_model=JobPublic, responses=ERRORS)
+@router.post("", status_code=202, response_model=JobPublic, responses=ADMIN_ERRORS)
 def start_job(params: JobParams, key: AdminDep, session: SessionDep, settings: SettingsDep) -> JobPublic:
     """Queue a job: `ingest`, `embed`, `reindex`, `finetune`, `evaluate` or `promote` (see the body schemas)."""
-    try:
-        job = submit(session, settings, params, created_by=key.name)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ApiError(422, "invalid_config", f"{where}: {first['msg']}") from e
-    except PermissionError as e:
-        raise ApiError(403, "path_not_allowed", str(e)) from e
-    except FileNotFoundError as e:
-        raise ApiError(422, "not_found", str(e)) from e
-    except LookupError as e:
-        raise ApiError(404, "model_not_found", str(e.args[0])) from e
-    except ValueError as e:
-        raise ApiError(422, "invalid_request", str(e)) from e
-    session.commit()
-    return JobPublic.model_validate(job)
+    return queue_job(session, settings, params, created_by=key.name)
 
 
-@router.get("", response_model=JobsPublic, responses=ERRORS)
+@router.get("", response_model=JobsPublic, responses=ADMIN_ERRORS)
 def list_jobs(
     _key: AdminDep,
     session: SessionDep,
@@ -68,12 +50,12 @@ def list_jobs(
     return JobsPublic(data=[JobPublic.model_validate(j) for j in jobs], count=count)
 
 
-@router.get("/{job_id:int}", response_model=JobPublic, responses=ERRORS)
+@router.get("/{job_id:int}", response_model=JobPublic, responses=ADMIN_ERRORS)
 def get_job(job_id: DbId, _key: AdminDep, session: SessionDep) -> JobPublic:
     return JobPublic.model_validate(job_or_404(session, job_id))
 
 
-@router.post("/{job_id:int}/cancel", status_code=202, response_model=JobPublic, responses=ERRORS)
+@router.post("/{job_id:int}/cancel", status_code=202, response_model=JobPublic, responses=ADMIN_ERRORS)
 def cancel_job(job_id: DbId, _key: AdminDep, session: SessionDep) -> JobPublic:
     """A queued job is cancelled at once; a running one stops at its next step or batch."""
     job_or_404(session, job_id)
@@ -82,7 +64,7 @@ def cancel_job(job_id: DbId, _key: AdminDep, session: SessionDep) -> JobPublic:
     return JobPublic.model_validate(job)
 
 
-@router.post("/{job_id:int}/retry", status_code=202, response_model=JobPublic, responses=ERRORS)
+@router.post("/{job_id:int}/retry", status_code=202, response_model=JobPublic, responses=ADMIN_ERRORS)
 def retry_job(job_id: DbId, _key: AdminDep, session: SessionDep) -> JobPublic:
     """Queue a failed or cancelled job again (a fine-tune resumes from its last checkpoint)."""
     job_or_404(session, job_id)
@@ -96,7 +78,7 @@ def retry_job(job_id: DbId, _key: AdminDep, session: SessionDep) -> JobPublic:
 
 @router.get(
     "/{job_id:int}/events",
-    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "`job` events, then `end`"}},
+    responses={**ADMIN_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "`job` events, then `end`"}},
 )
 async def follow_job(job_id: DbId, request: Request, _key: AdminDep) -> EventSourceResponse:
     """Server-sent events: a `job` event (the job as JSON) whenever it changes, and `end` once it finished."""

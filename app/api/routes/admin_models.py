@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
-from app.admin_schemas import (
+from app.api.admin_schemas import (
     DeletedItems,
     DeleteItemsRequest,
     EvaluateRequest,
@@ -18,15 +18,15 @@ from app.admin_schemas import (
     RollbackRequest,
     RollbackResponse,
 )
+from app.api.auth import AdminDep
 from app.api.deps import DbId, Limit, Offset, SessionDep, SessionFactoryDep, SettingsDep
-from app.api.routes.admin_jobs import ERRORS, start_job
-from app.auth import AdminDep
+from app.api.errors import ApiError
+from app.api.schemas import MAX_DB_ID
+from app.api.submit import ADMIN_ERRORS, queue_job
 from app.db import crud
 from app.db.models import Index, Model
-from app.errors import ApiError
 from app.jobs.kinds import EvaluateParams, PromoteParams
-from app.lifecycle import NoRollbackTarget, rollback
-from app.schemas import MAX_DB_ID
+from app.pipelines.lifecycle import NoRollbackTarget, rollback
 
 router = APIRouter(tags=["admin: models"])
 
@@ -38,7 +38,7 @@ def model_or_404(session, model_id: int) -> Model:
     return model
 
 
-@router.get("/models", response_model=ModelsPublic, responses=ERRORS)
+@router.get("/models", response_model=ModelsPublic, responses=ADMIN_ERRORS)
 def list_models(
     _key: AdminDep,
     session: SessionDep,
@@ -51,22 +51,22 @@ def list_models(
     return ModelsPublic(data=[ModelPublic.model_validate(m) for m in rows], count=count)
 
 
-@router.get("/models/{model_id:int}", response_model=ModelPublic, responses=ERRORS)
+@router.get("/models/{model_id:int}", response_model=ModelPublic, responses=ADMIN_ERRORS)
 def get_model(model_id: DbId, _key: AdminDep, session: SessionDep) -> ModelPublic:
     return ModelPublic.model_validate(model_or_404(session, model_id))
 
 
-@router.post("/models/{model_id:int}/evaluate", status_code=202, response_model=JobPublic, responses=ERRORS)
+@router.post("/models/{model_id:int}/evaluate", status_code=202, response_model=JobPublic, responses=ADMIN_ERRORS)
 def evaluate_model(
     model_id: DbId, body: EvaluateRequest, key: AdminDep, session: SessionDep, settings: SettingsDep
 ) -> JobPublic:
     """Queue an evaluation; its report lands on the model (`eval_report.evaluations`)."""
     model_or_404(session, model_id)
     params = EvaluateParams(kind="evaluate", model_id=model_id, dataset=body.dataset, split=body.split)
-    return start_job(params, key, session, settings)
+    return queue_job(session, settings, params, created_by=key.name)
 
 
-@router.post("/models/{model_id:int}/promote", status_code=202, response_model=JobPublic, responses=ERRORS)
+@router.post("/models/{model_id:int}/promote", status_code=202, response_model=JobPublic, responses=ADMIN_ERRORS)
 def promote_model(
     model_id: DbId, body: PromoteRequest, key: AdminDep, session: SessionDep, settings: SettingsDep
 ) -> JobPublic:
@@ -76,10 +76,10 @@ def promote_model(
     params = PromoteParams(
         kind="promote", model_id=model_id, force=body.force, metric=body.metric, dataset=body.dataset, split=body.split
     )
-    return start_job(params, key, session, settings)
+    return queue_job(session, settings, params, created_by=key.name)
 
 
-@router.post("/rollback", response_model=RollbackResponse, responses=ERRORS)
+@router.post("/rollback", response_model=RollbackResponse, responses=ADMIN_ERRORS)
 def rollback_model(body: RollbackRequest, _key: AdminDep, session_factory: SessionFactoryDep) -> RollbackResponse:
     """Flip back to the previous (model, indexes) pair now; API processes serve it within a refresh."""
     try:
@@ -91,7 +91,7 @@ def rollback_model(body: RollbackRequest, _key: AdminDep, session_factory: Sessi
     return RollbackResponse(previous=ModelPublic.model_validate(previous), active=ModelPublic.model_validate(active))
 
 
-@router.get("/indexes", response_model=IndexesPublic, responses=ERRORS)
+@router.get("/indexes", response_model=IndexesPublic, responses=ADMIN_ERRORS)
 def list_indexes(
     _key: AdminDep,
     session: SessionDep,
@@ -111,7 +111,7 @@ def list_indexes(
     return IndexesPublic(data=[IndexPublic.model_validate(i) for i in rows], count=count)
 
 
-@router.delete("/items/{item_id:int}", response_model=DeletedItems, responses=ERRORS)
+@router.delete("/items/{item_id:int}", response_model=DeletedItems, responses=ADMIN_ERRORS)
 def delete_item(item_id: DbId, _key: AdminDep, session: SessionDep) -> DeletedItems:
     """Search stops returning the item at once; the index drops it at its next compaction."""
     deleted = crud.soft_delete_items(session, [item_id])
@@ -121,7 +121,7 @@ def delete_item(item_id: DbId, _key: AdminDep, session: SessionDep) -> DeletedIt
     return DeletedItems(deleted=deleted)
 
 
-@router.post("/items/delete", response_model=DeletedItems, responses=ERRORS)
+@router.post("/items/delete", response_model=DeletedItems, responses=ADMIN_ERRORS)
 def delete_items(body: DeleteItemsRequest, _key: AdminDep, session: SessionDep) -> DeletedItems:
     """Delete items by id and/or external id; unknown ones are ignored."""
     deleted = crud.soft_delete_items(session, body.ids, body.external_ids)

@@ -1,7 +1,7 @@
 """clip-retrieval's back-end endpoints (``/indices-list``, ``/knn-service``, ``/metadata``) over our search.
 
-Another project's contract, so they stay out of our OpenAPI schema (README documents them). Searches
-go through :func:`app.retrieval.run_search`, called in one place (:func:`_run_search`), with
+Another project's contract, so they stay out of our OpenAPI schema (docs/clip-retrieval.md documents them). Searches
+go through :func:`app.serving.query.run_search`, called in one place (:func:`_run_search`), with
 the same auth dependency, limits and errors (``{detail, code}``) as ``/v1/search``. What
 clip-retrieval accepts but we ignore (``use_mclip``, the safety and violence models, aesthetic
 scoring) is validated and then ignored, as ``clip_back`` itself does when it was started without them.
@@ -19,10 +19,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import sessionmaker
 
+from app.api.auth import require_search
 from app.api.bodies import read_capped
-from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
-from app.auth import require_search
-from app.clip_compat import (
+from app.api.clip_contract import (
     DEDUPE_THRESHOLD,
     KnnRequest,
     MetadataRequest,
@@ -32,14 +31,15 @@ from app.clip_compat import (
     own_item_id,
     parse_body,
 )
+from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
+from app.api.errors import ApiError
+from app.api.schemas import SearchOptions, SearchResponse
+from app.api.uploads import decode_query_image
 from app.config import Settings
 from app.db import crud
-from app.errors import ApiError
-from app.fetch import FetchPolicy, FetchRefused, fetch
-from app.images import decode_query_image
-from app.retrieval import QueryInput, item_image_url, run_search
-from app.schemas import SearchOptions, SearchResponse
-from app.search import SearchState
+from app.pipelines.fetch import FetchPolicy, FetchRefused, fetch
+from app.serving.query import QueryInput, item_image_url, run_search
+from app.serving.state import SearchState
 from crossmodal_kernel.modality import Modality
 from index.dedupe import MAX_DEDUPE
 
@@ -155,7 +155,7 @@ def _b64(value: str) -> bytes:
 
 async def _image_url_bytes(request: Request, url: str, settings: Settings, session_factory: sessionmaker) -> bytes:
     """Our own item image URLs (the front end's "similar images") are read from disk; others are fetched,
-    only when ``CROSSMODAL_CLIP_IMAGE_URL_FETCH`` is on, and only where ``app.fetch`` allows."""
+    only when ``CROSSMODAL_CLIP_IMAGE_URL_FETCH`` is on, and only where ``app.pipelines.fetch`` allows."""
     item_id = own_item_id(url, str(request.base_url))
     if item_id is not None:
         return await run_in_threadpool(_own_image, session_factory, item_id, settings.max_upload_bytes)

@@ -8,13 +8,13 @@ from pathlib import Path
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
+from app.api.auth import require_search
 from app.api.deps import DbId, Limit, Offset, SessionDep
-from app.auth import require_search
+from app.api.errors import ApiError
+from app.api.schemas import ErrorBody, ItemPublic, ItemsPublic
 from app.db import crud
 from app.db.models import Item
-from app.errors import ApiError
-from app.retrieval import item_image_url
-from app.schemas import ErrorBody, ItemPublic, ItemsPublic
+from app.serving.query import item_image_url
 
 router = APIRouter(prefix="/items", tags=["items"], dependencies=[Depends(require_search)])
 

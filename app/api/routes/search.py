@@ -10,14 +10,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
+from app.api.auth import require_search
 from app.api.bodies import read_capped
 from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
-from app.auth import require_search
-from app.config import Settings
-from app.errors import ApiError, where
-from app.images import decode_query_image
-from app.retrieval import QueryInput, run_search
-from app.schemas import (
+from app.api.errors import ApiError, where
+from app.api.schemas import (
     MAX_OFFSET,
     ErrorBody,
     ImageSearchJSON,
@@ -25,6 +22,9 @@ from app.schemas import (
     SearchResponse,
     TextSearchRequest,
 )
+from app.api.uploads import decode_query_image
+from app.config import Settings
+from app.serving.query import QueryInput, run_search
 from crossmodal_kernel.modality import Modality
 
 router = APIRouter(prefix="/search", tags=["search"], dependencies=[Depends(require_search)])

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from app.errors import ApiError
+from app.api.errors import ApiError
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
 ASSETS = {

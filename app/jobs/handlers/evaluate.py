@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from app.db.models import Model
-from app.evaluation import DB, evaluate_spec, store_report
 from app.jobs.context import JobContext
 from app.jobs.kinds import EvaluateParams
+from app.pipelines.evaluation import DB, evaluate_spec, store_report
 
 
 def run(ctx: JobContext, params: dict) -> dict:

@@ -14,33 +14,16 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-from app.config import Settings
 from app.db import crud
 from app.db.models import Model
-from app.jobs.context import JobCancelled, JobContext, JobInterrupted, resolve_allowed
-from app.jobs.kinds import FinetuneParams, JobTrainConfig
+from app.jobs.context import JobCancelled, JobContext, JobInterrupted
+from app.jobs.kinds import FinetuneParams
+from app.jobs.training_run import OUTCOME, finetune_config, result_dict, train_progress
 from crossmodal_kernel.specs import parse_spec
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-OUTCOME = "outcome.json"  # what rank 0 of a torchrun fine-tune reports back
-
-
-def finetune_config(settings: Settings, raw: dict[str, Any], output_dir: Path, default_model: str) -> TrainConfig:
-    """The job's configuration, validated like the YAML; the service picks ``output_dir``.
-
-    Raises ``pydantic.ValidationError`` (an unknown key, a bad value), ``ValueError`` (``output_dir``
-    given) or ``PermissionError`` (a manifest outside the allowed roots).
-    """
-    JobTrainConfig.check(raw)
-    raw = {**raw, "output_dir": str(output_dir), "model": raw.get("model", default_model)}
-    raw["data"] = dict(raw.get("data") or {})
-    if raw["data"].get("manifest") is not None:
-        raw["data"]["manifest"] = str(resolve_allowed(settings, raw["data"]["manifest"], "data.manifest"))
-    return TrainConfig.model_validate(raw)
 
 
 def run(ctx: JobContext, params: dict) -> dict:
@@ -50,7 +33,7 @@ def run(ctx: JobContext, params: dict) -> dict:
         default_model = active.spec if active is not None else ctx.settings.model_spec
     cfg = finetune_config(ctx.settings, p.config, ctx.workdir / "run", default_model)
     if cfg.data.manifest is None:
-        from app.models_admin import export_pairs
+        from app.pipelines.bootstrap import export_pairs
 
         manifest = ctx.workdir / "db-pairs.jsonl"
         if not manifest.exists():  # a resumed attempt trains on the same export
@@ -75,25 +58,6 @@ def _train_here(ctx: JobContext, cfg: TrainConfig) -> dict:
     from training.trainer import finetune
 
     return result_dict(finetune(cfg, progress=train_progress(ctx), cancel=ctx.should_stop))
-
-
-def result_dict(result) -> dict:
-    from dataclasses import asdict
-
-    return {**asdict(result), "checkpoint": str(result.checkpoint) if result.checkpoint else None}
-
-
-def train_progress(ctx: JobContext):
-    """The trainer's per-step report, as the job's progress (cancellation is the trainer's to notice)."""
-
-    def report(entry: dict) -> None:
-        message = f"step {entry['step']}/{entry['total']}, loss {entry['loss']:.4f}"
-        try:
-            ctx.progress("train", entry["step"], entry["total"], unit="steps", message=message)
-        except (JobCancelled, JobInterrupted):
-            pass  # the trainer asks ``cancel`` next, saves a checkpoint and stops
-
-    return report
 
 
 def _train_torchrun(ctx: JobContext, cfg: TrainConfig, nproc: int) -> dict:

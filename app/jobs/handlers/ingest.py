@@ -7,10 +7,10 @@ import json
 import logging
 from pathlib import Path
 
-from app.fetch import FetchPolicy, FetchRefused, fetch
-from app.ingest import ingest
 from app.jobs.context import JobContext
 from app.jobs.kinds import IngestParams, UrlItem
+from app.pipelines.fetch import FetchPolicy, FetchRefused, fetch
+from app.pipelines.ingest import ingest
 from crossmodal_kernel import atomic
 from crossmodal_kernel.images import ImageDecodeError, open_image
 

@@ -1,5 +1,5 @@
 """``promote`` jobs: gate on a measured evaluation, build the candidate's embeddings and indexes beside the
-live ones, then flip the active pair in one transaction (``app.lifecycle``)."""
+live ones, then flip the active pair in one transaction (``app.pipelines.lifecycle``)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import time
 
 from app.db import crud
 from app.db.models import Model, ModelStatus
-from app.evaluation import DB, evaluate_spec, store_report
+from app.encoders import load_encoder
 from app.jobs.context import JobContext
-from app.jobs.handlers.embed import embed_model
 from app.jobs.kinds import PromoteParams
-from app.lifecycle import cleanup, flip
+from app.pipelines.evaluation import DB, evaluate_spec, store_report
+from app.pipelines.ingest import embed_and_publish
+from app.pipelines.lifecycle import cleanup, flip
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,20 @@ def run(ctx: JobContext, params: dict) -> dict:
             f"({decision['candidate']} vs {decision['active']}); pass force to promote it anyway"
         )
     t0 = time.perf_counter()
-    built = embed_model(ctx, candidate)  # beside the live pair: nothing serving changes yet
-    caught_up = embed_model(ctx, candidate)  # items ingested meanwhile
+    encoder = load_encoder(ctx.settings, candidate.spec)
+
+    def embed():
+        return embed_and_publish(
+            ctx.session_factory, ctx.settings, candidate, source=ctx.kind, encoder=encoder, progress=ctx.progress
+        )
+
+    built = embed()  # beside the live pair: nothing serving changes yet
+    caught_up = embed()  # items ingested meanwhile
     with ctx.session_factory() as session:
         flip(session, candidate.id)
         session.commit()
     log.info("model %d is active (was %s)", candidate.id, active.id if active else None)
-    after = embed_model(ctx, candidate)  # and the moment before the flip
+    after = embed()  # and the moment before the flip
     return {
         "decision": decision,
         "model_id": candidate.id,

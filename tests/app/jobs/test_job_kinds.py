@@ -17,12 +17,12 @@ from app.config import settings_env
 from app.db import crud
 from app.db.models import Index, Job, Model
 from app.db.session import make_engine, make_session_factory, upgrade
-from app.ingest import ingest
 from app.jobs import queue
 from app.jobs.worker import Worker
+from app.pipelines.ingest import ingest
 from tests.app.conftest import make_settings, wait_for
 from tests.training.conftest import checkpoint_weights
-from training.synthetic import generate_dataset
+from training.synthetic.shapes import generate_dataset
 
 FAST = dict(job_heartbeat_seconds=0.2, job_stale_seconds=2.0, job_poll_seconds=0.1)
 TRAIN = {
@@ -161,7 +161,7 @@ def test_promote_builds_beside_the_live_pair_then_flips_and_rolls_back(stack):
         assert set(crud.get_active_indexes(session, before)) == {"image", "text"}  # kept for rollback
         stored = session.get(Model, candidate).eval_report
         assert stored["promotion"]["candidate"] == decision["candidate"] and "db" in stored["evaluations"]
-    from app.lifecycle import rollback
+    from app.pipelines.lifecycle import rollback
 
     previous, now = rollback(sf)
     assert (previous.id, now.id) == (candidate, before)

@@ -1,0 +1,1 @@
+"""Offline work: ingest, publish, model lifecycle, evaluation, bootstrap, URL fetching."""

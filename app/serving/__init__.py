@@ -1,0 +1,1 @@
+"""The query path: the per-process snapshot, one request end to end, batching, filters."""

@@ -1,0 +1,156 @@
+"""The admin API without a worker: validation before queueing, job control, models, indexes, items, keys."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from app.api.auth import create_key
+from app.jobs import queue
+
+
+@pytest.fixture(scope="module")
+def admin(service):
+    with service.session_factory() as session:
+        key = create_key(session, "admin tests", "admin")[1]
+        session.commit()
+    client = service.client
+
+    def call(method: str, path: str, **kw):
+        return client.request(method, f"/v1/admin{path}", headers={"Authorization": f"Bearer {key}"}, **kw)
+
+    return call
+
+
+@pytest.mark.parametrize(
+    "body, status, code, mentions",
+    [
+        ({"kind": "finetune", "config": {"optim": {"stepz": 3}}}, 422, "invalid_config", "optim.stepz"),
+        ({"kind": "finetune", "config": {"optim": {"steps": 0}}}, 422, "invalid_config", "optim.steps"),
+        ({"kind": "finetune", "config": {"output_dir": "/tmp/x"}}, 422, "invalid_request", "output_dir"),
+        ({"kind": "finetune", "config": {"data": {"manifest": "/etc/passwd"}}}, 403, "path_not_allowed", "/etc"),
+        ({"kind": "finetune", "unknown": 1}, 422, "invalid_request", "unknown"),
+        ({"kind": "ingest", "source": "/etc"}, 403, "path_not_allowed", "allowed roots"),
+        ({"kind": "ingest", "source": "no-such-folder"}, 403, "path_not_allowed", "no-such-folder"),
+        ({"kind": "ingest"}, 422, "invalid_request", "exactly one"),
+        ({"kind": "evaluate", "model_id": 99999}, 404, "model_not_found", "99999"),
+        ({"kind": "promote", "model_id": 1, "dataset": "/etc"}, 403, "path_not_allowed", "/etc"),
+        ({"kind": "launch-missiles"}, 422, "invalid_request", "kind"),
+    ],
+)
+def test_bad_jobs_are_refused_before_they_are_queued(admin, body, status, code, mentions):
+    before = admin("GET", "/jobs").json()["count"]
+    resp = admin("POST", "/jobs", json=body)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["code"] == code and mentions in resp.json()["detail"]
+    assert admin("GET", "/jobs").json()["count"] == before
+
+
+def test_a_missing_source_under_an_allowed_root_is_a_422(admin, service):
+    resp = admin("POST", "/jobs", json={"kind": "ingest", "source": str(service.settings.data_dir / "nope")})
+    assert resp.status_code == 422 and resp.json()["code"] == "not_found"
+
+
+def test_queue_get_list_cancel_and_retry(admin, service):
+    source = str(service.dataset.manifest)
+    job = admin("POST", "/jobs", json={"kind": "ingest", "source": source})
+    assert job.status_code == 202
+    body = job.json()
+    assert (body["status"], body["kind"], body["params"]["source"], body["created_by"]) == (
+        "queued",
+        "ingest",
+        source,
+        "admin tests",
+    )
+    assert admin("GET", f"/jobs/{body['id']}").json()["id"] == body["id"]
+    listed = admin("GET", "/jobs", params={"kind": "ingest", "status": "queued"}).json()
+    assert body["id"] in [j["id"] for j in listed["data"]]
+    assert admin("POST", f"/jobs/{body['id']}/retry").status_code == 409  # queued: nothing to retry
+    cancelled = admin("POST", f"/jobs/{body['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled" and cancelled["cancel_requested_at"]
+    again = admin("POST", f"/jobs/{body['id']}/retry").json()
+    assert (again["status"], again["attempts"]) == ("queued", 0)
+    admin("POST", f"/jobs/{body['id']}/cancel")
+    assert admin("GET", "/jobs/999999").status_code == 404
+
+
+def test_events_stream_the_job_until_it_finishes(admin, service):
+    job_id = admin("POST", "/jobs", json={"kind": "embed"}).json()["id"]
+
+    def run_it():
+        time.sleep(0.5)
+        with service.session_factory() as session:
+            lease = queue.lease_of(queue.claim(session, "fake-worker", kinds=["embed"]))
+            session.commit()
+            queue.report_progress(session, lease, 0.5, "halfway", {"stage": "embed", "done": 1, "total": 2})
+            session.commit()
+            time.sleep(0.6)
+            queue.finish(session, lease, "succeeded", result={"ok": True})
+            session.commit()
+
+    worker = threading.Thread(target=run_it)
+    worker.start()
+    events = read_events(admin("GET", f"/jobs/{job_id}/events"))  # returns once the server closes the stream
+    worker.join()
+    kinds = [name for name, _ in events]
+    assert kinds[-1] == "end" and json.loads(events[-1][1]) == {"status": "succeeded"}
+    states = [json.loads(data) for name, data in events if name == "job"]
+    assert states[0]["status"] == "queued" and states[-1]["status"] == "succeeded"
+    assert any(s["message"] == "halfway" for s in states)
+    assert admin("GET", "/jobs/999999/events").status_code == 404
+
+
+def read_events(response) -> list[tuple[str, str]]:
+    """An SSE body as (event, data) pairs."""
+    events, name = [], None
+    for line in response.text.splitlines():
+        if line.startswith("event:"):
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("data:") and name:
+            events.append((name, line.split(":", 1)[1].strip()))
+    return events
+
+
+def test_models_indexes_and_rollback_without_a_target(admin, service):
+    models = admin("GET", "/models").json()
+    assert models["count"] >= 1 and models["data"][0]["status"] in {"active", "candidate", "retired"}
+    active = next(m for m in models["data"] if m["status"] == "active")
+    assert admin("GET", f"/models/{active['id']}").json()["spec"] == active["spec"]
+    assert admin("GET", "/models/99999").status_code == 404
+    indexes = admin("GET", "/indexes", params={"model_id": active["id"], "status": "active"}).json()
+    assert {i["modality"] for i in indexes["data"]} == {"image", "text"}
+    assert all(i["kind"] == "flat" and i["stats"]["recall_at_10"] == 1.0 for i in indexes["data"])
+    resp = admin("POST", "/rollback", json={})
+    assert resp.status_code == 409 and resp.json()["code"] == "no_rollback_target"
+
+
+def test_evaluate_and_promote_endpoints_queue_jobs(admin, service):
+    model_id = admin("GET", "/models").json()["data"][0]["id"]
+    job = admin("POST", f"/models/{model_id}/evaluate", json={"dataset": "db"})
+    expected = {"kind": "evaluate", "model_id": model_id, "dataset": "db", "split": "test"}
+    assert job.status_code == 202 and job.json()["params"] == expected
+    assert admin("POST", f"/models/{model_id}/promote", json={"force": True, "bogus": 1}).status_code == 422
+    admin("POST", f"/jobs/{job.json()['id']}/cancel")
+
+
+def test_deleting_items_takes_them_out_of_search_at_once(admin, service):
+    hits = service.client.post("/v1/search/text", json={"query": "a star", "k": 3}).json()["data"]
+    victim = hits[0]["id"]
+    assert admin("DELETE", f"/items/{victim}").json() == {"deleted": [victim]}
+    assert admin("DELETE", f"/items/{victim}").status_code == 404
+    after = service.client.post("/v1/search/text", json={"query": "a star", "k": 40}).json()["data"]
+    assert victim not in {h["id"] for h in after}
+    assert admin("POST", "/items/delete", json={"ids": [10**12], "external_ids": ["nope"]}).json() == {"deleted": []}
+
+
+def test_keys_over_http(admin):
+    created = admin("POST", "/keys", json={"name": "batch job", "role": "search"})
+    assert created.status_code == 201 and created.json()["key"].startswith("cmk_")
+    listed = admin("GET", "/keys").json()
+    assert all("key" not in k for k in listed["data"]) and "batch job" in {k["name"] for k in listed["data"]}
+    revoked = admin("DELETE", f"/keys/{created.json()['id']}").json()
+    assert revoked["revoked_at"] is not None
+    assert admin("DELETE", "/keys/99999").status_code == 404
