@@ -2,7 +2,7 @@
 
 The rows are what a newcomer tried against a fresh service (numbers JSON cannot carry, ids past
 64 bits, two files, a body nested thousands deep, a wrong method) and every upload case the
-README names. schemathesis (test_contract.py) generates many more; these are the ones we name.
+docs/api.md names. schemathesis (api/test_contract.py) generates many more; these are the ones we name.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ BAD_INPUTS = [
     ("item limit 0", "GET", "/v1/items?limit=0", {}, 422, "invalid_request"),
     ("unknown item", "GET", "/v1/items/999999", {}, 404, "item_not_found"),
     ("unknown item image", "GET", "/v1/items/999999/image", {}, 404, "item_not_found"),
-    # uploads, as the README lists them
+    # uploads, as docs/api.md lists them
     ("upload: not an image", "POST", "/v1/search/image", {"files": {"file": ("a.pdf", b"%PDF-1.4 nope")}}, 415, "not_an_image"),
     ("upload: corrupt image", "POST", "/v1/search/image", {"files": {"file": ("a.png", png((64, 64))[:80])}}, 400, "corrupt_image"),
     ("upload: empty file", "POST", "/v1/search/image", {"files": {"file": ("a.png", b"")}}, 422, "empty_image"),

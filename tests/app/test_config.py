@@ -3,15 +3,15 @@ from pathlib import Path
 
 from app.config import Settings, settings_markdown_table
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIG_DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
-def test_readme_configuration_table_matches_the_settings_class():
-    text = README.read_text()
+def test_the_configuration_table_in_docs_matches_the_settings_class():
+    text = CONFIG_DOC.read_text()
     found = re.search(r"<!-- config-table:begin -->\n(.*?)\n<!-- config-table:end -->", text, re.S)
-    assert found, "README lost its config-table markers"
+    assert found, "docs/configuration.md lost its config-table markers"
     assert found.group(1).strip() == settings_markdown_table().strip(), (
-        "README configuration table is stale: paste the output of `crossmodal config-table`"
+        "docs/configuration.md's table is stale: paste the output of `crossmodal config-table`"
     )
 
 

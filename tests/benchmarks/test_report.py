@@ -94,3 +94,32 @@ def test_a_lone_marker_is_refused_rather_than_swallowing_the_text_after_it(doc):
     with pytest.raises(ValueError, match="search:begin"):
         _report.record("search", {}, "## Search latency\n\nnew\n")
     assert doc.read_text() == broken
+
+
+def test_a_new_name_goes_into_its_benchmarks_section_not_to_the_end(doc):
+    # "search-http" is a new run of the search benchmark: it belongs after the search block and
+    # before the next section, at the search block's level; a rerun keeps it there, once.
+    for ratio in ("1.30x", "1.28x"):
+        _report.record("search-http", {}, f"### Search latency over HTTP\n\nhttp {ratio}\n")
+    text = doc.read_text()
+    assert text.count("<!-- search-http:begin -->") == 1 and "1.30x" not in text
+    assert "\n## Search latency over HTTP\n" in text  # the level of its relative, the search block
+    block = text.index("<!-- search-http:begin -->")
+    assert text.index("<!-- search:end -->") < block < text.index("## Fine-tuning quality, binding world")
+    assert not text.rstrip().endswith("<!-- search-http:end -->")
+
+
+def test_a_new_run_lands_after_its_closest_relative_and_the_text_that_follows_it(doc):
+    _report.record("quality-binding-seeds-y", {}, "## Fine-tuning quality over seeds, world y\n\ny table\n")
+    text = doc.read_text()
+    # Closest relatives share "quality-binding-seeds": the last of them is -x-more, at the end.
+    relative, new = "<!-- quality-binding-seeds-x-more:end -->", "<!-- quality-binding-seeds-y:begin -->"
+    assert text.index(relative) < text.index(new)
+    assert "### Fine-tuning quality over seeds, world y\n" in text
+    assert text.index("Verdict written by hand.") < text.index("y table")
+
+
+def test_one_shared_word_is_not_a_relative(doc):
+    _report.record("quality-shapes", {}, "## Fine-tuning quality, shapes world\n\nshapes\n")
+    text = doc.read_text()
+    assert text.rstrip().endswith("shapes\n<!-- quality-shapes:end -->")
