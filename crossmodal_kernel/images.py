@@ -69,13 +69,26 @@ def open_image(source: str | Path | bytes | BinaryIO, max_pixels: int | None = N
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB view of any PIL image; transparent pixels become white, not the colour under them."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    """RGB view of any PIL image; transparent pixels become white, not the colour under them.
+
+    The one transparency rule for every path (ingest, query uploads, training, evaluation): an
+    emoji or a logo on a transparent background is the same picture on white wherever it is
+    decoded. Partly transparent pixels are blended onto white by their alpha. Transparency comes
+    as an alpha band (RGBA, LA, PA, and the premultiplied RGBa, La) or as a ``transparency`` entry
+    from a PNG ``tRNS`` chunk: one palette index, one grey level or one RGB colour marked clear
+    (a palette, grey or RGB PNG with such a key would otherwise show that colour).
+    """
+    if has_transparency(image):
         rgba = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    if image.mode == "RGB":
+        return image
     return image.convert("RGB")
+
+
+def has_transparency(image: Image.Image) -> bool:
+    """Whether ``image`` can hold a transparent pixel: an alpha band, or a ``tRNS`` key."""
+    return "transparency" in image.info or bool({"A", "a"} & set(image.getbands()))
 
 
 class ImageFiles(Dataset):

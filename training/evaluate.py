@@ -334,6 +334,43 @@ def _encode_texts_once(encoder: Encoder, texts: list[str]) -> np.ndarray:
     return encoder.encode_texts(distinct)[[at[t] for t in texts]]
 
 
+# ----------------------------------------------------------------------------- skipped rows
+
+MOST_MISSING = 0.5  # an evaluation set missing the images of more than this share of its rows fails
+SKIP_KEYS = {  # training.sources' reasons (and eval_sets' own) as report keys
+    "image file missing": "missing_image",
+    "row has neither image nor text": "no_image_or_text",
+    "malformed JSON line": "malformed_line",
+}
+
+
+class MostImagesMissing(ValueError):
+    """Most rows of an evaluation set point at image files that are not there."""
+
+
+def skipped_rows(skipped: dict[str, int], kept: int, source: str = "the evaluation set") -> dict[str, int]:
+    """The rows a set dropped, by reason, for the report's ``skipped`` field (``{"missing_image": 3}``).
+
+    Raises :class:`MostImagesMissing` when more than half of the rows (kept and skipped) lost
+    their image: a figure on the few rows that remain is a figure on another, smaller set (a
+    moved data folder, a half-copied dataset), and silently quoting it would mislead. Rows are
+    counted as the manifest reader saw them, before any ``split`` filter.
+    """
+    counts = {SKIP_KEYS.get(reason, _snake(reason)): n for reason, n in sorted(skipped.items()) if n}
+    missing = counts.get("missing_image", 0)
+    total = kept + sum(counts.values())
+    if total and missing / total > MOST_MISSING:
+        raise MostImagesMissing(
+            f"{missing} of {total} rows of {source} name an image file that does not exist "
+            "(a moved or half-copied dataset?); refusing to report figures on the rest"
+        )
+    return counts
+
+
+def _snake(reason: str) -> str:
+    return "_".join("".join(ch if ch.isalnum() else " " for ch in reason.lower()).split())
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -371,6 +408,8 @@ def report_markdown(report: dict) -> str:
         f"Split `{report.get('split', '?')}`: {fmt(report.get('n_images'))} images, "
         f"{fmt(report.get('n_texts'))} texts, {fmt(report.get('n_hard'))} hard pairs.",
     ]
+    if report.get("skipped"):
+        lines.append("Rows skipped: " + ", ".join(f"{k} {v}" for k, v in report["skipped"].items()) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -392,4 +431,6 @@ __all__ = [
     "encode_class_prompts",
     "evaluate_synthetic",
     "report_markdown",
+    "skipped_rows",
+    "MostImagesMissing",
 ]
