@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?=
 
-.PHONY: install demo test lint bench-search docker-test clean
+.PHONY: install demo test test-fast lint bench-search docker-test clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,15 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# The edit-test loop: the unmarked tests (no real model, no PostgreSQL, no browser), under 3 minutes.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not postgres and not browser"
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench-search: install
 	$(BIN)/python benchmarks/bench_search.py

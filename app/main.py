@@ -32,6 +32,7 @@ from app.api.overload import ConcurrencyCap
 from app.api.routes import admin_jobs, admin_keys, admin_models, clip_compat, health, items, search, ui
 from app.config import Settings, get_settings
 from app.db.session import ensure_schema_current, make_session_factory, service_engine
+from app.serving.query import SearchRefused
 from app.serving.state import SearchState
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAP
     # Which process answered: replicas behind one port are told apart by it (/readyz, search headers).
     app.state.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(SearchRefused, api_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RecursionError, recursion_error_handler)

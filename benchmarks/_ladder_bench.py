@@ -15,7 +15,7 @@ CURVE_QUERIES = 300
 def curve(index, plan, data: dict, k: int, budget_s: float = 2.0) -> list[dict]:
     """Recall@k on both query kinds and QPS (single, batch 64) at each value of the rung's knob; stops
     once the served recall is ~1. Restores the knob."""
-    from benchmarks.bench_index import qps
+    from benchmarks._index_measure import qps
     from index import store
     from index.tune import measure_recall, set_search_param
 
@@ -47,7 +47,7 @@ def run_ladder(
 
     ``alternatives``: kinds outside the service's ladder measured the same way after it, for comparison
     (rows marked ``alternative``; never chosen, and not in the ladder's build time)."""
-    from benchmarks.bench_index import ServiceExact, index_bytes, qps
+    from benchmarks._index_measure import ServiceExact, index_bytes, qps
     from index import factory, ladder, pipeline
     from index.tune import measure_recall
 

@@ -98,7 +98,7 @@ def ladder_report(res: dict, args) -> str:
     if auto is not None:
         lines.append("")
         if auto["status"] == "ok":
-            from benchmarks.bench_index import at_recall
+            from benchmarks._index_measure import at_recall
 
             line = (f"autofaiss chose `{auto['factory']}` ({auto['params']}): recall@{k} {auto['recall']:.3f} "
                     f"{served}, {auto['qps_1']:,.0f} QPS single.")  # fmt: skip

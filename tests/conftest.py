@@ -15,9 +15,7 @@ from app.runtime import apply_runtime_defaults
 apply_runtime_defaults()  # passive OpenMP waits before torch/faiss load: 2 shared cores
 
 # ruff: noqa: E402
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -26,8 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from app.db.session import make_engine, make_session_factory, upgrade
-
-POSTGRES_URL = os.environ.get("CROSSMODAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from tests.helpers.postgres import POSTGRES_URL, fresh_postgres_database
 
 
 @pytest.fixture(scope="session")
@@ -63,19 +60,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         return
     with fresh_postgres_database(request.getfixturevalue("postgres_admin")) as url:
         yield url
-
-
-@contextmanager
-def fresh_postgres_database(admin: Engine) -> Iterator[str]:
-    """Create a uniquely named database on the test server; drop it on exit."""
-    name = f"crossmodal_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.schemas import IdNumber
+from app.values import IdNumber
 
 
 class _Out(BaseModel):

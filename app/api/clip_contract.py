@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
 from app.api.errors import ApiError, where
-from app.api.schemas import IdNumber, WholeNumber
 from app.config import Settings
+from app.values import IdNumber, WholeNumber
 from crossmodal_kernel.modality import Modality
 
 # clip_back's threshold: results whose (unit) vectors have an inner product of at least this are one image.

@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.api.schemas import MAX_DB_ID
 from app.config import Settings
 from app.serving.state import SearchState
+from app.values import MAX_DB_ID
 
 
 async def _settings(request: Request) -> Settings:

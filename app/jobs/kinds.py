@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
-from app.api.schemas import IdNumber, WholeNumber
+from app.values import IdNumber, WholeNumber
 from training.config import DataConfig, TrainConfig
 
 Handler = Callable[[Any, dict], dict | None]

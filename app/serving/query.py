@@ -1,7 +1,7 @@
 """One search request, end to end: encode, search (filtered, deduplicated), hydrate, rank, paginate.
 
 The HTTP routes (``app.api.routes.search``, the clip-retrieval compatible ones) parse requests
-into :class:`~app.api.schemas.SearchOptions` and a :class:`QueryInput`, and call :func:`run_search`.
+into :class:`~app.serving.schemas.SearchOptions` and a :class:`QueryInput`, and call :func:`run_search`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import numpy as np
 from sqlalchemy import Row
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.api.errors import ApiError
-from app.api.schemas import IndexInfo, ModelInfo, SearchOptions, SearchResponse, SearchResult
 from app.config import Settings
 from app.db import crud
 from app.serving import filters
 from app.serving.batching import Query
+from app.serving.schemas import IndexInfo, ModelInfo, SearchOptions, SearchResponse, SearchResult
 from app.serving.state import LoadedIndex, NotReady, SearchState, Snapshot, search_index
 from index.candidates import VectorsUnavailable
 from index.dedupe import MAX_DEDUPE
@@ -44,17 +43,28 @@ class QueryInput:
 TIE_MARGIN = 8
 
 
+class SearchRefused(Exception):
+    """A search this service cannot answer as asked: the HTTP status it maps to, a stable code and
+    a message for a person (the API answers it in its one error shape, ``app.api.errors``)."""
+
+    headers = None
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
 def item_image_url(item_id: int) -> str:
     return f"/v1/items/{item_id}/image"
 
 
 def _check(snap: Snapshot, settings: Settings, opts: SearchOptions) -> None:
     if opts.k > settings.max_k:
-        raise ApiError(422, "k_too_large", f"k must be at most {settings.max_k}")
+        raise SearchRefused(422, "k_too_large", f"k must be at most {settings.max_k}")
     if snap.encoder is None:
-        raise ApiError(503, "model_not_loaded", "; ".join(snap.problems) or "model not loaded")
+        raise SearchRefused(503, "model_not_loaded", "; ".join(snap.problems) or "model not loaded")
     if opts.target not in snap.indexes:
-        raise ApiError(
+        raise SearchRefused(
             503,
             "nothing_indexed",
             f"nothing is indexed for target {opts.target!r} yet: run `crossmodal ingest SOURCE` with {opts.target}s",
@@ -97,7 +107,9 @@ def _ranked(
     want, depth = opts.offset + opts.k, _depth(opts)
     if opts.dedupe is not None:
         if want > MAX_DEDUPE // 2:
-            raise ApiError(400, "dedupe_too_deep", f"dedupe works on the first {MAX_DEDUPE // 2} results (offset + k)")
+            raise SearchRefused(
+                400, "dedupe_too_deep", f"dedupe works on the first {MAX_DEDUPE // 2} results (offset + k)"
+            )
         depth = min(depth, MAX_DEDUPE // 2)
     try:
         loaded, scores, ids = search_index(
@@ -105,7 +117,7 @@ def _ranked(
             dedupe=opts.dedupe, first=first,
         )  # fmt: skip
     except VectorsUnavailable as e:
-        raise ApiError(400, "dedupe_unsupported", str(e)) from e
+        raise SearchRefused(400, "dedupe_unsupported", str(e)) from e
     return loaded, list(zip(scores.tolist(), ids.tolist(), strict=True))[:want]
 
 
@@ -164,7 +176,7 @@ def run_search(
         try:
             loaded, hits = _ranked(snap, xq, opts, found, allowed, first)
         except NotReady as e:
-            raise ApiError(503, "nothing_indexed", str(e)) from e
+            raise SearchRefused(503, "nothing_indexed", str(e)) from e
         timings["search"] = (time.perf_counter() - ts) * 1000 - timings["hydrate"]
     return _response(snap, loaded, opts, found, hits, t0), timings
 

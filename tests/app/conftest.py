@@ -4,85 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
-from pathlib import Path
+from contextlib import nullcontext
 
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.db.session import make_engine, make_session_factory, upgrade
 from app.main import create_app
-from app.pipelines.ingest import IngestReport, ingest
-from tests.conftest import fresh_postgres_database
-from training.synthetic.shapes import SyntheticDataset, generate_dataset
-
-
-@dataclass
-class Service:
-    settings: Settings
-    client: TestClient
-    dataset: SyntheticDataset
-    report: IngestReport
-    session_factory: object
-
-
-def wait_for(condition, timeout: float = 30.0, every: float = 0.05):
-    """Poll ``condition`` until it returns something truthy (and return that), or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {timeout} s: {condition}")
-        time.sleep(every)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serving(app, port: int) -> Iterator[str]:
-    """``app`` on uvicorn in a thread, on loopback; yields its base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, timeout=120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
-def make_settings(tmp, url: str, **overrides) -> Settings:
-    values = dict(model_spec="test:tiny", device="cpu", num_workers=0, index_refresh_seconds=0)
-    return Settings(data_dir=tmp, database_url=url, **{**values, **overrides})
-
-
-def ingested(tmp, url: str, n: int = 40, **overrides) -> Settings:
-    """A migrated database at ``url`` holding ``n`` synthetic pairs (32 px), ingested with
-    ``make_settings(tmp, url, **overrides)``, which are returned."""
-    upgrade(url)
-    settings = make_settings(tmp, url, **overrides)
-    engine = make_engine(url)
-    try:
-        manifest = generate_dataset(tmp / "ds", n=n, seed=0, image_size=32).manifest
-        ingest(manifest, settings, make_session_factory(engine))
-    finally:
-        engine.dispose()
-    return settings
+from app.pipelines.ingest import ingest
+from tests.helpers.browser import ARGS, CHROMIUM
+from tests.helpers.postgres import fresh_postgres_database
+from tests.helpers.service import Service, make_settings
+from training.synthetic.shapes import generate_dataset
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -102,14 +36,6 @@ def service(request, tmp_path_factory) -> Iterator[Service]:
         with TestClient(create_app(settings)) as client:
             yield Service(settings, client, dataset, report, session_factory)
         engine.dispose()
-
-
-# --- a real browser: Debian's Chromium driven headless by playwright (never `playwright install`) ---
-
-CHROMIUM = os.environ.get("CROSSMODAL_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(os.environ.get("CROSSMODAL_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from app.jobs import queue
 from app.jobs.worker import Worker
 from app.main import create_app
 from app.pipelines.ingest import ingest
-from tests.app.conftest import ARTIFACTS, free_port, make_settings, serving, wait_for
+from tests.helpers.browser import ARTIFACTS
+from tests.helpers.service import free_port, make_settings, serving, wait_for
 from training.synthetic.shapes import generate_dataset
 
 

@@ -22,7 +22,7 @@ from app.db.session import make_engine, make_session_factory, upgrade
 from app.main import create_app
 from app.pipelines.ingest import ingest
 from index import shards
-from tests.app.conftest import free_port, ingested, make_settings, serving, wait_for
+from tests.helpers.service import free_port, ingested, make_settings, serving, wait_for
 from training.synthetic.shapes import generate_dataset
 
 
@@ -178,7 +178,7 @@ def test_256_concurrent_mixed_requests_get_no_5xx_and_a_fast_429_over_the_cap(tm
 
 @pytest.mark.postgres
 def test_a_postgresql_outage_under_load_is_503_and_the_service_recovers_by_itself(postgres_admin, tmp_path):
-    from tests.conftest import fresh_postgres_database
+    from tests.helpers.postgres import fresh_postgres_database
 
     with fresh_postgres_database(postgres_admin) as url:
         settings = ingested(tmp_path, url, n=30, index_refresh_seconds=0.2)

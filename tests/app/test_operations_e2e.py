@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from app.config import Settings, settings_env
-from tests.app.conftest import wait_for
+from tests.helpers.service import wait_for
 from training.synthetic.shapes import generate_dataset
 
 

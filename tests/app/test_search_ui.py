@@ -8,7 +8,8 @@ import re
 import pytest
 
 from app.main import create_app
-from tests.app.conftest import ARTIFACTS, free_port, ingested, serving
+from tests.helpers.browser import ARTIFACTS
+from tests.helpers.service import free_port, ingested, serving
 
 
 @pytest.fixture(scope="module")

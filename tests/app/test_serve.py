@@ -10,7 +10,7 @@ import httpx
 
 from app.config import Settings, settings_env
 from app.db.session import upgrade
-from tests.app.conftest import free_port, wait_for
+from tests.helpers.service import free_port, wait_for
 
 
 def test_two_replicas_share_one_port_and_both_answer(tmp_path):

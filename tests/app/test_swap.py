@@ -19,7 +19,7 @@ from app.main import create_app
 from app.pipelines.ingest import ingest
 from crossmodal_kernel.checkpoints import save_checkpoint
 from crossmodal_kernel.loading import load_model
-from tests.app.conftest import free_port, make_settings, serving, wait_for
+from tests.helpers.service import free_port, make_settings, serving, wait_for
 from training.synthetic.shapes import generate_dataset
 
 CONCURRENCY = 8

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks import bench_index
+from benchmarks import _index_measure, bench_index
 
 
 def test_mixture_is_unit_norm_deterministic_and_queries_are_fresh():
@@ -32,8 +32,8 @@ def test_noise_controls_difficulty():
 def test_at_recall_picks_the_fastest_point_reaching_the_target():
     curve = [{"value": 1, "recall": 0.5, "qps_64": 900}, {"value": 2, "recall": 0.96, "qps_64": 500},
              {"value": 4, "recall": 0.99, "qps_64": 300}]  # fmt: skip
-    assert bench_index.at_recall(curve, 0.95)["value"] == 2
-    assert bench_index.at_recall(curve, 0.999) is None
+    assert _index_measure.at_recall(curve, 0.95)["value"] == 2
+    assert _index_measure.at_recall(curve, 0.999) is None
 
 
 def test_end_to_end_on_a_toy_corpus(monkeypatch, capsys):
@@ -43,7 +43,7 @@ def test_end_to_end_on_a_toy_corpus(monkeypatch, capsys):
     argv = ["bench_index.py", "--dataset", "mixture", "--n", "12000", "--d", "16", "--components", "600",
             "--queries", "40", "--train-queries", "400", "--no-autofaiss", "--no-record"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
-    monkeypatch.setattr(bench_index, "qps", lambda index, xq, k, batch, budget_s=10.0: 100.0)
+    monkeypatch.setattr(_index_measure, "qps", lambda index, xq, k, batch, budget_s=10.0: 100.0)
     monkeypatch.setattr(tune, "measure_qps", lambda index, xq, k=10, **kw: 100.0)
     import faiss
 
@@ -65,7 +65,7 @@ def test_exact_only_compares_the_two_exact_baselines(monkeypatch, capsys):
     argv = ["bench_index.py", "--dataset", "mixture", "--n", "3000", "--d", "16", "--components", "150",
             "--queries", "20", "--exact-only", "--no-record"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
-    monkeypatch.setattr(bench_index, "qps", lambda index, xq, k, batch, budget_s=10.0: 50.0)
+    monkeypatch.setattr(_index_measure, "qps", lambda index, xq, k, batch, budget_s=10.0: 50.0)
     bench_index.main()
     out = capsys.readouterr().out
     rows = [line.split("|") for line in out.splitlines() if line.startswith("| exact")][1:]  # after the header

@@ -8,7 +8,7 @@ import pytest
 
 from index import builder, factory, store, tune
 from index.shards import write_shard
-from tests.index.conftest import (
+from tests.helpers.index_data import (
     D_DIM,
     NQ,
     K,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from index import builder, factory, partitioned
-from tests.index.conftest import db_ids, mixture, one_faiss_thread
+from tests.helpers.index_data import db_ids, mixture, one_faiss_thread
 
 GiB = 2**30
 RUNG = {kind: i for i, kind in enumerate(factory.KINDS)}  # lower = more memory, better recall

@@ -3,8 +3,7 @@
 import numpy as np
 
 from index import factory, ladder, query_aware, store
-
-from .conftest import db_ids, mixture
+from tests.helpers.index_data import db_ids, mixture
 
 
 def test_the_graph_rung_tunes_efsearch_then_the_least_reranking():

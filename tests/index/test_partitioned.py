@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from index import builder, factory, flat, ladder, partitioned, pipeline, store, tune
-
-from .conftest import db_ids, mixture
+from tests.helpers.index_data import db_ids, mixture
 
 
 def exact_parts(xb, ids, p=2):

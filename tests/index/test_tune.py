@@ -6,7 +6,7 @@ import pytest
 
 from index import builder, factory, query_aware, tune
 from index.shards import write_shard
-from tests.index.conftest import D_DIM, NQ, N, db_ids, mixture, one_faiss_thread, plan_for
+from tests.helpers.index_data import D_DIM, NQ, N, db_ids, mixture, one_faiss_thread, plan_for
 
 K = 10
 

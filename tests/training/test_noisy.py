@@ -38,7 +38,7 @@ def test_down_weights_ramp_over_the_worst():
 def test_trainer_drops_and_reports_the_worst_pairs(tmp_path):
     import json
 
-    from tests.training.conftest import train_config
+    from tests.helpers.training_runs import train_config
     from training.synthetic.shapes import generate_dataset
     from training.trainer import finetune
 

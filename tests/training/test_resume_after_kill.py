@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training.conftest import checkpoint_weights, train_config
+from tests.helpers.training_runs import checkpoint_weights, train_config
 from training.synthetic.shapes import generate_dataset
 
 SCRIPT = Path(__file__).with_name("resume_run.py")

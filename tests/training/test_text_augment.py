@@ -10,7 +10,7 @@ import torch
 
 from crossmodal_kernel.distributed import init_distributed
 from crossmodal_kernel.encoder import trim_padding
-from tests.training.conftest import train_config
+from tests.helpers.training_runs import train_config
 from training import resume
 from training.assembly import build_parts
 from training.config import TextAugmentConfig, TrainConfig

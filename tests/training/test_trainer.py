@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from crossmodal_kernel.loading import load_model
-from tests.training.conftest import checkpoint_weights, train_config
+from tests.helpers.training_runs import checkpoint_weights, train_config
 from training.config import TrainConfig
 from training.optim import warmup_cosine
 from training.synthetic.shapes import generate_dataset

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.training.conftest import checkpoint_weights, train_config
+from tests.helpers.training_runs import checkpoint_weights, train_config
 from training.synthetic.shapes import generate_dataset
 from training.trainer import finetune
 

@@ -21,12 +21,12 @@ from app.api.admin_schemas import (
 from app.api.auth import AdminDep
 from app.api.deps import DbId, Limit, Offset, SessionDep, SessionFactoryDep, SettingsDep
 from app.api.errors import ApiError
-from app.api.schemas import MAX_DB_ID
 from app.api.submit import ADMIN_ERRORS, queue_job
 from app.db import crud
 from app.db.models import Index, Model
 from app.jobs.kinds import EvaluateParams, PromoteParams
 from app.pipelines.lifecycle import NoRollbackTarget, rollback
+from app.values import MAX_DB_ID
 
 router = APIRouter(tags=["admin: models"])
 

@@ -33,12 +33,12 @@ from app.api.clip_contract import (
 )
 from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
 from app.api.errors import ApiError
-from app.api.schemas import SearchOptions, SearchResponse
 from app.api.uploads import decode_query_image
 from app.config import Settings
 from app.db import crud
 from app.pipelines.fetch import FetchPolicy, FetchRefused, fetch
-from app.serving.query import QueryInput, item_image_url, run_search
+from app.serving.query import QueryInput, SearchRefused, item_image_url, run_search
+from app.serving.schemas import SearchOptions, SearchResponse
 from app.serving.state import SearchState
 from crossmodal_kernel.modality import Modality
 from index.dedupe import MAX_DEDUPE
@@ -69,7 +69,7 @@ def _run_search(
     for opts, outcome in attempts:
         try:
             response, timings = run_search(state, session_factory, settings, query, opts)
-        except ApiError as e:
+        except SearchRefused as e:
             if outcome == "on" and e.code == "dedupe_unsupported":
                 continue
             raise

@@ -14,17 +14,11 @@ from app.api.auth import require_search
 from app.api.bodies import read_capped
 from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
 from app.api.errors import ApiError, where
-from app.api.schemas import (
-    MAX_OFFSET,
-    ErrorBody,
-    ImageSearchJSON,
-    SearchOptions,
-    SearchResponse,
-    TextSearchRequest,
-)
+from app.api.schemas import ErrorBody, ImageSearchJSON, TextSearchRequest
 from app.api.uploads import decode_query_image
 from app.config import Settings
 from app.serving.query import QueryInput, run_search
+from app.serving.schemas import MAX_OFFSET, SearchOptions, SearchResponse
 from crossmodal_kernel.modality import Modality
 
 router = APIRouter(prefix="/search", tags=["search"], dependencies=[Depends(require_search)])

@@ -23,13 +23,14 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from app.api.auth import create_key
-from app.api.errors import ApiError
 from app.api.routes import clip_compat as clip_routes
 from app.db.models import Item
 from app.db.session import make_engine, make_session_factory, upgrade
 from app.main import create_app
 from app.pipelines.ingest import ingest
-from tests.app.conftest import ARTIFACTS, free_port, make_settings, serving
+from app.serving.query import SearchRefused
+from tests.helpers.browser import ARTIFACTS
+from tests.helpers.service import free_port, make_settings, serving
 from training.synthetic.shapes import SyntheticDataset, generate_dataset
 
 INDEX = "crossmodal"
@@ -387,7 +388,7 @@ def test_deduplicate_falls_back_where_the_index_cannot_give_its_vectors(plain, m
 
     def ivf_like(state, session_factory, settings, encode, opts):
         if opts.dedupe is not None:
-            raise ApiError(400, "dedupe_unsupported", "this index cannot give back its vectors")
+            raise SearchRefused(400, "dedupe_unsupported", "this index cannot give back its vectors")
         return real(state, session_factory, settings, encode, opts)
 
     monkeypatch.setattr(clip_routes, "run_search", ivf_like)

@@ -22,7 +22,7 @@ from app.api.auth import create_key
 from app.db.session import make_engine, make_session_factory, upgrade
 from app.main import create_app
 from app.pipelines.ingest import ingest
-from tests.app.conftest import make_settings
+from tests.helpers.service import make_settings
 from training.synthetic.shapes import generate_dataset
 
 ROOT = Path(__file__).resolve().parents[3]

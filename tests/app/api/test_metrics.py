@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.api.metrics import Metrics
 from app.db.session import upgrade
 from app.main import create_app
-from tests.app.conftest import make_settings
+from tests.helpers.service import make_settings
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:

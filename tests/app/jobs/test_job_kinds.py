@@ -20,8 +20,8 @@ from app.db.session import make_engine, make_session_factory, upgrade
 from app.jobs import queue
 from app.jobs.worker import Worker
 from app.pipelines.ingest import ingest
-from tests.app.conftest import make_settings, wait_for
-from tests.training.conftest import checkpoint_weights
+from tests.helpers.service import make_settings, wait_for
+from tests.helpers.training_runs import checkpoint_weights
 from training.synthetic.shapes import generate_dataset
 
 FAST = dict(job_heartbeat_seconds=0.2, job_stale_seconds=2.0, job_poll_seconds=0.1)

@@ -17,7 +17,7 @@ from app.db.models import Job
 from app.db.session import make_engine, make_session_factory, upgrade
 from app.jobs import queue
 from app.jobs.worker import Worker
-from tests.app.conftest import make_settings, wait_for
+from tests.helpers.service import make_settings, wait_for
 
 FAST = dict(job_heartbeat_seconds=0.2, job_stale_seconds=2.0, job_poll_seconds=0.1)
 

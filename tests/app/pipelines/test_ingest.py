@@ -13,7 +13,7 @@ from app.main import create_app
 from app.pipelines.ingest import ingest
 from app.pipelines.publish import embeddings_dir
 from index import shards
-from tests.app.conftest import make_settings, wait_for
+from tests.helpers.service import make_settings, wait_for
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from app.main import create_app
 from app.serving.batching import Batcher, Query, QueryCache
 from index import flat
 from index.candidates import first_depth
-from tests.app.conftest import ingested
+from tests.helpers.service import ingested
 
 
 class FakeEncoder:

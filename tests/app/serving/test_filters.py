@@ -23,8 +23,8 @@ from app.db.session import make_engine, make_session_factory, upgrade
 from app.main import create_app
 from app.pipelines.ingest import ingest
 from app.serving import filters
-from tests.app.conftest import make_settings
-from tests.conftest import fresh_postgres_database
+from tests.helpers.postgres import fresh_postgres_database
+from tests.helpers.service import make_settings
 from training.synthetic.shapes import generate_dataset
 
 N = 60

@@ -1,4 +1,4 @@
-"""Shared by the training tests: a tiny fine-tuning configuration and reading its checkpoints."""
+"""For the training tests: a tiny fine-tuning configuration, and reading its checkpoints."""
 
 from __future__ import annotations
 

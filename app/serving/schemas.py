@@ -1,0 +1,73 @@
+"""What the query path takes and gives back: a search's options and its ranked response.
+
+The HTTP routes (``app.api``) build their request bodies on :class:`SearchOptions` and return
+:class:`SearchResponse` as it is; clip-retrieval's routes translate both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.serving.filters import Filter
+from app.values import WholeNumber
+from crossmodal_kernel.modality import Modality
+
+MAX_OFFSET = 100_000
+
+
+class SearchOptions(BaseModel):
+    """Strict where JSON is ambiguous: `true` is not a number, `"5"` not an integer, NaN not a score;
+    an unknown key is an error (a misspelt option would otherwise be ignored without a word)."""
+
+    model_config = ConfigDict(extra="forbid")
+    target: Modality = Field(Modality.IMAGE, description="Which modality to search: `image` or `text`.")
+    # The cap is CROSSMODAL_MAX_K, checked per request; the OpenAPI schema states it (app.main).
+    k: WholeNumber = Field(10, ge=1, description="How many results to return (at most `CROSSMODAL_MAX_K`).")
+    offset: WholeNumber = Field(0, ge=0, le=MAX_OFFSET, description="Results to skip (pagination).")
+    min_score: float | None = Field(
+        None, ge=-1.0, le=1.0, strict=True, allow_inf_nan=False, description="Drop results scoring below this."
+    )
+    filter: Filter | None = Field(
+        None,
+        description='Metadata conditions, all of which must hold: `{"color": "red", "year": {"gte": 2000}, '
+        '"tag": {"in": ["a", "b"]}, "taken": {"lt": "2024-01-01"}}` (docs/api.md: Filters).',
+    )
+    dedupe: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        strict=True,
+        allow_inf_nan=False,
+        description="Drop a hit whose cosine similarity to a better hit is at least this (near-duplicates; "
+        "0.95 is a good start).",
+    )
+
+
+class SearchResult(BaseModel):
+    id: int
+    external_id: str
+    score: float
+    text: str | None
+    image_url: str | None
+    metadata: dict[str, Any] | None
+
+
+class ModelInfo(BaseModel):
+    id: int | None
+    spec: str
+
+
+class IndexInfo(BaseModel):
+    id: int
+    modality: Modality
+    ntotal: int
+
+
+class SearchResponse(BaseModel):
+    data: list[SearchResult]
+    count: int
+    model: ModelInfo
+    index: IndexInfo
+    took_ms: float
