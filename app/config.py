@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +37,13 @@ class Settings(BaseSettings):
         False,
         description="Bind with SO_REUSEPORT, so that several `crossmodal serve` processes (containers on the "
         "host network) share one port and Linux spreads connections over them.",
+    )
+    keep_alive_seconds: int = Field(
+        75,
+        ge=1,
+        description="How long `crossmodal serve` keeps an idle keep-alive connection open. Longer than the idle "
+        "expiry of the clients and proxies in front (httpx 5 s, aiohttp 15 s, load balancers 60 s), so that they "
+        "close idle connections first: a server closing one just as a client reuses it resets that request.",
     )
     batch_size: int = Field(64, ge=1, description="Encoding batch size for ingestion.")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes that decode images during ingestion.")
@@ -229,6 +236,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if value is not None:
             env[f"CROSSMODAL_{name.upper()}"] = str(value)
     return env
+
+
+class UvicornOptions(TypedDict):
+    """What :func:`uvicorn_options` passes to ``uvicorn.run`` (typed, so each keyword is checked)."""
+
+    timeout_keep_alive: int
+
+
+def uvicorn_options(settings: Settings) -> UvicornOptions:
+    """uvicorn's keyword arguments from ``settings`` (besides where to bind): the same in `crossmodal serve`
+    and in the tests that serve on a real socket."""
+    return {"timeout_keep_alive": settings.keep_alive_seconds}
 
 
 @lru_cache

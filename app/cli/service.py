@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from app.cli.common import USER_ERRORS, fail, session_factory, setup
-from app.config import Settings
+from app.config import Settings, uvicorn_options
 
 
 def serve(
@@ -30,18 +30,21 @@ def serve(
     except USER_ERRORS as e:
         raise fail(e) from e
     embedded = start_embedded(settings, sf) if worker else None
+    options = uvicorn_options(settings)
     try:
         if workers == 1:
             from app.main import create_app
 
-            bind = {"host": host or settings.host, "port": port or settings.port}
+            bind_host, bind_port = host or settings.host, port or settings.port
             if settings.reuse_port:  # replicas on one host network share the port; the kernel balances
-                sock = _reuse_port_socket(**bind)  # held here: uvicorn serves on its descriptor
-                uvicorn.run(create_app(settings), fd=sock.fileno())
+                sock = _reuse_port_socket(bind_host, bind_port)  # held here: uvicorn serves on its descriptor
+                uvicorn.run(create_app(settings), fd=sock.fileno(), **options)
             else:
-                uvicorn.run(create_app(settings), **bind)
+                uvicorn.run(create_app(settings), host=bind_host, port=bind_port, **options)
         else:  # several processes import the app themselves: settings from the environment
-            uvicorn.run("app.asgi:app", host=host or settings.host, port=port or settings.port, workers=workers)
+            uvicorn.run(
+                "app.asgi:app", host=host or settings.host, port=port or settings.port, workers=workers, **options
+            )
     finally:
         if embedded is not None:
             embedded[0].stop.set()
@@ -130,7 +133,7 @@ def demo(n: int = 2000, serve_api: Annotated[bool, typer.Option("--serve/--no-se
     if active is None or not active.checkpoint_path:
         typer.echo(f"2/4 bootstrapping {settings.model_spec} (training its projection heads)")
         row = bootstrap_model(settings, sf, ds.manifest, cfg=BootstrapConfig(num_workers=settings.num_workers))
-        typer.echo(json.dumps(row.eval_report.get("held_out", {}), indent=2))
+        typer.echo(json.dumps((row.eval_report or {}).get("held_out", {}), indent=2))
     else:
         typer.echo(f"2/4 reusing model #{active.id}: {active.spec}")
     typer.echo("3/4 ingesting")

@@ -171,3 +171,19 @@ def test_bootstrap_with_synonyms_says_how_to_get_wordnet(env, monkeypatch):
     result = run("bootstrap", str(env / "ds" / "manifest.csv"), "--epochs", "1", "--synonym-wordings", "2")
     assert result.exit_code != 0
     assert "apt-get install wordnet-base" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_hands_uvicorn_the_keep_alive_setting_in_every_mode(env, monkeypatch, workers):
+    """The keep-alive timeout outlasts clients' idle expiry on every path (a server closing an idle
+    connection as a client reuses it resets that request: the burst test's dropped connections)."""
+    import uvicorn
+
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    monkeypatch.setenv("CROSSMODAL_KEEP_ALIVE_SECONDS", "90")
+    assert run("db", "upgrade").exit_code == 0
+    get_settings.cache_clear()
+    result = run("serve", "--no-worker", "--workers", workers)
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and calls[0]["timeout_keep_alive"] == 90

@@ -167,7 +167,7 @@ def test_256_concurrent_mixed_requests_get_no_5xx_and_a_fast_429_over_the_cap(tm
                 responses += await asyncio.gather(*(one(client, round_ * 256 + i) for i in range(256)))
             return responses
 
-    with serving(create_app(settings), free_port()) as base:
+    with serving(create_app(settings), free_port(), settings) as base:
         responses = asyncio.run(burst(base))
     statuses = [r.status_code for r in responses]
     assert not [s for s in statuses if s >= 500]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from fastapi.testclient import TestClient
 
-from app.config import Settings
+from app.config import Settings, uvicorn_options
 from app.db.session import make_engine, make_session_factory, upgrade
 from app.pipelines.ingest import IngestReport, ingest
 from training.synthetic.shapes import SyntheticDataset, generate_dataset
@@ -45,11 +45,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(app, port: int) -> Iterator[str]:
-    """``app`` on uvicorn in a thread, on loopback; yields its base URL."""
+def serving(app, port: int, settings: Settings | None = None) -> Iterator[str]:
+    """``app`` on uvicorn in a thread, on loopback, with the options `crossmodal serve` takes from ``settings``
+    (the defaults when None); yields its base URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    options = uvicorn_options(settings or Settings.model_construct())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
