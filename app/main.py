@@ -72,11 +72,13 @@ def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAP
     )
     # Which process answered: replicas behind one port are told apart by it (/readyz, search headers).
     app.state.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    app.add_exception_handler(ApiError, api_error_handler)
+    # Starlette types every handler as taking any Exception, not the class it is registered for:
+    # the ignores below are that typing gap (each handler gets only its own exception class).
+    app.add_exception_handler(ApiError, api_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(SearchRefused, api_error_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, validation_error_handler)
-    app.add_exception_handler(StarletteHTTPException, http_error_handler)
-    app.add_exception_handler(RecursionError, recursion_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(RecursionError, recursion_error_handler)  # type: ignore[arg-type]
     for error in DATABASE_UNAVAILABLE:
         app.add_exception_handler(error, database_error_handler)
     v1 = APIRouter(prefix="/v1")

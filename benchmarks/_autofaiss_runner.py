@@ -66,6 +66,7 @@ def _scan(folder: Path) -> tuple[int, int]:
         n += a.shape[0]
     if n == 0:
         raise ValueError(f"no rows in the .npy files under {folder}")
+    assert dim is not None  # `files` is not empty, so the loop set it
     return n, int(dim)
 
 

@@ -75,12 +75,13 @@ def sweep(index, param: str | None, values: list[int], xq, gt, k: int) -> list[d
 
     curve = []
     for v in values if param else [None]:
-        if param:
+        if param and v is not None:
             set_search_param(index, param, v)
-        point = {"value": v, "recall": measure_recall(index, xq, gt[1], k, gt[0]), "qps_64": qps(index, xq, k, 64, 5)}
+        recall = measure_recall(index, xq, gt[1], k, gt[0])
+        point = {"value": v, "recall": recall, "qps_64": qps(index, xq, k, 64, 5)}
         curve.append(point)
         log.info("  %s=%s recall@%d %.3f  %.0f QPS (batch 64)", param, v, k, point["recall"], point["qps_64"])
-        if point["recall"] >= 0.999:
+        if recall >= 0.999:
             break
     return curve
 

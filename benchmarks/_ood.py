@@ -73,7 +73,7 @@ def spectrum(d: int) -> np.ndarray:
 
 def text_like(x: np.ndarray, noise: float, gap: float, seed: int = 0) -> np.ndarray:
     """Text-like queries from mixture draws ``x`` (module docstring); the gap direction depends only on ``d``."""
-    d = x.shape[1]
+    d = int(x.shape[1])  # an int, not Any: standard_normal(d) then types as an array, not a float
     spec = spectrum(d)
     u = np.random.default_rng(12345).standard_normal(d).astype(np.float32) * spec
     u /= np.linalg.norm(u)

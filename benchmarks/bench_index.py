@@ -228,7 +228,7 @@ def _extra_queries(row: dict, index, data: dict, k: int) -> None:
 
 
 def _stage_logger():
-    last = {}
+    last: dict[str, int] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage not in last or done - last[stage] >= 200_000 or (total and done == total):

@@ -138,8 +138,11 @@ def main() -> None:
     queries = _queries(args.queries + args.warmup, seed=1)
 
     with make_session_factory(make_engine(settings.resolved_database_url))() as s:
-        row = crud.get_active_indexes(s, crud.get_active_model(s).id)["image"]
-    index = store.load(row.path).index
+        active = crud.get_active_model(s)
+        if active is None:
+            raise RuntimeError("populate() left no active model")
+        row = crud.get_active_indexes(s, active.id)["image"]
+    index = store.load(Path(row.path)).index
 
     # The query cache off: the floor encodes every query, so the server must too (repeats would hit it).
     server = Server(tmp, args.model, query_cache_size="0")

@@ -105,14 +105,17 @@ def run(args) -> dict:
     populate(settings, args.items, encoder)
     sf = make_session_factory(make_engine(settings.resolved_database_url))
     with sf() as session:
-        model_a = crud.get_active_model(session).id
+        active = crud.get_active_model(session)
+        if active is None:
+            raise RuntimeError("populate() left no active model")
+        model_a = active.id
         key = create_key(session, "bench", "admin")[1]
         session.commit()
     model_b = candidate(settings, sf, args.model)
     cli = [sys.executable, "-m", "app.cli"]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    server = subprocess.Popen([*cli, "serve", "--no-worker"], env=env, **quiet)
-    worker = subprocess.Popen([*cli, "worker"], env=env, **quiet)
+    quiet = subprocess.DEVNULL
+    server = subprocess.Popen([*cli, "serve", "--no-worker"], env=env, stdout=quiet, stderr=quiet)
+    worker = subprocess.Popen([*cli, "worker"], env=env, stdout=quiet, stderr=quiet)
     base = f"http://127.0.0.1:{settings.port}"
     admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
     try:
@@ -128,13 +131,11 @@ def run(args) -> dict:
         _wait(lambda: admin.get(f"/v1/admin/jobs/{job['id']}").json()["status"] in ("succeeded", "failed"), 3600)
         t_job_done = time.monotonic()
         final = admin.get(f"/v1/admin/jobs/{job['id']}").json()
-        _wait(lambda: load.first_served_by(model_b, t_promote) is not None, 120)
-        t_new = load.first_served_by(model_b, t_promote)
+        t_new = _first_served(load, model_b, t_promote, 120)
         time.sleep(args.phase_seconds)
         t_rollback = time.monotonic()
         assert admin.post("/v1/admin/rollback", json={}).status_code == 200
-        _wait(lambda: load.first_served_by(model_a, t_rollback) is not None, 120)
-        t_old = load.first_served_by(model_a, t_rollback)
+        t_old = _first_served(load, model_a, t_rollback, 120)
         time.sleep(args.phase_seconds)
         t_end = time.monotonic()
         load.stop.set()
@@ -173,6 +174,14 @@ def _ready(base: str) -> bool:
         return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _first_served(load: Load, model_id: int, after: float, timeout: float) -> float:
+    """When ``model_id`` first answered a search sent at or after ``after``, waiting up to ``timeout`` s."""
+    _wait(lambda: load.first_served_by(model_id, after) is not None, timeout)
+    served = load.first_served_by(model_id, after)
+    assert served is not None  # _wait returned, and samples are only ever added
+    return served
 
 
 def _wait(condition, timeout: float) -> None:

@@ -44,7 +44,7 @@ def raw_loop(cfg: TrainConfig, pairs: list[tuple[str, str]], steps: int, warmup:
     images = torch.stack([loaded.preprocess(open_image(p)) for p, _ in pairs[: bs * 4]])
     tokens = trim_padding(model, loaded.tokenizer([t for _, t in pairs[: bs * 4]]))
     set_train_mode(model, cfg)  # the same modes the trainer uses: locked parts run as at inference
-    t0 = None
+    t0 = time.perf_counter()  # reset once the warm-up steps are done
     for step in range(steps + warmup):
         if step == warmup:
             t0 = time.perf_counter()

@@ -55,8 +55,9 @@ POOLS = {"avg": (1,), "grid": (2,), "spp": SPP_LEVELS}  # name -> spatial_pyrami
 def stage_modules(trunk: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """The trunk's stages worth probing: the last four block stages and the final 1×1 conv head."""
     blocks = trunk.blocks
+    assert isinstance(blocks, torch.nn.Sequential)  # timm EfficientNet's block stages
     stages = {f"blocks.{i}": blocks[i] for i in range(len(blocks) - 4, len(blocks))}
-    stages["conv_head+bn2 (pooled by lit-mini)"] = trunk.bn2
+    stages["conv_head+bn2 (pooled by lit-mini)"] = trunk.get_submodule("bn2")
     return stages
 
 

@@ -48,6 +48,7 @@ def main() -> None:
         got = {}
         for name, chunk in (("one add", len(xb)), (f"{args.chunk:,}-row adds", args.chunk)):
             index = faiss.index_factory(d, "HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
+            assert isinstance(index, faiss.IndexHNSW)  # the factory hands back the concrete class
             for i in range(0, len(xb), chunk):
                 index.add(xb[i : i + chunk])
             index.hnsw.efSearch = args.ef

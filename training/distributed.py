@@ -176,11 +176,13 @@ def average_gradients(parameters: Iterable[torch.nn.Parameter], world_size: int 
     params = [p for p in parameters if p.requires_grad]
     if world_size == 1 or not params:
         return
+    grads = []
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
+        grads.append(p.grad)
+    flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     flat /= world_size
-    for p, g in zip(params, flat.split([p.numel() for p in params]), strict=True):
-        p.grad.copy_(g.view_as(p))
+    for grad, g in zip(grads, flat.split([p.numel() for p in params]), strict=True):
+        grad.copy_(g.view_as(grad))

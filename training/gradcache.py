@@ -129,6 +129,8 @@ def gradcache_backward(
 
     # 3. Replay each chunk with a graph and push its cached feature gradient through it.
     for (encode, chunks), states, feats in zip(towers, rng_states, features, strict=True):
+        if feats.grad is None:  # the loss does not use this tower's features: nothing to push back
+            continue
         for chunk, state, grad in zip(chunks, states, feats.grad.split(chunk_size), strict=True):
             with _replayed(state, devices), autocast():
                 out = encode(chunk)
@@ -142,7 +144,7 @@ def _total(terms: dict[str, torch.Tensor]) -> torch.Tensor:
     losses = [v for k, v in terms.items() if k.endswith("_loss")]
     if not losses:
         raise ValueError(f"loss_fn returned no '*_loss' term (keys: {sorted(terms)})")
-    return sum(losses)
+    return sum(losses[1:], losses[0])
 
 
 def _detached(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

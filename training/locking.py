@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from open_clip.hf_model import HFTextEncoder
 
@@ -10,17 +12,18 @@ from training.config import TrainConfig
 
 def apply_locks(model: torch.nn.Module, cfg: TrainConfig) -> None:
     """Lock towers through open_clip's own API; projection heads stay trainable."""
+    clip: Any = model  # open_clip CLIP / CustomTextCLIP: its lock_*_tower methods are untyped
     if cfg.lock.image_unlocked_groups is not None:
         # BatchNorm statistics are frozen by set_train_mode instead of open_clip's freeze_bn_stats,
         # which swaps timm's BatchNormAct2d for a plain FrozenBatchNorm2d and so drops its
         # activation: EfficientNet's features collapse (every image matched one caption).
-        model.lock_image_tower(unlocked_groups=cfg.lock.image_unlocked_groups, freeze_bn_stats=False)
+        clip.lock_image_tower(unlocked_groups=cfg.lock.image_unlocked_groups, freeze_bn_stats=False)
     if cfg.lock.text_unlocked_layers is not None:
         text = getattr(model, "text", None)
         if isinstance(text, HFTextEncoder) and cfg.lock.text_unlocked_layers > 0:
             _unlock_last_hf_layers(text, cfg.lock.text_unlocked_layers)
         else:
-            model.lock_text_tower(unlocked_layers=cfg.lock.text_unlocked_layers)
+            clip.lock_text_tower(unlocked_layers=cfg.lock.text_unlocked_layers)
 
 
 def _unlock_last_hf_layers(text: HFTextEncoder, n: int) -> None:

@@ -42,6 +42,7 @@ class ImageSSL(nn.Module):
             raise ValueError("ImageSSL needs ssl.kind")
         self.cfg = cfg
         self.projector = _mlp(embed_dim, cfg.projector_hidden, cfg.projector_dim)
+        self.loss: nn.Module
         if cfg.kind == "simclr":
             self.loss = NTXentLoss(temperature=cfg.temperature)
         elif cfg.kind == "barlow_twins":

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def embed_pairs(loaded: LoadedModel, pairs: list[Pair], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    texts = [p.text for p in pairs if p.text is not None]
+    if len(texts) != len(pairs):
+        raise ValueError(f"{len(pairs) - len(texts)} of {len(pairs)} pairs have no caption to embed (image-only rows)")
     encoder = Encoder(loaded, batch_size=batch_size)
     img = np.concatenate(
         [
@@ -23,7 +26,7 @@ def embed_pairs(loaded: LoadedModel, pairs: list[Pair], batch_size: int = 64) ->
             for i in range(0, len(pairs), batch_size)
         ]
     )
-    return img, encoder.encode_texts([p.text for p in pairs])
+    return img, encoder.encode_texts(texts)
 
 
 def evaluate_recall(loaded: LoadedModel, pairs: list[Pair], batch_size: int = 64) -> dict:

@@ -25,14 +25,15 @@ ANY_TIME = {
 def finish_openapi(app: FastAPI, settings: Settings) -> None:
     default = app.openapi
 
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            schema = default()
-            _limit(schema, "k", "maximum", settings.max_k)
-            _limit(schema, "query", "maxLength", settings.max_query_chars)
-            _errors(schema)
-            _train_config(schema)
-        return app.openapi_schema
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = default()  # FastAPI's: builds the schema, keeps it as app.openapi_schema and returns it
+        _limit(schema, "k", "maximum", settings.max_k)
+        _limit(schema, "query", "maxLength", settings.max_query_chars)
+        _errors(schema)
+        _train_config(schema)
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 

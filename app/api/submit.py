@@ -7,6 +7,8 @@ an ``evaluate`` or a ``promote`` job answer the same request the same way.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
@@ -18,7 +20,7 @@ from app.jobs.kinds import JobParams
 from app.jobs.submit import submit
 
 # The statuses every admin route may answer with, for the OpenAPI schema.
-ADMIN_ERRORS = {status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422)}
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422)}
 
 
 def queue_job(session: Session, settings: Settings, params: JobParams, created_by: str) -> JobPublic:

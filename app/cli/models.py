@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -33,14 +34,15 @@ def bootstrap(
     from training.bootstrap import BootstrapConfig
 
     settings = setup()
-    views = {} if image_views is None else {"image_views": image_views}
-    cfg = BootstrapConfig(epochs=epochs, num_workers=settings.num_workers, synonym_wordings=synonym_wordings, **views)
+    cfg = BootstrapConfig(epochs=epochs, num_workers=settings.num_workers, synonym_wordings=synonym_wordings)
+    if image_views is not None:  # otherwise the bootstrap's default
+        cfg = dataclasses.replace(cfg, image_views=image_views)
     try:
         row = bootstrap_model(settings, session_factory(settings), manifest, base, cfg)
     except USER_ERRORS as e:  # a missing WordNet is a FileNotFoundError that says how to install one
         raise fail(e) from e
     typer.echo(f"model #{row.id} active: {row.spec}")
-    typer.echo(json.dumps(row.eval_report.get("held_out", {}), indent=2))
+    typer.echo(json.dumps((row.eval_report or {}).get("held_out", {}), indent=2))
 
 
 def finetune(
@@ -128,6 +130,7 @@ def evaluate(
         needs_db = dataset == DB or model_id is not None
         sf = session_factory(settings) if needs_db else None
         if model_id is not None:
+            assert sf is not None  # needs_db
             with sf() as session:
                 row = session.get(Model, model_id)
                 if row is None:
@@ -135,8 +138,10 @@ def evaluate(
                 model = row.spec
         if dataset != DB and not Path(dataset).exists():
             raise FileNotFoundError(f"no such dataset: {dataset}")
+        assert model is not None  # --model, or --model-id's spec
         report = evaluate_spec(settings, sf, model, dataset, split)
         if model_id is not None:
+            assert sf is not None  # needs_db
             with sf() as session:
                 store_report(session, model_id, report)
                 session.commit()

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, select, update
+from sqlalchemy import Row, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -55,6 +55,7 @@ def add_items(session: Session, items: Sequence[NewItem]) -> tuple[list[int], in
     """
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     table = Item.__table__
+    assert isinstance(table, Table)  # declarative: typed as any FromClause, but a mapped class has a Table
     new_ids: list[int] = []
     for start in range(0, len(items), INSERT_CHUNK):
         rows = [
@@ -133,7 +134,7 @@ def soft_delete_items(session: Session, ids: Sequence[int] = (), external_ids: S
 
 
 def count_items(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(Item).where(Item.deleted_at.is_(None)))
+    return session.scalars(select(func.count()).select_from(Item).where(Item.deleted_at.is_(None))).one()
 
 
 def list_items(session: Session, offset: int, limit: int) -> tuple[list[Item], int]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, Result, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Job, JobStatus, utcnow
@@ -81,7 +81,7 @@ def claim(session: Session, worker_id: str, kinds: Sequence[str] | None = None) 
             )
             .execution_options(synchronize_session=False)
         )
-        if claimed.rowcount == 1:
+        if _rowcount(claimed) == 1:
             return session.get(Job, job_id, populate_existing=True)
     return None
 
@@ -97,7 +97,12 @@ def _update_held(session: Session, lease: Lease, **values: Any) -> bool:
     done = session.execute(
         update(Job).where(*_held(lease)).values(**values).execution_options(synchronize_session=False)
     )
-    return done.rowcount == 1
+    return _rowcount(done) == 1
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE matched. Session.execute types every result as a Result; DML gives a CursorResult."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def _held(lease: Lease):

@@ -42,18 +42,21 @@ def db_held_out(session_factory: sessionmaker, fraction: float = HELD_OUT_FRACTI
 
 def evaluate_spec(
     settings: Settings,
-    session_factory: sessionmaker,
+    session_factory: sessionmaker | None,
     spec: str,
     dataset: str,
     split: str | None = "test",
     progress: Reporter = quiet,
 ) -> dict[str, Any]:
     """The report for model ``spec`` on ``dataset`` (see the module docstring); ``dataset`` is already
-    checked against the allowed roots by the caller when it is a path."""
+    checked against the allowed roots by the caller when it is a path. ``session_factory`` may be None
+    unless ``dataset`` is the database."""
     encoder = load_encoder(settings, spec)
     t0 = time.perf_counter()
     stages = lambda stage, done, total: progress(stage, done, total)  # noqa: E731
     if dataset == DB:
+        if session_factory is None:
+            raise ValueError(f"the {DB!r} dataset needs the database")
         report = evaluate_pairs(encoder, db_held_out(session_factory), stages)
     else:
         path = Path(dataset)

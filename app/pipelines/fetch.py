@@ -62,7 +62,8 @@ def _check(url: str, policy: FetchPolicy) -> tuple[str, str, int]:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
         raise FetchRefused(f"cannot resolve {parts.hostname}: {e}") from e
-    addresses = sorted({info[4][0] for info in infos})
+    # An IPv4 / IPv6 sockaddr starts with the address as a string (typeshed also allows other families').
+    addresses = sorted({str(info[4][0]) for info in infos})
     if not policy.allow_private:
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%")[0])

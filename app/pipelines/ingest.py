@@ -122,7 +122,9 @@ def _pending(session: Session, modality: str, done: np.ndarray) -> list[tuple[in
         todo = ~np.isin(ids, done, assume_unique=True)
         for it, need in zip(batch, todo, strict=True):
             if need:
-                pending.append((it.id, it.image_path if modality == "image" else it.text))
+                value = it.image_path if modality == "image" else it.text
+                assert value is not None  # iter_item_batches(modality=...) yields only items that have it
+                pending.append((it.id, value))
     return pending
 
 
@@ -149,6 +151,11 @@ def embed_pending(
             report.embedded[modality] = 0
             continue
         stage = f"embed {modality}s"
+
+        def embedded(done: int, total: int, stage: str = stage) -> None:
+            if rank == 0:
+                progress(stage, done, total)
+
         result = embed_sharded(
             encoder,
             pending,
@@ -157,7 +164,7 @@ def embed_pending(
             rank=rank,
             world_size=world_size,
             num_workers=settings.num_workers if modality == "image" else 0,
-            progress=lambda done, total, stage=stage: progress(stage, done, total) if rank == 0 else None,
+            progress=embedded,
         )
         report.embedded[modality] = result.embedded
         if result.failed:

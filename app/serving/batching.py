@@ -26,11 +26,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from cachetools import LRUCache
 
 from index.candidates import first_round
+
+if TYPE_CHECKING:
+    import faiss
+
+    from crossmodal_kernel.encoder import Encoder
 
 Answer = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]  # vector, and the first search round
 
@@ -72,11 +78,11 @@ class Ticket:
 class Query:
     """One request's share of a batch: what to encode (or its vector) and how many results it wants."""
 
-    encoder: object
+    encoder: Encoder
     kind: str  # "text" or "image"
     payload: object  # the text or the PIL image; None when ``vector`` is known (a cache hit)
     vector: np.ndarray | None = None
-    index: object = None  # the faiss index to search, or None to only encode
+    index: faiss.Index | None = None  # the faiss index to search, or None to only encode
     want: int = 0  # the results the request ranks; the first round's depth is the index's to choose
     future: Future = field(default_factory=Future)
 
@@ -218,11 +224,18 @@ def _execute(batch: list[Query]) -> list[Answer]:
     todo = [q for q in batch if q.vector is None]
     if todo:
         encode = head.encoder.encode_texts if head.kind == "text" else head.encoder.encode_images
-        vectors = encode([q.payload for q in todo])
+        payloads: list[Any] = [q.payload for q in todo]  # texts or PIL images, as the batch's kind says
+        vectors = encode(payloads)
         for q, v in zip(todo, vectors, strict=True):
             q.vector = v
-    xq = np.stack([q.vector for q in batch]).astype(np.float32, copy=False)
+    rows = [_vector(q) for q in batch]
+    xq = np.stack(rows).astype(np.float32, copy=False)
     if head.index is None:
-        return [(q.vector, None, None) for q in batch]
+        return [(v, None, None) for v in rows]
     D, I = first_round(head.index, xq, max(q.want for q in batch))
-    return [(q.vector, D[r], I[r]) for r, q in enumerate(batch)]
+    return [(v, D[r], I[r]) for r, v in enumerate(rows)]
+
+
+def _vector(q: Query) -> np.ndarray:
+    assert q.vector is not None  # known on arrival, or encoded by _execute before it searches
+    return q.vector

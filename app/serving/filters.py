@@ -119,6 +119,14 @@ Filter = Annotated[
 class _Field:
     """One metadata field's JSON type and value, in the dialect's own JSON functions."""
 
+    kind: ColumnElement[Any]  # the value's JSON type name
+    text: ColumnElement[Any]
+    number_kinds: tuple[str, ...]
+    string_kind: str
+    true: str
+    false: str
+    raw_bool: ColumnElement[Any] | None  # PostgreSQL: the boolean as text; SQLite: None
+
     def __init__(self, key: str, dialect: str):
         if not re.match(KEY, key):  # validated upstream; this guards the SQLite path literal
             raise ValueError(f"bad filter key {key!r}")

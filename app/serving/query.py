@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from PIL import Image
 from sqlalchemy import Row
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +25,9 @@ from app.serving.state import LoadedIndex, NotReady, SearchState, Snapshot, sear
 from index.candidates import VectorsUnavailable
 from index.dedupe import MAX_DEDUPE
 
+if TYPE_CHECKING:
+    from crossmodal_kernel.encoder import Encoder
+
 
 @dataclass(frozen=True)
 class QueryInput:
@@ -32,11 +36,21 @@ class QueryInput:
     kind: Literal["text", "image", "vector"]
     value: object
 
-    def encode_alone(self, encoder) -> np.ndarray:
+    def text(self) -> str:
+        """The query string of a ``text`` query."""
+        assert self.kind == "text" and isinstance(self.value, str)  # the routes build it from a str
+        return self.value
+
+    def image(self) -> Image.Image:
+        """The decoded image of an ``image`` query."""
+        assert self.kind == "image" and isinstance(self.value, Image.Image)  # decode_query_image's
+        return self.value
+
+    def encode_alone(self, encoder: Encoder) -> np.ndarray:
         if self.kind == "text":
-            return encoder.encode_texts([self.value])
+            return encoder.encode_texts([self.text()])
         if self.kind == "image":
-            return encoder.encode_images([self.value])
+            return encoder.encode_images([self.image()])
         return np.asarray(self.value, dtype=np.float32).reshape(1, -1)
 
 
@@ -130,23 +144,26 @@ def _depth(opts: SearchOptions) -> int:
 def _encode(state: SearchState, snap: Snapshot, query: QueryInput, opts: SearchOptions, batch_search, ticket):
     """``(xq (1, d), first round (D, I) or None)``: through the batcher and the text cache when on."""
     batcher, cache = state.batcher, state.query_cache
+    encoder = snap.encoder
+    assert encoder is not None  # _check refused a snapshot without one
     model = (snap.model_id, snap.model_spec)
     if query.kind == "vector":
-        known = query.encode_alone(snap.encoder)[0]
+        known = query.encode_alone(encoder)[0]
     else:
-        known = cache.get(model, query.value) if query.kind == "text" else None
+        known = cache.get(model, query.text()) if query.kind == "text" else None
     if batcher is None:
-        xq = known[None, :] if known is not None else query.encode_alone(snap.encoder)
+        xq = known[None, :] if known is not None else query.encode_alone(encoder)
         first = None
     else:
         index = snap.indexes[opts.target].index if batch_search else None
-        job = Query(snap.encoder, query.kind, None if known is not None else query.value, known)
+        job = Query(encoder, query.kind, None if known is not None else query.value, known)
         if index is not None:  # the batch runs this request's first search round too
             job.index, job.want = index.index, _depth(opts)
         vector, D, I = batcher.run(job, ticket)
-        xq, first = vector[None, :], (None if D is None else (D[None, :], I[None, :]))
+        # The first round comes back whole (D and I) or not at all.
+        xq, first = vector[None, :], (None if D is None or I is None else (D[None, :], I[None, :]))
     if query.kind == "text" and known is None:
-        cache.put(model, query.value, np.array(xq[0]))
+        cache.put(model, query.text(), np.array(xq[0]))
     return xq, first
 
 

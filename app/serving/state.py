@@ -14,6 +14,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -30,6 +32,9 @@ from index.factory import CPU_ONLY
 from index.gpu import maybe_gpu
 from index.partitioned import parts_of
 
+if TYPE_CHECKING:
+    from crossmodal_kernel.encoder import Encoder
+
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +48,7 @@ class LoadedIndex:
 class Snapshot:
     model_id: int | None
     model_spec: str
-    encoder: object | None
+    encoder: Encoder | None
     indexes: dict[str, LoadedIndex] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # e.g. a new index that failed to load while the old one serves
@@ -103,8 +108,8 @@ class SearchState:
     def _load(self, current: Snapshot) -> Snapshot:
         with self.session_factory() as session:
             model = crud.get_active_model(session)
-            rows = crud.get_active_indexes(session, model.id) if model else {}
-            rows = {m: (r.id, r.path) for m, r in rows.items()}
+            active = crud.get_active_indexes(session, model.id) if model else {}
+            rows = {m: (r.id, r.path) for m, r in active.items()}
         model_id = model.id if model else None
         spec = model.spec if model else self.settings.model_spec
         if (
@@ -149,7 +154,7 @@ class SearchState:
         if index_id in self._unloadable:
             return self._unloadable[index_id]
         try:
-            published = store.load(path, mmap=self.settings.index_mmap)
+            published = store.load(Path(path), mmap=self.settings.index_mmap)
             for part in parts_of(published.index):
                 ivf = faiss.try_extract_index_ivf(part)
                 if ivf is not None:  # so that it can give back vectors (dedupe, exact filtered search)

@@ -27,6 +27,11 @@ class FeatureQueue(nn.Module):
         dtype: storage dtype; enqueued rows are cast to it.
     """
 
+    # Buffers (registered in __init__), declared so they type as tensors, not Tensor | Module.
+    queue: torch.Tensor
+    ptr: torch.Tensor
+    filled: torch.Tensor
+
     def __init__(self, size: int = MAX_QUEUE_SIZE, dim: int = 128, dtype: torch.dtype = torch.float32):
         super().__init__()
         check_positive_int("size", size, maximum=MAX_QUEUE_SIZE)

@@ -72,7 +72,11 @@ def mine_hard_negatives(
         raise ValueError(f"band must be (lo, hi) with lo <= hi, got {band}")
     if (anchor_keys is None) != (candidate_keys is None):
         raise ValueError("anchor_keys and candidate_keys go together")
-    if anchor_keys is not None and (len(anchor_keys) != len(xq) or len(candidate_keys) != len(xb)):
+    if (
+        anchor_keys is not None
+        and candidate_keys is not None
+        and (len(anchor_keys) != len(xq) or len(candidate_keys) != len(xb))
+    ):
         raise ValueError("need one key per anchor and one per candidate")
 
     matches = _matches(len(xq), positives, anchor_keys, candidate_keys)
@@ -130,7 +134,7 @@ def _filter(q, xb, scores, ids, matched, k, margin, band) -> tuple[list[int], bo
     lo, ceiling = band
     if margin is not None and matched:
         ceiling = min(ceiling, float(np.min(xb[sorted(matched)] @ q)) - margin)
-    kept = []
+    kept: list[int] = []
     for score, j in zip(scores, ids, strict=True):
         if j < 0 or score < lo:  # no more hits, or all the rest are too easy
             return kept, True
@@ -182,7 +186,8 @@ class HardNegativeBatchSampler(torch.utils.data.Sampler[list[int]]):
     def batches(self) -> list[list[int]]:
         n = len(self.mined)
         placed = np.zeros(n, dtype=bool)
-        batches, batch = [], []
+        batches: list[list[int]] = []
+        batch: list[int] = []
         for anchor in np.random.default_rng([self.seed, self.epoch]).permutation(n).tolist():
             if placed[anchor]:
                 continue

@@ -3,6 +3,8 @@ caption perturbations and ANN-mined batches (the loss itself is ``losses.HardNeg
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 
@@ -12,6 +14,10 @@ from training.config import TrainConfig
 from training.distributed import gather_features
 from training.pairs import Pair
 from training.validation import embed_pairs
+
+if TYPE_CHECKING:
+    from training.losses import FeatureQueue
+    from training.losses.moco import MomentumEncoder
 
 
 class HardNegatives:
@@ -24,7 +30,10 @@ class HardNegatives:
         self.cfg = cfg.hard_negatives
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        self.momentum = self.image_queue = self.text_queue = None
+        # All three are set together (queue_size > 0) or are all None.
+        self.momentum: MomentumEncoder | None = None
+        self.image_queue: FeatureQueue | None = None
+        self.text_queue: FeatureQueue | None = None
         if self.cfg.queue_size:
             self.momentum = MomentumEncoder(model, momentum=self.cfg.queue_momentum).to(device)
             self.image_queue = FeatureQueue(self.cfg.queue_size, embed_dim).to(device)
@@ -34,18 +43,25 @@ class HardNegatives:
         return {
             "generator": self.generator.get_state(),
             "rng": self.rng.bit_generator.state,
-            "momentum": self.momentum.state_dict() if self.momentum else None,
-            "image_queue": self.image_queue.state_dict() if self.image_queue else None,
-            "text_queue": self.text_queue.state_dict() if self.text_queue else None,
+            "momentum": self.momentum.state_dict() if self.momentum is not None else None,
+            # `is not None`, not truthiness: a FeatureQueue has __len__, so an empty one is falsy.
+            "image_queue": self.image_queue.state_dict() if self.image_queue is not None else None,
+            "text_queue": self.text_queue.state_dict() if self.text_queue is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         self.rng.bit_generator.state = state["rng"]
         if self.momentum:
+            image_queue, text_queue = self._queues()
             self.momentum.load_state_dict(state["momentum"])
-            self.image_queue.load_state_dict(state["image_queue"])
-            self.text_queue.load_state_dict(state["text_queue"])
+            image_queue.load_state_dict(state["image_queue"])
+            text_queue.load_state_dict(state["text_queue"])
+
+    def _queues(self) -> tuple[FeatureQueue, FeatureQueue]:
+        """The image and text queues; only called when ``self.momentum`` is set, and so are they."""
+        assert self.image_queue is not None and self.text_queue is not None
+        return self.image_queue, self.text_queue
 
     def perturbed(self, texts: list[str]) -> list[str]:
         from training.negatives.synthesised import perturbation_negatives
@@ -57,7 +73,8 @@ class HardNegatives:
     def queue_kwargs(self) -> dict:
         if not self.momentum:
             return {}
-        return {"extra_text_features": self.text_queue.features(), "extra_image_features": self.image_queue.features()}
+        image_queue, text_queue = self._queues()
+        return {"extra_text_features": text_queue.features(), "extra_image_features": image_queue.features()}
 
     def mochi(self, img: torch.Tensor, txt: torch.Tensor) -> dict:
         from training.negatives.synthesised import batch_mixed_negatives
@@ -77,14 +94,16 @@ class HardNegatives:
         """Encode the batch with the momentum model, enqueue the (gathered) keys, then follow the model."""
         if not self.momentum:
             return
-        keys_img = self.momentum.module.encode_image(images, normalize=True)
-        keys_txt = self.momentum.module.encode_text(tokens, normalize=True)
+        image_queue, text_queue = self._queues()
+        clip: Any = self.momentum.module  # a copy of the open_clip model, whose encode_* are untyped
+        keys_img = clip.encode_image(images, normalize=True)
+        keys_txt = clip.encode_text(tokens, normalize=True)
         if dist_info.world_size > 1:
             keys_img, keys_txt = gather_features(
                 keys_img, keys_txt, gather_with_grad=False, rank=dist_info.rank, world_size=dist_info.world_size
             )
-        self.image_queue.enqueue(keys_img)
-        self.text_queue.enqueue(keys_txt)
+        image_queue.enqueue(keys_img)
+        text_queue.enqueue(keys_txt)
         self.momentum.update(model)
 
 

@@ -97,7 +97,11 @@ def render_pair(
     if layout == "free" and rng is None:
         raise ValueError("the free layout draws object positions: pass an rng")
     pixels = _background(image_size, rng)
-    centres, base_radius = ((_LEFT, _RIGHT), _RADIUS) if layout == "sides" else (free_centres(rng), _FREE_RADIUS)
+    if layout == "sides":
+        centres, base_radius = (_LEFT, _RIGHT), _RADIUS
+    else:
+        assert rng is not None  # checked above: the free layout needs one
+        centres, base_radius = free_centres(rng), _FREE_RADIUS
     for colour, shape, (cx, cy) in (
         (scene.left_colour, scene.left_shape, centres[0]),
         (scene.right_colour, scene.right_shape, centres[1]),

@@ -28,7 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_COLOURS = {
+# pool ("train" / "shift") -> attribute value -> phrases
+_Pools = dict[str, dict[str, tuple[str, ...]]]
+
+_COLOURS: _Pools = {
     "train": {"red": ("red", "crimson"), "orange": ("orange", "tangerine"), "yellow": ("yellow", "lemon"),
               "green": ("green", "emerald"), "blue": ("blue", "cobalt"), "purple": ("purple", "violet"),
               "pink": ("pink", "rose"), "black": ("black", "pitch-black")},
@@ -36,7 +39,7 @@ _COLOURS = {
               "green": ("jade", "verdant"), "blue": ("azure", "sapphire"), "purple": ("plum", "amethyst"),
               "pink": ("fuchsia", "magenta"), "black": ("ebony", "inky")},
 }  # fmt: skip
-_SHAPES = {
+_SHAPES: _Pools = {
     "train": {"circle": ("circle", "disc"), "square": ("square", "box"), "triangle": ("triangle", "three-sided shape"),
               "star": ("star", "five-pointed star"), "hexagon": ("hexagon", "six-sided shape"),
               "cross": ("cross", "plus sign")},
@@ -44,7 +47,7 @@ _SHAPES = {
               "triangle": ("triangular figure", "wedge"), "star": ("pentagram", "starburst"),
               "hexagon": ("hexagonal figure", "honeycomb cell"), "cross": ("cruciform figure", "plus-shaped mark")},
 }  # fmt: skip
-_SIZES = {
+_SIZES: _Pools = {
     "train": {"small": ("small", "little", "tiny"), "large": ("large", "big", "huge")},
     "shift": {"small": ("diminutive", "minuscule"), "large": ("massive", "enormous")},
 }
@@ -52,7 +55,7 @@ _SIZES = {
 
 def _corners(pool: str) -> dict[str, tuple[str, ...]]:
     """Position phrases (preposition included) for the four corners."""
-    out = {}
+    out: dict[str, tuple[str, ...]] = {}
     for vertical, upper, north in (("top", "upper", "north"), ("bottom", "lower", "south")):
         for side, east in (("left", "west"), ("right", "east")):
             at = f"{vertical} {side}"
@@ -65,7 +68,7 @@ def _corners(pool: str) -> dict[str, tuple[str, ...]]:
     return out
 
 
-_POSITIONS = {
+_POSITIONS: _Pools = {
     "train": {**_corners("train"), "center": ("in the center", "in the middle", "at the centre", "in the centre")},
     "shift": {**_corners("shift"), "center": ("dead centre", "in the central area", "at the midpoint of the frame")},
 }
@@ -232,6 +235,8 @@ def worded(
     Without ``vocab`` the one caption is ``canonical(values)`` (and so is the wording function).
     """
     if vocab is None:
+        if canonical is None:
+            raise ValueError("worded() needs `canonical` when there is no vocabulary")
         return [canonical(values)], canonical
     phrasings = variants(values, vocab, rng, k)
     return [phrase(values, vocab, p) for p in phrasings], lambda other: phrase(other, vocab, phrasings[0])

@@ -176,7 +176,7 @@ def _background(S: int, rng: np.random.Generator | None) -> np.ndarray:
         return np.full((S, S, 3), 230.0, dtype=np.float32)
     base = (rng.uniform(205, 240) + rng.uniform(-12, 12, 3)).astype(np.float32)
     field = np.clip(128 + rng.normal(0, 6, (4, 4, 3)), 0, 255).astype(np.uint8)
-    blotches = Image.fromarray(field, "RGB").resize((S, S), Image.BICUBIC)
+    blotches = Image.fromarray(field, "RGB").resize((S, S), Image.Resampling.BICUBIC)
     return base + np.asarray(blotches, dtype=np.float32) - 128
 
 
@@ -350,7 +350,8 @@ def write_dataset(
     images.mkdir(parents=True, exist_ok=True)
     (root / "manifest.csv").unlink(missing_ok=True)
     split_of = _assign_splits(n, splits, seed)
-    rows, hard = [], []
+    rows: list[dict] = []
+    hard: list[dict] = []
     for i in range(n):
         row, pair = make_row(i, root, split_of[i], len(hard))
         rows.append(row)

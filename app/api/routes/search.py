@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -23,7 +24,7 @@ from crossmodal_kernel.modality import Modality
 
 router = APIRouter(prefix="/search", tags=["search"], dependencies=[Depends(require_search)])
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 413, 415, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 413, 415, 422, 503)}
 
 
 def as_json(request: Request, result: tuple[SearchResponse, dict[str, float]]) -> Response:

@@ -69,7 +69,12 @@ def _train_torchrun(ctx: JobContext, cfg: TrainConfig, nproc: int) -> dict:
         "-m", "app.jobs.train_rank", str(lease.job_id), lease.worker_id, str(lease.attempt), str(config_file),
     ]  # fmt: skip
     child = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
-    previous = signal.signal(signal.SIGTERM, lambda *_: (setattr(ctx, "interrupted", True), child.terminate()))
+
+    def on_sigterm(*_: object) -> None:
+        ctx.interrupted = True
+        child.terminate()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         code = child.wait()
     finally:
