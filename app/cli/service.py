@@ -1,14 +1,13 @@
-"""Service commands: serve the API (with an embedded job worker), run a worker, the demo."""
+"""Service commands: serve the API (with an embedded job worker), run a worker."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
 from app.cli.common import USER_ERRORS, fail, session_factory, setup
-from app.config import Settings, uvicorn_options
+from app.config import uvicorn_options
 
 
 def serve(
@@ -86,65 +85,6 @@ def worker(
     typer.echo(f"worker {job_worker.worker_id} ran {ran} job(s)")
 
 
-# The demo's first example query; tests/app/test_end_to_end.py checks its rank-1 answer on the demo's data.
-DEMO_QUERY = "a large red circle in the top left"
-
-
-def _print_examples(settings: Settings) -> None:
-    base = f"http://{settings.host}:{settings.port}"
-    typer.echo(
-        f"""
-crossmodal is serving on {base}  (search page: {base}/ · admin: {base}/admin · API docs: {base}/docs)
-
-Try:
-  curl -s {base}/readyz
-  curl -s -X POST {base}/v1/search/text -H 'content-type: application/json' \\
-       -d '{{"query": "{DEMO_QUERY}", "target": "image", "k": 5}}'
-  curl -s -X POST {base}/v1/search/text -H 'content-type: application/json' \\
-       -d '{{"query": "a blue square", "target": "text", "k": 3}}'
-  curl -s -X POST {base}/v1/search/image -F target=text -F k=3 \\
-       -F file=@{settings.data_dir.resolve()}/demo/images/000000.png
-  curl -s '{base}/v1/items?limit=2'
-  curl -s -o item1.png {base}/v1/items/1/image
-
-Admin (fine-tune, evaluate, promote, roll back): create a key with
-  .venv/bin/crossmodal keys create --name me --role admin
-"""
-    )
-
-
-def demo(n: int = 2000, serve_api: Annotated[bool, typer.Option("--serve/--no-serve")] = True) -> None:
-    """Synthetic data -> bootstrap the configured model -> ingest -> serve. Reuses whatever exists."""
-    from app.db import crud
-    from app.db.session import upgrade
-    from app.pipelines.bootstrap import bootstrap_model
-    from app.pipelines.ingest import ingest as run_ingest
-    from app.progress import Bars
-    from training.bootstrap import BootstrapConfig
-    from training.synthetic.shapes import generate_dataset
-
-    settings = setup()
-    upgrade(settings.resolved_database_url)
-    sf = session_factory(settings)
-    typer.echo("1/4 synthetic dataset")
-    ds = generate_dataset(settings.data_dir / "demo", n=n, seed=0, cover=True)  # every scene has an answer
-    with sf() as session:
-        active = crud.get_active_model(session)
-    if active is None or not active.checkpoint_path:
-        typer.echo(f"2/4 bootstrapping {settings.model_spec} (training its projection heads)")
-        row = bootstrap_model(settings, sf, ds.manifest, cfg=BootstrapConfig(num_workers=settings.num_workers))
-        typer.echo(json.dumps((row.eval_report or {}).get("held_out", {}), indent=2))
-    else:
-        typer.echo(f"2/4 reusing model #{active.id}: {active.spec}")
-    typer.echo("3/4 ingesting")
-    with Bars() as bars:
-        typer.echo(run_ingest(ds.manifest, settings, sf, progress=bars).summary())
-    if serve_api:
-        typer.echo("4/4 serving")
-        _print_examples(settings)
-        serve(None, None)
-
-
 def register(app: typer.Typer) -> None:
-    for command in (serve, worker, demo):
+    for command in (serve, worker):
         app.command()(command)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from app.cli import app as cli
-from app.cli.service import DEMO_QUERY
+from app.cli.demo import DEMO_QUERY
 from app.config import Settings, get_settings
 from app.db import crud
 from app.db.session import make_engine, make_session_factory
@@ -36,7 +36,7 @@ def test_the_demo_answers_its_first_example_and_held_out_captions(tmp_path, monk
     monkeypatch.delenv("CROSSMODAL_MODEL_SPEC", raising=False)
     get_settings.cache_clear()
     try:
-        result = CliRunner().invoke(cli, ["demo", "--no-serve"])
+        result = CliRunner().invoke(cli, ["demo", "--data", "synthetic", "--no-serve"])
         assert result.exit_code == 0, result.output
         settings = get_settings()
     finally:
