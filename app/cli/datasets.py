@@ -28,25 +28,14 @@ def emoji(
     Needs npm and its registry on the first run; a warm cache needs neither.
     The drawings are not licensed for redistribution: keep OUT out of version control.
     """
-    from tqdm.auto import tqdm
-
+    from app.progress import Bars
     from training.emoji import EmojiFetchError, build_emoji_dataset
 
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(desc=stage, total=total, dynamic_ncols=True)
-        bar.update(done - bar.n)
-
     try:
-        summary = build_emoji_dataset(out, salt, cache, progress=progress)
+        with Bars() as progress:
+            summary = build_emoji_dataset(out, salt, cache, progress=progress)
     except (EmojiFetchError, OSError, ValueError) as e:
         raise fail(e) from e
-    finally:
-        for bar in bars.values():
-            bar.close()
     by_split = ", ".join(f"{k} {v}" for k, v in summary["concepts_by_split"].items())
     typer.echo(
         f"{summary['concepts']} concepts in {summary['families']} families ({by_split}); salt {summary['salt']!r}"

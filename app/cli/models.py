@@ -51,8 +51,7 @@ def finetune(
     from_db: Annotated[bool, typer.Option(help="Train on the DB's items that have an image and a text.")] = False,
 ) -> None:
     """Fine-tune a model (resumes when the output folder holds a checkpoint)."""
-    from tqdm.auto import tqdm
-
+    from app.progress import Bars
     from training.config import TrainConfig
     from training.trainer import finetune as run_finetune
 
@@ -68,14 +67,14 @@ def finetune(
             cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": manifest})})
     except (OSError, ValueError, RuntimeError) as e:
         raise fail(e) from e
-    bar = tqdm(total=cfg.optim.steps, desc="finetune", unit="step", dynamic_ncols=True)
+    bars = Bars()
 
     def progress(entry: dict) -> None:
-        bar.update(entry["step"] - bar.n)
-        bar.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}", sps=f"{entry['samples_per_s']:.1f}")
+        message = f"loss {entry['loss']:.4f}, lr {entry['lr']:.2e}, {entry['samples_per_s']:.1f} samples/s"
+        bars("finetune", entry["step"], cfg.optim.steps, unit="steps", message=message)
 
     try:
-        with bar:
+        with bars:
             result = run_finetune(cfg, progress=progress)
     except USER_ERRORS as e:
         raise fail(e) from e

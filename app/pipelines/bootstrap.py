@@ -6,12 +6,12 @@ import logging
 from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
-from tqdm.auto import tqdm
 
 from app.config import Settings
 from app.db import crud
 from app.db.models import Model
 from app.encoders import wrap_encoder
+from app.progress import Bars
 from crossmodal_kernel.atomic import atomic_path
 from training import eval_sets
 from training.bootstrap import BootstrapConfig, bootstrap_heads
@@ -71,19 +71,8 @@ def bootstrap_model(
         raise ValueError(f"{manifest} has no rows with split=train, an image and a text")
     cfg = cfg or BootstrapConfig(num_workers=settings.num_workers)
     loaded = load_model(base_spec, settings.device)
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(desc=stage, total=total, disable=not show_progress, dynamic_ncols=True)
-        bar.update(done - bar.n)
-
-    try:
+    with Bars(enabled=show_progress) as progress:
         train_report = bootstrap_heads(loaded, train, cfg, progress, captions if any(captions) else None)
-    finally:
-        for bar in bars.values():
-            bar.close()
     eval_report = eval_sets.evaluate_pairs(wrap_encoder(settings, loaded), held_out) if len(held_out) else {}
     with session_factory() as session:
         row = crud.create_model(
