@@ -3,7 +3,7 @@
 The binding world's hard split asks which colour goes with which shape and which object
 is on the left. A representation that only knows the *bag* of attributes (red, blue,
 circle, square) cannot answer: given the two colours present, "which is on the left" is
-a coin toss (0.5). This probe fits a linear classifier (``training.evaluate.linear_probe``)
+a coin toss (0.5). This probe fits a linear classifier (``training.probes.linear_probe``)
 on frozen ImageNet features of the train split and scores it on the test split, for two
 targets:
 
@@ -45,7 +45,7 @@ from benchmarks._report import record  # noqa: E402
 from crossmodal_kernel.builtin import SPP_LEVELS, spatial_pyramid_pool
 from crossmodal_kernel.images import open_image  # noqa: E402
 from crossmodal_kernel.loading import load_model  # noqa: E402
-from training.evaluate import linear_probe  # noqa: E402
+from training.probes import linear_probe  # noqa: E402
 from training.synthetic.binding import generate_binding_dataset  # noqa: E402
 
 TARGETS = ("left_colour", "left_shape")

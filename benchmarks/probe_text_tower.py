@@ -106,7 +106,7 @@ def probe_accuracy(encode: PooledText, seed: int, per_scene: int = 4) -> dict[st
     """A linear probe per attribute, fit on captions worded from the train pool (``per_scene`` wordings of
     every scene): its accuracy on other train-pool wordings (the control) and on shift-pool wordings.
     This is what a linear head trained on varied captions could at best read off the frozen tower."""
-    from training.evaluate import linear_probe
+    from training.probes import linear_probe
 
     scenes = all_scenes()
     rng = random.Random(f"probe-text-linear:{seed}")

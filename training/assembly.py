@@ -98,7 +98,12 @@ def build_parts(cfg: TrainConfig, dist: DistInfo) -> TrainParts:
     report = SourceReport()
     image_only = cfg.ssl.image_only
     train_pairs, val_pairs = load_pairs(
-        cfg.data.manifest, cfg.data.val_fraction, cfg.data.split_column, report, images_only=image_only
+        cfg.data.manifest,
+        cfg.data.val_fraction,
+        cfg.data.split_column,
+        report,
+        images_only=image_only,
+        group_column=cfg.data.group_column,
     )
     if image_only:
         val_pairs = []  # no captions to measure retrieval with

@@ -6,6 +6,7 @@ Every field has the value a first run should use; a YAML file only names what it
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +33,12 @@ class DataConfig(_Strict):
     )
     drop_noisy_fraction: float = Field(
         0.0, ge=0.0, lt=1.0, description="Score every pair with the starting model and drop this worst share."
+    )
+    group_column: str | None = Field(
+        None,
+        description="Manifest column naming each row's concept (e.g. `concept` in the emoji manifests): rows of one "
+        "concept are siblings, left out of each other's negatives (`loss.siblings`). Rows with the same `text` or "
+        "the same drawn caption are siblings whatever this says.",
     )
 
 
@@ -111,6 +118,12 @@ class AugmentConfig(_Strict):
 
 class LossConfig(_Strict):
     kind: Literal["clip", "siglip"] = "clip"
+    siblings: Literal["mask", "negative"] = Field(
+        "mask",
+        description="Rows of one concept (`data.group_column`, or the same text or caption): `mask` leaves them "
+        "out of each other's negatives in every contrastive loss (training/losses/siblings.py); `negative` pushes "
+        "them apart like any other row.",
+    )
 
 
 class SSLConfig(_Strict):
@@ -233,3 +246,64 @@ class TrainConfig(_Strict):
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: the top level must be a mapping")
         return cls.model_validate(raw)
+
+
+# The LiT bootstrap's settings (training.bootstrap): a dataclass, as it is built in code and in
+# benchmarks rather than read from YAML like TrainConfig.
+@dataclass
+class BootstrapConfig:
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    seed: int = 0
+    encode_batch_size: int = 64
+    num_workers: int = 2
+    image_views: int = 0  # augmented views per image beside the clean one
+    view_augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_scale=(0.7, 1.0), blur=0.5))
+    synonym_wordings: int = 0  # extra captions per image, its own with WordNet substitutions (training.thesaurus)
+    synonyms: float = 0.3  # each word's chance of being substituted in such a wording
+    wordnet_dir: str | None = None
+    # Same-concept rows (a shared group key or the same caption): "mask" leaves them out of each other's
+    # negatives, "positive" counts shared groups as positives, "negative" is plain CLIP (training.losses.siblings).
+    siblings: Literal["mask", "positive", "negative"] = "mask"
+    image_align: float = 0.0  # weight of an InfoNCE between the image embeddings of sibling drawings
+    temperature: float = 0.07  # the initial temperature (logit scale 1/temperature)
+    learn_temperature: bool = True
+    text_head_frozen: bool = False  # keep the text head as it starts (LiT's locked side, on the text)
+    loss: Literal["clip", "siglip"] = "clip"
+    name_share: float = 0.0  # with several captions per image: the chance an epoch draws the first (the name)
+    # With several captions per image: > 0 trains every step on the first caption (the name) and adds this
+    # weight times the loss on the drawn caption; 0 trains on the drawn caption alone. 0.2: on the emoji
+    # data, keywords drawn alone cost the held-out house 19 points of R@1 (docs/findings.md F29).
+    caption_weight: float = 0.2
+    # Dropout on the image head's input features while training. 0.5 with caption_weight raised every emoji
+    # split, but cost the synthetic world 6 points of bootstrap R@1, so it is opt-in (docs/findings.md F30).
+    feature_dropout: float = 0.0
+    hard_beta: float = 0.0  # in-batch hardness weighting of the CLIP loss (Robinson et al., 2021); 0: plain
+    feature_cache: str = "auto"  # folder of cached tower features; "auto": training.features.default_cache_dir
+
+    def __post_init__(self):
+        if self.image_views < 0:
+            raise ValueError(f"image_views must be >= 0, got {self.image_views}")
+        if self.synonym_wordings < 0:
+            raise ValueError(f"synonym_wordings must be >= 0, got {self.synonym_wordings}")
+        if not 0.0 < self.synonyms <= 1.0:
+            raise ValueError(f"synonyms must be in (0, 1], got {self.synonyms}")
+        if self.siblings not in ("mask", "positive", "negative"):
+            raise ValueError(f"siblings must be mask, positive or negative, got {self.siblings!r}")
+        if self.image_align < 0:
+            raise ValueError(f"image_align must be >= 0, got {self.image_align}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.caption_weight < 0 or not 0.0 <= self.feature_dropout < 1.0:
+            raise ValueError(f"caption_weight must be >= 0 and feature_dropout in [0, 1): {self}")
+        if not 0.0 <= self.name_share <= 1.0:
+            raise ValueError(f"name_share must be in [0, 1], got {self.name_share}")
+        if self.loss not in ("clip", "siglip") or self.hard_beta < 0 or (self.hard_beta and self.loss != "clip"):
+            raise ValueError(f"loss clip or siglip, hard_beta >= 0 only with clip: {self.loss} {self.hard_beta}")
+
+    def report(self) -> dict:
+        """The settings as plain JSON values."""
+        out = {k: v for k, v in asdict(self).items() if k != "view_augment"}
+        return {**out, "view_augment": self.view_augment.model_dump(mode="json")}

@@ -1,4 +1,5 @@
-"""Evaluation of a two-tower model: retrieval, attribute binding, linear probe, zero-shot.
+"""Evaluation of a two-tower model: retrieval, attribute binding; linear probe and zero-shot on the
+synthetic world (the probes themselves: :mod:`training.probes`).
 
 The metric functions are plain functions over numpy embeddings, so they serve any
 model and any data; the ``*_synthetic`` / encoder wrappers only fetch embeddings.
@@ -14,16 +15,14 @@ Metrics that are undefined for the data (no queries, fewer classes than k) are
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 
 from crossmodal_kernel.images import open_image
+from training.probes import encode_class_prompts, linear_probe, zeroshot_accuracy
 from training.synthetic.captions import scene_key
 from training.synthetic.shapes import COLOURS, POSITIONS, SHAPES, SIZES, SWAPPABLE, SyntheticDataset
 
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 RECALL_KS = (1, 5, 10)
-PROBE_CS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)  # inverse regularisation strengths swept
 SIM_BUDGET_BYTES = 64 << 20  # float32 similarities held at once per query chunk
 
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
@@ -130,6 +128,82 @@ def _match_ranks(queries, query_keys, corpus, corpus_keys, chunk_size: int | Non
     return ranks
 
 
+def concept_retrieval_metrics(
+    img_emb: np.ndarray,
+    image_concepts: Sequence[Hashable],
+    query_emb: np.ndarray,
+    query_concepts: Sequence[Hashable],
+    text_emb: np.ndarray,
+    text_concepts: Sequence[Collection[Hashable]],
+    *,
+    ks: Sequence[int] = RECALL_KS,
+    chunk_size: int | None = None,
+) -> dict:
+    """Retrieval by concept: the hit rule for sets where several images and texts stand for one concept.
+
+    - **text -> image**: query ``q`` (a concept's name, ``query_concepts[q]`` its concept) hits any
+      image of that concept in the pool, whoever drew it: the first such image's rank is the
+      query's rank. Pool: every image (``img_emb``).
+    - **image -> text**: image ``j`` hits any text that names or describes its concept: the pool is
+      ``text_emb``, one row per distinct string (the concepts' names and all their captions, each
+      counted once however many concepts share it), and ``text_concepts[t]`` holds every concept
+      text ``t`` belongs to. A keyword shared by many concepts ("face") is one candidate that is a
+      hit for each of them.
+
+    Ranks follow :func:`retrieval_metrics` (ties rank the hit last). Besides R@k and the median
+    rank per direction, the report gives the pool and query counts and the chance level of each
+    R@k: the mean over queries of ``1 - C(N - m, k) / C(N, k)`` for a query with ``m`` hits among
+    ``N`` candidates, what a random ranking scores.
+    """
+    img_emb, query_emb, text_emb = (_as_2d(a, n) for a, n in ((img_emb, "img_emb"), (query_emb, "query_emb"),
+                                                              (text_emb, "text_emb")))  # fmt: skip
+    if not (len(img_emb) == len(image_concepts) and len(query_emb) == len(query_concepts)
+            and len(text_emb) == len(text_concepts)):  # fmt: skip
+        raise ValueError("need one concept per image and query, and a set of concepts per text")
+    ids: dict[Hashable, int] = {}
+    img_c = np.array([ids.setdefault(c, len(ids)) for c in image_concepts], dtype=np.int64)
+    qry_c = np.array([ids.setdefault(c, len(ids)) for c in query_concepts], dtype=np.int64)
+    t_rows = [(t, ids.setdefault(c, len(ids))) for t, cs in enumerate(text_concepts) for c in cs]
+    width = max(1, len(ids))
+
+    def one_hot(concept_ids: np.ndarray) -> sp.csr_matrix:
+        n = len(concept_ids)
+        return sp.csr_matrix((np.ones(n, dtype=np.float32), (np.arange(n), concept_ids)), shape=(n, width))
+
+    img_keys, qry_keys = one_hot(img_c), one_hot(qry_c)
+    t_idx = np.array([t for t, _ in t_rows], dtype=np.int64)
+    t_con = np.array([c for _, c in t_rows], dtype=np.int64)
+    txt_keys = sp.csr_matrix((np.ones(len(t_rows), dtype=np.float32), (t_idx, t_con)), shape=(len(text_emb), width))
+
+    out: dict = {}
+    for name, queries, q_keys, corpus, c_keys in (
+        ("t2i", query_emb, qry_keys, img_emb, img_keys),
+        ("i2t", img_emb, img_keys, text_emb, txt_keys),
+    ):
+        hits = np.asarray((q_keys @ c_keys.T).getnnz(axis=1)).reshape(-1)
+        answerable = hits > 0
+        ranks = _match_ranks(queries[answerable], q_keys[answerable], corpus, c_keys, chunk_size)
+        for k in ks:
+            out[f"{name}_R@{k}"] = float(np.mean(ranks <= k)) if len(ranks) else None
+        out[f"{name}_median_rank"] = float(np.median(ranks)) if len(ranks) else None
+        out[f"{name}_queries"] = int(answerable.sum())
+        out[f"{name}_pool"] = len(corpus)
+        for k in ks:
+            out[f"{name}_chance_R@{k}"] = chance_recall(len(corpus), hits[answerable], k) if len(ranks) else None
+    return out
+
+
+def chance_recall(pool: int, hits: np.ndarray | Sequence[int], k: int) -> float:
+    """Mean over queries of the probability that a random ranking of ``pool`` candidates puts one of
+    a query's ``hits`` in the top ``k``: ``1 - C(pool - m, k) / C(pool, k)``."""
+    m = np.asarray(hits, dtype=np.float64)
+    k = min(k, pool)
+    miss = np.ones_like(m)
+    for i in range(k):  # C(N - m, k) / C(N, k) = prod_i (N - m - i) / (N - i)
+        miss *= np.clip(pool - m - i, 0, None) / (pool - i)
+    return float(np.mean(1 - miss)) if len(m) else 0.0
+
+
 # ----------------------------------------------------------------------------- binding
 
 
@@ -156,108 +230,13 @@ def binding_accuracy(
     correct = margin > 0
     out = {"binding_acc": float(correct.mean()) if len(correct) else None}
     if swapped is not None:
-        swapped = np.asarray(swapped, dtype=object)
-        if len(swapped) != len(correct):
+        swapped_arr = np.asarray(swapped, dtype=object)
+        if len(swapped_arr) != len(correct):
             raise ValueError("swapped needs one attribute name per hard pair")
         for attribute in attributes:
-            mine = correct[swapped == attribute]
+            mine = correct[swapped_arr == attribute]
             out[f"binding_acc_{attribute}"] = float(mine.mean()) if len(mine) else None
     return out
-
-
-# ----------------------------------------------------------------------------- linear probe
-
-
-def linear_probe(
-    train_x: np.ndarray,
-    train_y: Sequence,
-    test_x: np.ndarray,
-    test_y: Sequence,
-    *,
-    Cs: Sequence[float] = PROBE_CS,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-) -> dict:
-    """Top-1 accuracy of a multinomial logistic regression on frozen embeddings.
-
-    scikit-learn's ``LogisticRegression`` (lbfgs) rather than a torch softmax layer:
-    the problem is convex and the solver deterministic, so there is no learning rate,
-    epoch count or seed to tune, only the regularisation strength ``C``. It is chosen
-    on a validation split carved from train (``val_fraction`` of each class, picked by
-    a ``seed``-ed permutation; the smaller ``C`` wins a tie), then the probe is refit
-    on all of train. A class too small to spare a member stays wholly in train; when
-    nothing is left for validation the sklearn default ``C = 1`` is used.
-    """
-    train_x, test_x = _as_2d(train_x, "train_x"), _as_2d(test_x, "test_x")
-    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
-    if len(train_x) != len(train_y) or len(test_x) != len(test_y):
-        raise ValueError("need one label per embedding")
-    if len(np.unique(train_y)) < 2:
-        raise ValueError("a linear probe needs at least two classes in train")
-
-    rng = np.random.default_rng(seed)
-    is_val = np.zeros(len(train_y), dtype=bool)
-    for label in np.unique(train_y):
-        members = rng.permutation(np.flatnonzero(train_y == label))
-        is_val[members[: int(len(members) * val_fraction)]] = True
-    fit, val = ~is_val, is_val
-
-    best_c, best_val = 1.0, None
-    if val.any() and len(np.unique(train_y[fit])) >= 2:
-        for c in sorted(Cs):
-            predicted = _fit_probe(train_x[fit], train_y[fit], c).predict(train_x[val])
-            acc = float(np.mean(predicted == train_y[val]))
-            if best_val is None or acc > best_val:
-                best_c, best_val = c, acc
-    probe = _fit_probe(train_x, train_y, best_c)
-    top1 = float(np.mean(probe.predict(test_x) == test_y)) if len(test_y) else None
-    return {"probe_top1": top1, "probe_C": float(best_c), "probe_val_top1": best_val}
-
-
-def _fit_probe(x: np.ndarray, y: np.ndarray, c: float) -> LogisticRegression:
-    # Large C on separable data may stop at max_iter; the validation sweep judges the result anyway.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return LogisticRegression(C=c, max_iter=1000).fit(x, y)
-
-
-# ----------------------------------------------------------------------------- zero-shot
-
-
-def class_embeddings(prompt_emb: np.ndarray) -> np.ndarray:
-    """(n_classes, n_templates, d) prompt embeddings -> (n_classes, d) unit class vectors.
-
-    Averaging over several wordings (Radford et al., 2021, prompt ensembling) smooths
-    out how much any one template happens to suit a class name.
-    """
-    if prompt_emb.ndim != 3:
-        raise ValueError(f"expected (n_classes, n_templates, d), got shape {prompt_emb.shape}")
-    mean = prompt_emb.astype(np.float32).mean(axis=1)
-    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
-
-
-def zeroshot_accuracy(img_emb: np.ndarray, class_emb: np.ndarray, labels: Sequence[int]) -> dict:
-    """Top-1 (and top-5 with >= 5 classes, else ``None``) accuracy of nearest-class-vector labels."""
-    img_emb, class_emb = _as_2d(img_emb, "img_emb"), _as_2d(class_emb, "class_emb")
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if len(labels) != len(img_emb):
-        raise ValueError("need one label per image")
-    if len(labels) and (labels.min() < 0 or labels.max() >= len(class_emb)):
-        raise ValueError("labels must index rows of class_emb")
-    scores = img_emb @ class_emb.T
-    true = scores[np.arange(len(labels)), labels][:, None]
-    ranks = (scores >= true).sum(axis=1)  # the true class counts itself; ties rank it last
-    out = {"zeroshot_top1": float(np.mean(ranks <= 1)) if len(ranks) else None, "zeroshot_top5": None}
-    if len(class_emb) >= 5 and len(ranks):
-        out["zeroshot_top5"] = float(np.mean(ranks <= 5))
-    return out
-
-
-def encode_class_prompts(encoder: Encoder, classnames: Sequence[str], templates: Sequence[str]) -> np.ndarray:
-    """Unit class vectors from ``template.format(name)`` prompts, e.g. ``"a photo of a {}."``."""
-    prompts = [t.format(name) for name in classnames for t in templates]
-    emb = encoder.encode_texts(prompts)
-    return class_embeddings(emb.reshape(len(classnames), len(templates), -1))
 
 
 # ----------------------------------------------------------------------------- synthetic world
@@ -408,6 +387,13 @@ def report_markdown(report: dict) -> str:
         f"Split `{report.get('split', '?')}`: {fmt(report.get('n_images'))} images, "
         f"{fmt(report.get('n_texts'))} texts, {fmt(report.get('n_hard'))} hard pairs.",
     ]
+    if report.get("hit_rule") == "concept":
+        lines.append(
+            f"Hit rule: concept (any image of the query's concept; for image → text its name or any of its "
+            f"captions). Pools: {fmt(report.get('t2i_pool'))} images (chance R@1 "
+            f"{fmt(report.get('t2i_chance_R@1'))}), {fmt(report.get('i2t_pool'))} texts (chance R@1 "
+            f"{fmt(report.get('i2t_chance_R@1'))})."
+        )
     if report.get("skipped"):
         lines.append("Rows skipped: " + ", ".join(f"{k} {v}" for k, v in report["skipped"].items()) + ".")
     return "\n".join(lines) + "\n"
@@ -424,11 +410,9 @@ __all__ = [
     "ATTRIBUTE_VALUES",
     "ZEROSHOT_TEMPLATES",
     "retrieval_metrics",
+    "concept_retrieval_metrics",
+    "chance_recall",
     "binding_accuracy",
-    "linear_probe",
-    "class_embeddings",
-    "zeroshot_accuracy",
-    "encode_class_prompts",
     "evaluate_synthetic",
     "report_markdown",
     "skipped_rows",

@@ -26,6 +26,7 @@ class Pair:
     text: str | None
     captions: tuple[str, ...] = ()  # more captions of the image (the manifest's ``captions``)
     attributes: tuple[tuple[str, str], ...] = ()  # the scene's (column, value)s, for paraphrase
+    group: str | None = None  # the row's concept (``data.group_column``): rows of one group are siblings
 
 
 def stable_fraction(key: str) -> float:
@@ -39,12 +40,13 @@ def load_pairs(
     split_column: str | None,
     report: SourceReport,
     images_only: bool = False,
+    group_column: str | None = None,
 ) -> tuple[list[Pair], list[Pair]]:
     """``(train, val)`` pairs from a manifest; unusable rows are counted, not kept.
 
     A row needs an image and a text, or just an image when ``images_only``; without a ``text``, the
     first of its ``captions`` is its text. A pair keeps the row's ``captions`` and, for the synthetic
-    worlds, its scene attributes (for ``augment.text``).
+    worlds, its scene attributes (for ``augment.text``), and its ``group_column`` value as its group.
     """
     train, val = [], []
     for rec in iter_manifest(Path(manifest), report):
@@ -52,7 +54,9 @@ def load_pairs(
         if not rec.image_path or not (text or images_only):
             report.skip("image-only rows need ssl.image_only" if rec.image_path else "row has no image")
             continue
-        pair = Pair(rec.image_path, text, rec.captions, scene_attributes(rec.metadata))
+        group = rec.metadata.get(group_column) if group_column else None
+        group = None if group in (None, "") else str(group)
+        pair = Pair(rec.image_path, text, rec.captions, scene_attributes(rec.metadata), group)
         if split_column:
             split = str(rec.metadata.get(split_column, "")).lower()
             if split in ("train", ""):
@@ -179,3 +183,23 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return self.n - self.start
+
+
+def sibling_groups(pairs: Sequence[Pair]) -> list[tuple[int, int]]:
+    """Per pair, ``(group id, text id)``: ids equal for equal groups (-1: no group) and equal texts.
+
+    Two pairs are siblings (neither a positive nor a negative of each other) when either id matches.
+    """
+    ids: dict[tuple[str, str | None], int] = {}
+    out = []
+    for p in pairs:
+        group = -1 if p.group is None else ids.setdefault(("group", p.group), len(ids))
+        out.append((group, ids.setdefault(("text", p.text), len(ids))))
+    return out
+
+
+def caption_id(text: str | None) -> int:
+    """A stable non-negative 63-bit id of a caption string (-1 for none): equal on every rank and run."""
+    if text is None:
+        return -1
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1

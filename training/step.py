@@ -13,6 +13,7 @@ from training.assembly import TrainParts
 from training.distributed import average_gradients, distributed_clip_loss, gather_features
 from training.gradcache import gradcache_backward
 from training.locking import set_train_mode
+from training.losses.siblings import sibling_mask
 
 Batch = tuple[list[torch.Tensor], torch.Tensor | None, list]  # (views, tokens | None, texts)
 
@@ -29,7 +30,8 @@ def train_step(parts: TrainParts, batch: Batch, step: int) -> dict[str, float]:
     parts.optimizer.zero_grad(set_to_none=True)
     terms: dict[str, torch.Tensor] = {}
     if tokens is not None:
-        terms.update(_contrastive_backward(parts, views[0], tokens, batch[2]))
+        keys = getattr(batch, "keys", None)
+        terms.update(_contrastive_backward(parts, views[0], tokens, batch[2], keys))
     if parts.ssl is not None:
         with parts.autocast():
             ssl_terms = parts.ssl(model.visual, views[0], views[1])
@@ -53,8 +55,11 @@ def train_step(parts: TrainParts, batch: Batch, step: int) -> dict[str, float]:
     return {"loss": float(loss), **{k: float(v) for k, v in terms.items()}, "lr": lr}
 
 
-def _contrastive_backward(parts: TrainParts, images: torch.Tensor, tokens: torch.Tensor, texts: list) -> dict:
-    """The cross-modal loss and its backward pass, with perturbed captions as extra text negatives."""
+def _contrastive_backward(
+    parts: TrainParts, images: torch.Tensor, tokens: torch.Tensor, texts: list, keys: torch.Tensor | None = None
+) -> dict:
+    """The cross-modal loss and its backward pass, with perturbed captions as extra text negatives and
+    same-concept rows (``keys``, :class:`training.trainer.Batch`) out of each other's negatives."""
     model = parts.model
     perturbed = parts.hard.perturbed(texts)
     all_tokens = tokens
@@ -67,7 +72,7 @@ def _contrastive_backward(parts: TrainParts, images: torch.Tensor, tokens: torch
         functools.partial(model.encode_text, normalize=True),
         images,
         all_tokens,
-        functools.partial(_contrastive_loss, parts, n_texts=len(tokens)),
+        functools.partial(_contrastive_loss, parts, n_texts=len(tokens), keys=keys),
         chunk_size=parts.cfg.optim.chunk_size or max(len(images), len(all_tokens)),
         loss_kwargs={**parts.temperature(), **parts.hard.queue_kwargs()},
         autocast=parts.autocast,
@@ -75,8 +80,15 @@ def _contrastive_backward(parts: TrainParts, images: torch.Tensor, tokens: torch
     )
 
 
-def _contrastive_loss(parts: TrainParts, img: torch.Tensor, txt_all: torch.Tensor, n_texts: int, **kwargs) -> dict:
-    """The cross-modal loss on the (gathered) global batch, with any extra negatives."""
+def _contrastive_loss(
+    parts: TrainParts, img: torch.Tensor, txt_all: torch.Tensor, n_texts: int, keys: torch.Tensor | None = None,
+    **kwargs,
+) -> dict:  # fmt: skip
+    """The cross-modal loss on the (gathered) global batch, with any extra negatives.
+
+    Siblings are masked on the global batch; the local-loss path (each rank scores its own rows)
+    has no mask and trains with siblings as negatives.
+    """
     cfg, world, rank = parts.cfg, parts.dist.world_size, parts.dist.rank
     txt, extra = txt_all[:n_texts], txt_all[n_texts:]
     if world > 1 and cfg.distributed.local_loss:
@@ -84,7 +96,19 @@ def _contrastive_loss(parts: TrainParts, img: torch.Tensor, txt_all: torch.Tenso
     if world > 1:
         with_grad = cfg.distributed.gather_with_grad
         img, txt = gather_features(img, txt, gather_with_grad=with_grad, rank=rank, world_size=world)
+        keys = _gather_keys(keys, img.device, world) if keys is not None else None
     if len(extra):
         queued = kwargs.pop("extra_text_features", None)
         kwargs["extra_text_features"] = extra if queued is None else torch.cat([extra, queued])
+    if keys is not None and cfg.loss.siblings == "mask" and len(keys) == len(img):
+        kwargs["siblings"] = sibling_mask(*keys.to(img.device).T)
     return parts.loss_fn(img, txt, **kwargs, **parts.hard.mochi(img, txt))
+
+
+def _gather_keys(keys: torch.Tensor, device: torch.device, world: int) -> torch.Tensor:
+    """Every rank's sibling keys, in rank order (as :func:`gather_features` orders the features)."""
+    target = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")  # NCCL gathers CUDA
+    local = keys.to(target).contiguous()
+    gathered = [torch.empty_like(local) for _ in range(world)]
+    torch.distributed.all_gather(gathered, local)
+    return torch.cat(gathered)

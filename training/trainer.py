@@ -33,7 +33,7 @@ from training import resume
 from training.assembly import TrainParts, build_parts
 from training.config import TrainConfig
 from training.negatives.provider import mined_batches
-from training.pairs import EpochSampler
+from training.pairs import EpochSampler, caption_id, sibling_groups
 from training.resume import TrainState
 from training.step import train_step
 from training.validation import evaluate_recall
@@ -131,10 +131,15 @@ def _epoch_batches(parts: TrainParts, state: TrainState) -> Iterable:
         sampler = EpochSampler(len(parts.dataset), cfg.seed, state.epoch, start=state.position * bs)
         global_batches = BatchSampler(sampler, bs, drop_last=True)
     return DataLoader(
-        parts.dataset,
+        _Indexed(parts.dataset),
         batch_sampler=_RankBatches(global_batches, parts.dist.rank, parts.dist.world_size),
         num_workers=(workers := loader_workers(cfg.data.num_workers)),
-        collate_fn=_collate(parts.loaded.tokenizer, parts.model, with_text=not cfg.ssl.image_only),
+        collate_fn=_collate(
+            parts.loaded.tokenizer,
+            parts.model,
+            with_text=not cfg.ssl.image_only,
+            groups=sibling_groups(parts.train_pairs),
+        ),
         multiprocessing_context=worker_context(workers),
         # Its own generator, so that making the iterator (which draws the workers' base seed) leaves
         # the global RNG alone: from it, the draw would come at the epoch's start in an uninterrupted
@@ -200,16 +205,39 @@ class _RankBatches(torch.utils.data.Sampler[list[int]]):
         return len(self.batches)
 
 
-def _collate(tokenizer, model, with_text: bool):
-    """``(views, tokens | None, texts)``: one (N, 3, H, W) tensor per augmented view."""
+class _Indexed(torch.utils.data.Dataset):
+    """``(i, dataset[i])``: the collate needs each row's index to look up its sibling keys."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return i, self.dataset[i]
+
+
+class Batch(tuple):
+    """``(views, tokens | None, texts)``, with ``keys``: (N, 3) long sibling keys of its rows (group id,
+    text id, drawn caption id; -1 for none), from which the step builds the siblings mask."""
+
+    keys: torch.Tensor | None = None
+
+
+def _collate(tokenizer, model, with_text: bool, groups: list[tuple[int, int]] | None = None):
+    """A :class:`Batch`: one (N, 3, H, W) tensor per augmented view, the tokens, the captions and the keys."""
 
     def collate(batch):
-        batch = [b for b in batch if b is not None]
+        batch = [(i, b) for i, b in batch if b is not None]
         if not batch:
             return None
-        views = [torch.stack([b[0][v] for b in batch]) for v in range(len(batch[0][0]))]
-        texts = [b[1] for b in batch]
+        views = [torch.stack([b[0][v] for _, b in batch]) for v in range(len(batch[0][1][0]))]
+        texts = [b[1] for _, b in batch]
         tokens = trim_padding(model, tokenizer(texts)) if with_text else None
-        return views, tokens, texts
+        out = Batch((views, tokens, texts))
+        if groups is not None:
+            out.keys = torch.tensor([[*groups[i], caption_id(t)] for (i, _), t in zip(batch, texts, strict=True)])
+        return out
 
     return collate

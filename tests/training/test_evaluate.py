@@ -5,13 +5,11 @@ import pytest
 
 from training.evaluate import (
     binding_accuracy,
-    class_embeddings,
     evaluate_synthetic,
-    linear_probe,
     report_markdown,
     retrieval_metrics,
-    zeroshot_accuracy,
 )
+from training.probes import class_embeddings, linear_probe, zeroshot_accuracy
 
 
 def naive_retrieval(img, txt, txt2img, keys):

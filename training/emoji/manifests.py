@@ -2,7 +2,10 @@
 
 A row is one drawing: ``image`` (relative to the manifest), ``text`` (the CLDR name), ``id``
 (``house/codepoint``), a ``captions`` list (name, short names, keywords, each once) and the
-metadata ``house``, ``codepoint``, ``category``, ``subcategory``, ``family`` and ``subset``.
+metadata ``house``, ``codepoint``, ``category``, ``subcategory``, ``family`` and ``subset``, and
+``concept`` (the codepoint again, under the column name that makes :mod:`training.eval_sets` score a
+set by concept: any house's drawing of the query's concept is a hit,
+:func:`training.evaluate.concept_retrieval_metrics`).
 
 Which file is for what:
 
@@ -62,6 +65,7 @@ def row(concept: Concept, house: str, subset: str, prefix: str = "") -> dict:
         "captions": concept.captions,
         "house": house,
         "codepoint": concept.codepoint,
+        "concept": concept.codepoint,
         "category": concept.category,
         "subcategory": concept.subcategory,
         "family": concept.family,

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.losses._checks import check_finite, check_pair, check_positive
+from training.losses.siblings import check_siblings
 
 
 class ClipLoss(nn.Module):
@@ -27,6 +28,11 @@ class ClipLoss(nn.Module):
     The e_k are optional extra text negatives (m of them), e.g. NegCLIP's perturbed
     captions (Yuksekgonul et al., ICLR 2023). They are extra columns of the
     image->text softmax only: no image is their positive, so they have no row.
+
+    Optional ``siblings`` (an (N, N) bool mask, :mod:`training.losses.siblings`) leave
+    same-concept pairs out of both softmaxes: with S_i the siblings of row i, the sums
+    above run over j not in S_i (and i not in S_j). They are neither positives nor
+    negatives; every anchor keeps its own pair as its one positive.
 
     The log-scale t starts at ln(1/0.07) (temperature 0.07, after Wu et al. 2018)
     and, as in the paper, s is clipped at 100 "to prevent scaling the logits by
@@ -82,6 +88,8 @@ class ClipLoss(nn.Module):
         text_features: torch.Tensor,
         logit_scale: torch.Tensor | float | None = None,
         extra_text_features: torch.Tensor | None = None,
+        *,
+        siblings: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
@@ -91,6 +99,8 @@ class ClipLoss(nn.Module):
                 the module's own; the clip still applies.
             extra_text_features: optional (M, D) texts that are negatives for
                 every image (image->text direction only).
+            siblings: optional (N, N) bool; True where rows i and j are of the same
+                concept: that pair is left out of both directions (diagonal ignored).
 
         Returns:
             ``{"contrastive_loss": scalar}``.
@@ -103,10 +113,20 @@ class ClipLoss(nn.Module):
             texts = F.normalize(texts, dim=-1)
 
         logits_per_image = self.scale(logit_scale) * image_features @ texts.T  # (N, N + M)
+        if (mask := check_siblings(siblings, n)) is not None:
+            logits_per_image = mask_columns(logits_per_image, mask)
         logits_per_text = logits_per_image[:, :n].T  # (N, N): the extra texts have no row
         labels = torch.arange(n, device=image_features.device)
         loss = (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
         return {"contrastive_loss": loss}
+
+
+def mask_columns(logits: torch.Tensor, siblings: torch.Tensor) -> torch.Tensor:
+    """``logits`` (N, N + M) with the sibling entries of its first N columns at -inf (out of any softmax)."""
+    n = siblings.shape[0]
+    full = torch.zeros_like(logits, dtype=torch.bool)
+    full[:, :n] = siblings
+    return logits.masked_fill(full, float("-inf"))
 
 
 def append_negatives(features: torch.Tensor, extra: torch.Tensor | None, name: str) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from training.losses._checks import check_non_negative, check_pair
 from training.losses.clip import ClipLoss, append_negatives
+from training.losses.siblings import check_siblings
 
 
 class HardNegativeClipLoss(ClipLoss):
@@ -49,6 +50,12 @@ class HardNegativeClipLoss(ClipLoss):
     the two are averaged as in CLIP. The temperature handling (``logit_scale``,
     its clip at 100) is :class:`ClipLoss`'s.
 
+    Optional ``siblings`` (an (N, N) bool mask, :mod:`training.losses.siblings`) take
+    same-concept rows out of each other's in-batch negatives: anchor i's K is then the
+    count of its remaining negatives (K_i), in the weights' mean and in the floor. The
+    shared and per-query extra negatives (queue, perturbed captions, MoCHi points) carry
+    no concept and stay negatives. An anchor left with no negative contributes 0.
+
     Args:
         beta: concentration >= 0; 0 weighs negatives uniformly. Paper: 1.0.
         tau_plus: class prior tau+ in [0, 1); 0 disables debiasing. Paper: 0.1.
@@ -80,6 +87,8 @@ class HardNegativeClipLoss(ClipLoss):
         text_negatives_per_image: torch.Tensor | None = None,
         image_negatives_per_text: torch.Tensor | None = None,
         extra_image_features: torch.Tensor | None = None,
+        *,
+        siblings: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
@@ -95,6 +104,8 @@ class HardNegativeClipLoss(ClipLoss):
             image_negatives_per_text: optional (N, S', D); the same for texts.
             extra_image_features: optional (M', D) images that are negatives for
                 every text (e.g. a queue of momentum-encoded image keys).
+            siblings: optional (N, N) bool; True where rows i and j are of the same
+                concept: neither is the other's negative (diagonal ignored).
 
         Returns:
             ``{"contrastive_loss": scalar}``.
@@ -134,28 +145,46 @@ class HardNegativeClipLoss(ClipLoss):
             t2i.append(s * texts[:n] @ extra_image_features.T)
         if image_negatives_per_text is not None:
             t2i.append(s * torch.einsum("nd,nsd->ns", texts[:n], image_negatives_per_text))
+        i2t_neg, t2i_neg = torch.cat(i2t, dim=1), torch.cat(t2i, dim=1)
 
-        loss_i2t = self._anchor_losses(positives, torch.cat(i2t, dim=1), s)
-        loss_t2i = self._anchor_losses(positives, torch.cat(t2i, dim=1), s)
+        valid_i2t = valid_t2i = None
+        if (mask := check_siblings(siblings, n)) is not None:
+            in_batch = ~mask[off_diagonal].view(n, n - 1)  # True: a real negative
+            valid_i2t = torch.ones_like(i2t_neg, dtype=torch.bool)
+            valid_i2t[:, : n - 1] = in_batch
+            valid_t2i = torch.ones_like(t2i_neg, dtype=torch.bool)
+            valid_t2i[:, : n - 1] = ~mask.T[off_diagonal].view(n, n - 1)
+        loss_i2t = self._anchor_losses(positives, i2t_neg, s, valid_i2t)
+        loss_t2i = self._anchor_losses(positives, t2i_neg, s, valid_t2i)
         return {"contrastive_loss": (loss_i2t.mean() + loss_t2i.mean()) / 2}
 
-    def _anchor_losses(self, positive: torch.Tensor, negatives: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def _anchor_losses(
+        self, positive: torch.Tensor, negatives: torch.Tensor, s: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Per-anchor loss from (N,) positive and (N, K) negative logits, in log space.
 
-        exp(l) overflows float32 once l > 88 (s reaches 100), so the sums are kept
-        as logs and everything is divided by exp(m) before leaving log space.
+        ``valid`` (N, K) bool marks the negatives that count (default: all); anchor i uses its
+        K_i = valid[i].sum() of them. exp(l) overflows float32 once l > 88 (s reaches 100), so
+        the sums are kept as logs and everything is divided by exp(m) before leaving log space.
         """
-        k = negatives.shape[1]
-        if k == 0:  # a batch of one with no extra negatives: nothing to contrast
+        if negatives.shape[1] == 0:  # a batch of one with no extra negatives: nothing to contrast
             return torch.zeros_like(positive)
+        if valid is None:
+            k = torch.full_like(positive, float(negatives.shape[1]))
+            tilted, weights = (self.beta + 1) * negatives, self.beta * negatives
+        else:
+            k = valid.sum(dim=1).to(positive.dtype)
+            never = torch.tensor(float("-inf"), dtype=negatives.dtype, device=negatives.device)
+            tilted = torch.where(valid, (self.beta + 1) * negatives, never)
+            weights = torch.where(valid, self.beta * negatives, never)
+        some = k > 0
+        safe_k = torch.where(some, k, torch.ones_like(k))
         # log sum_k w_k e^{l_k} = log K + logsumexp((beta+1) l) - logsumexp(beta l)
-        log_reweighted = (
-            math.log(k)
-            + torch.logsumexp((self.beta + 1) * negatives, dim=1)
-            - torch.logsumexp(self.beta * negatives, dim=1)
-        )
+        log_reweighted = torch.log(safe_k) + torch.logsumexp(tilted, dim=1) - torch.logsumexp(weights, dim=1)
+        log_reweighted = torch.where(some, log_reweighted, positive.detach())
         m = torch.maximum(positive, log_reweighted).detach()  # any shift is exact; this one is safe
         positive_term = torch.exp(positive - m)
         ng = (torch.exp(log_reweighted - m) - self.tau_plus * k * positive_term) / (1 - self.tau_plus)
         ng = torch.maximum(ng, k * torch.exp(-s - m))
-        return m + torch.log(positive_term + ng) - positive
+        loss = m + torch.log(positive_term + ng) - positive
+        return torch.where(some, loss, torch.zeros_like(loss))

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.losses._checks import check_finite, check_pair, check_positive_int
+from training.losses.siblings import check_siblings
 
 
 class SigLipLoss(nn.Module):
@@ -24,6 +25,9 @@ class SigLipLoss(nn.Module):
 
     i.e. a sum over all N^2 pairs divided by the batch size, as in the paper.
     Each pair is its own binary problem, so no softmax over the batch is needed.
+    Optional ``siblings`` (an (N, N) bool mask, :mod:`training.losses.siblings`) drop
+    same-concept pairs from the sum: they are neither positives nor negatives (the
+    divisor stays N, the number of anchors, as in the paper).
 
     Paper initialisation from scratch: t = ln 10 and b = -10. The negative bias
     matters because N^2 - N of the pairs are negatives: it keeps the first steps
@@ -90,6 +94,8 @@ class SigLipLoss(nn.Module):
         text_features: torch.Tensor,
         logit_scale: torch.Tensor | float | None = None,
         logit_bias: torch.Tensor | float | None = None,
+        *,
+        siblings: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
@@ -97,6 +103,8 @@ class SigLipLoss(nn.Module):
             text_features: (N, D).
             logit_scale: optional exponentiated scale s (scalar), instead of the module's.
             logit_bias: optional bias b (scalar), instead of the module's.
+            siblings: optional (N, N) bool; True where rows i and j are of the same
+                concept: the pair (i, j) is left out of the sum (diagonal ignored).
 
         Returns:
             ``{"contrastive_loss": scalar}``.
@@ -112,5 +120,8 @@ class SigLipLoss(nn.Module):
         logits = s * image_features @ text_features.T + b  # (N, N)
         eye = torch.eye(n, device=logits.device, dtype=logits.dtype)
         labels = 2 * eye - 1  # +1 on the diagonal (the positives), -1 elsewhere
-        loss = -F.logsigmoid(labels * logits).sum() / n
+        terms = -F.logsigmoid(labels * logits)
+        if (mask := check_siblings(siblings, n)) is not None:
+            terms = terms.masked_fill(mask, 0.0)
+        loss = terms.sum() / n
         return {"contrastive_loss": loss}
