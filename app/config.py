@@ -83,6 +83,34 @@ class Settings(BaseSettings):
         description="A metadata filter matching at most this many items restricts the FAISS search to their ids; "
         "a broader one is checked on overfetched candidates instead.",
     )
+    search_mode: Literal["vector", "lexical", "hybrid"] = Field(
+        "hybrid",
+        description="How a text search ranks when its request names no `mode`: `vector` (embedding similarity), "
+        "`lexical` (full-text match on text, metadata values and file name) or `hybrid` (both lists fused). "
+        "Image queries always rank by vector. docs/benchmarks.md (Hybrid search) has the measurement.",
+    )
+    hybrid_fusion: Literal["rrf", "relative"] = Field(
+        "rrf",
+        description="How hybrid search fuses the vector and lexical lists: `rrf` (reciprocal rank fusion) or "
+        "`relative` (each list's scores min-max scaled, then a weighted sum).",
+    )
+    hybrid_rrf_k: float = Field(
+        1.0,
+        ge=0,
+        description="Reciprocal rank fusion's constant k: a hit adds weight / (k + rank) per list. 1 is the smallest "
+        "k at which a hit second in both lists outranks one first in a single list; on the emoji benchmark k = 0 to "
+        "3 tie and the customary 60 loses up to 0.25 of R@10 (docs/benchmarks.md: Hybrid search).",
+    )
+    hybrid_vector_weight: float = Field(
+        0.5, ge=0, le=1, description="The vector list's weight in hybrid fusion; the lexical list gets 1 minus it."
+    )
+    hybrid_window: int = Field(
+        100,
+        ge=1,
+        le=2048,
+        description="How deep hybrid search reads each list (filtered, ranked) before fusing them: its results are "
+        "the fused union of the two top-window lists, so pages are stable and end after at most twice this.",
+    )
     index_refresh_seconds: float = Field(
         5.0,
         ge=0,

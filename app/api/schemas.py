@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from app.serving.schemas import SearchOptions
+from app.serving.schemas import Mode, SearchOptions
 
 # Standard base64 (padded), optionally behind a data: URL prefix: what the schema promises we decode.
 BASE64 = r"^(data:[^,]*,)?([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -23,6 +23,11 @@ class TextSearchRequest(SearchOptions):
 
 
 class ImageSearchJSON(SearchOptions):
+    # The schema offers only `vector`: the lexical and hybrid modes match words, and an image query
+    # asking for them is answered 422 (mode_needs_text) by the query path.
+    mode: Annotated[
+        Mode | None, WithJsonSchema({"anyOf": [{"type": "string", "enum": ["vector"]}, {"type": "null"}]})
+    ] = Field(None, description="Image queries rank by vector: `vector` or unset.")
     image_base64: str = Field(
         ...,
         min_length=1,

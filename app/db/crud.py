@@ -105,6 +105,17 @@ def get_hits(session: Session, ids: Sequence[int], where: Any = None) -> dict[in
     return {row.id: row for row in session.execute(statement, {"ids": list(set(ids))})}
 
 
+_LIVE = select(Item.id).where(Item.id.in_(bindparam("ids", expanding=True)), Item.deleted_at.is_(None))
+
+
+def live_ids(session: Session, ids: Sequence[int], where: Any = None) -> set[int]:
+    """Which of ``ids`` are live items (that pass ``where``): :func:`get_hits` without the fields."""
+    if not ids:
+        return set()
+    statement = _LIVE if where is None else _LIVE.where(where)
+    return set(session.scalars(statement, {"ids": list(set(ids))}))
+
+
 def matching_ids(session: Session, where: Any, modality: str, limit: int) -> list[int]:
     """Ids of live items with a ``modality`` that pass ``where``, sorted, at most ``limit`` of them."""
     has = Item.image_path.is_not(None) if modality == "image" else Item.text.is_not(None)

@@ -17,10 +17,19 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db import crud
-from app.serving import filters
+from app.db import crud, lexical
+from app.serving import filters, hybrid
 from app.serving.batching import Query
-from app.serving.schemas import IndexInfo, ModelInfo, SearchOptions, SearchResponse, SearchResult
+from app.serving.schemas import (
+    HitParts,
+    IndexInfo,
+    Mode,
+    ModelInfo,
+    RankPart,
+    SearchOptions,
+    SearchResponse,
+    SearchResult,
+)
 from app.serving.state import LoadedIndex, NotReady, SearchState, Snapshot, search_index
 from index.candidates import VectorsUnavailable
 from index.dedupe import MAX_DEDUPE
@@ -86,18 +95,35 @@ def _check(snap: Snapshot, settings: Settings, opts: SearchOptions) -> None:
 
 
 class _Candidates:
-    """Hydrated, filtered candidates of one request: ``keep`` for the overfetch loop, and the rows."""
+    """Hydrated, filtered candidates of one request: ``keep`` for the overfetch loop, and the rows.
 
-    def __init__(self, session: Session, where, timings: dict[str, float]):
-        self.session, self.where, self.timings = session, where, timings
+    With ``ids_only`` (hybrid mode, whose vector list runs a window deep) ``keep`` reads only which
+    ids are live and pass the filter, and :meth:`hydrate` fetches the rows of the page alone."""
+
+    def __init__(self, session: Session, where, timings: dict[str, float], ids_only: bool = False):
+        self.session, self.where, self.timings, self.ids_only = session, where, timings, ids_only
         self.rows: dict[int, Row] = {}
+        self.live: set[int] = set()
 
     def keep(self, ids: np.ndarray) -> np.ndarray:
         """An item deleted since indexing (or failing the filter) is not a result."""
         th = time.perf_counter()
-        self.rows.update(crud.get_hits(self.session, ids.tolist(), self.where))
+        if self.ids_only:
+            self.live.update(crud.live_ids(self.session, ids.tolist(), self.where))
+            known: set[int] | dict[int, Row] = self.live
+        else:
+            self.rows.update(crud.get_hits(self.session, ids.tolist(), self.where))
+            known = self.rows
         self.timings["hydrate"] += (time.perf_counter() - th) * 1000
-        return np.fromiter((int(i) in self.rows for i in ids), dtype=bool, count=len(ids))
+        return np.fromiter((int(i) in known for i in ids), dtype=bool, count=len(ids))
+
+    def hydrate(self, ids: list[int]) -> None:
+        """The rows of ``ids`` not fetched yet (those deleted meanwhile stay absent)."""
+        missing = [i for i in ids if i not in self.rows]
+        if missing:
+            th = time.perf_counter()
+            self.rows.update(crud.get_hits(self.session, missing, self.where))
+            self.timings["hydrate"] += (time.perf_counter() - th) * 1000
 
 
 def _allowed(session: Session, settings: Settings, opts: SearchOptions, where) -> np.ndarray | None:
@@ -120,10 +146,7 @@ def _ranked(
     """
     want, depth = opts.offset + opts.k, _depth(opts)
     if opts.dedupe is not None:
-        if want > MAX_DEDUPE // 2:
-            raise SearchRefused(
-                400, "dedupe_too_deep", f"dedupe works on the first {MAX_DEDUPE // 2} results (offset + k)"
-            )
+        _check_dedupe(opts)
         depth = min(depth, MAX_DEDUPE // 2)
     try:
         loaded, scores, ids = search_index(
@@ -135,14 +158,20 @@ def _ranked(
     return loaded, list(zip(scores.tolist(), ids.tolist(), strict=True))[:want]
 
 
+def _check_dedupe(opts: SearchOptions) -> None:
+    if opts.dedupe is not None and opts.offset + opts.k > MAX_DEDUPE // 2:
+        raise SearchRefused(400, "dedupe_too_deep", f"dedupe works on the first {MAX_DEDUPE // 2} results (offset + k)")
+
+
 def _depth(opts: SearchOptions) -> int:
     """How many ranked candidates a request starts from: its page and everything before it, plus a
     few past it, so that equal scores at the cut are ordered by id on every page alike."""
     return opts.offset + opts.k + TIE_MARGIN
 
 
-def _encode(state: SearchState, snap: Snapshot, query: QueryInput, opts: SearchOptions, batch_search, ticket):
-    """``(xq (1, d), first round (D, I) or None)``: through the batcher and the text cache when on."""
+def _encode(state: SearchState, snap: Snapshot, query: QueryInput, opts: SearchOptions, depth: int | None, ticket):
+    """``(xq (1, d), first round (D, I) or None)``: through the batcher and the text cache when on; the
+    batch searches the first round ``depth`` deep too, unless ``depth`` is None."""
     batcher, cache = state.batcher, state.query_cache
     encoder = snap.encoder
     assert encoder is not None  # _check refused a snapshot without one
@@ -155,16 +184,29 @@ def _encode(state: SearchState, snap: Snapshot, query: QueryInput, opts: SearchO
         xq = known[None, :] if known is not None else query.encode_alone(encoder)
         first = None
     else:
-        index = snap.indexes[opts.target].index if batch_search else None
+        index = snap.indexes[opts.target].index if depth is not None else None
         job = Query(encoder, query.kind, None if known is not None else query.value, known)
-        if index is not None:  # the batch runs this request's first search round too
-            job.index, job.want = index.index, _depth(opts)
+        if index is not None and depth is not None:  # the batch runs this request's first search round too
+            job.index, job.want = index.index, depth
         vector, D, I = batcher.run(job, ticket)
         # The first round comes back whole (D and I) or not at all.
         xq, first = vector[None, :], (None if D is None or I is None else (D[None, :], I[None, :]))
     if query.kind == "text" and known is None:
         cache.put(model, query.text(), np.array(xq[0]))
     return xq, first
+
+
+def _mode(query: QueryInput, opts: SearchOptions, settings: Settings) -> Mode:
+    """The mode a request ranks by: its own, else the configured one for a text query, vector otherwise."""
+    if opts.mode is None:
+        return settings.search_mode if query.kind == "text" else "vector"
+    if opts.mode != "vector" and query.kind != "text":
+        raise SearchRefused(
+            422,
+            "mode_needs_text",
+            f"mode {opts.mode!r} matches the words of a text query; an {query.kind} query can only use mode 'vector'",
+        )
+    return opts.mode
 
 
 def run_search(
@@ -176,14 +218,18 @@ def run_search(
 ) -> tuple[SearchResponse, dict[str, float]]:
     """Encode (batched, cached), search (``index.candidates``: overfetch past deleted rows, filters and
     ``min_score``), hydrate, paginate. Returns the response and its stage timings in milliseconds
-    (``encode`` includes a batch's search when batched: the two run as one step)."""
+    (``encode`` includes a batch's search when batched: the two run as one step). Lexical and hybrid
+    modes: :func:`_run_words`."""
     t0 = time.perf_counter()
     timings = {"encode": 0.0, "search": 0.0, "hydrate": 0.0}
+    mode = _mode(query, opts, settings)
+    if mode != "vector":
+        return _run_words(state, session_factory, settings, query, opts, mode, t0, timings), timings
     with state.batcher.arriving() if state.batcher is not None else nullcontext() as ticket:
         snap = state.snapshot
         _check(snap, settings, opts)
         te = time.perf_counter()
-        xq, first = _encode(state, snap, query, opts, not opts.filter, ticket)
+        xq, first = _encode(state, snap, query, opts, None if opts.filter else _depth(opts), ticket)
         timings["encode"] = (time.perf_counter() - te) * 1000
     with session_factory() as session:
         where = filters.sql_clause(opts.filter, session.get_bind().dialect.name) if opts.filter else None
@@ -195,28 +241,129 @@ def run_search(
         except NotReady as e:
             raise SearchRefused(503, "nothing_indexed", str(e)) from e
         timings["search"] = (time.perf_counter() - ts) * 1000 - timings["hydrate"]
-    return _response(snap, loaded, opts, found, hits, t0), timings
+    page = [hybrid.Ranked(item_id, score, None, None) for score, item_id in hits[opts.offset :]]
+    return _response(snap, loaded, opts, "vector", found.rows, page, t0), timings
 
 
-def _response(snap: Snapshot, loaded: LoadedIndex, opts: SearchOptions, found: _Candidates, hits, t0: float):
-    page = hits[opts.offset :]
+def _run_words(
+    state: SearchState,
+    session_factory: sessionmaker,
+    settings: Settings,
+    query: QueryInput,
+    opts: SearchOptions,
+    mode: Mode,
+    t0: float,
+    timings: dict[str, float],
+) -> SearchResponse:
+    """Lexical mode (the lexical list alone) and hybrid mode (the vector and lexical lists, each
+    ``CROSSMODAL_HYBRID_WINDOW`` deep, fused): then ``min_score``, ``dedupe`` and the page
+    (``app.serving.hybrid``)."""
+    window, words = settings.hybrid_window, lexical.terms(query.text())
+    xq = first = None
+    with state.batcher.arriving() if state.batcher is not None and mode == "hybrid" else nullcontext() as ticket:
+        snap = state.snapshot
+        _check(snap, settings, opts)
+        _check_dedupe(opts)
+        if mode == "hybrid":
+            te = time.perf_counter()
+            xq, first = _encode(state, snap, query, opts, None if opts.filter else window, ticket)
+            timings["encode"] = (time.perf_counter() - te) * 1000
+    loaded = snap.indexes[opts.target]
+    vectors = _stored_vectors(loaded)
+    with session_factory() as session:
+        where = filters.sql_clause(opts.filter, session.get_bind().dialect.name) if opts.filter else None
+        found = _Candidates(session, where, timings, ids_only=True)
+        ts = time.perf_counter()
+        try:
+            if mode == "hybrid":
+                vector = _vector_list(snap, xq, opts, found, _allowed(session, settings, opts, where), window, first)
+                lex = lexical.search(session, words, opts.target.value, window, where)
+                fused = hybrid.fuse(
+                    vector, lex, settings.hybrid_fusion, settings.hybrid_rrf_k, settings.hybrid_vector_weight
+                )
+                ranked = hybrid.cut(fused, opts.min_score, opts.dedupe, vectors)
+            else:
+                ranked = _lexical_ranked(session, words, opts, where, vectors)
+        except NotReady as e:
+            raise SearchRefused(503, "nothing_indexed", str(e)) from e
+        except VectorsUnavailable as e:
+            raise SearchRefused(400, "dedupe_unsupported", str(e)) from e
+        page = ranked[opts.offset : opts.offset + opts.k]
+        found.hydrate([r.id for r in page])
+        timings["search"] = (time.perf_counter() - ts) * 1000 - timings["hydrate"]
+    return _response(snap, loaded, opts, mode, found.rows, page, t0)
+
+
+def _vector_list(snap: Snapshot, xq, opts: SearchOptions, found: _Candidates, allowed, window: int, first):
+    """Hybrid mode's vector list: the best ``window`` (id, cosine) pairs passing the filter, ties by id."""
+    _, scores, ids = search_index(snap, xq, opts.target, window, keep=found.keep, allowed=allowed, first=first)
+    return list(zip(ids.tolist(), scores.tolist(), strict=True))
+
+
+def _lexical_ranked(session: Session, words: list[str], opts: SearchOptions, where, vectors) -> list[hybrid.Ranked]:
+    """Lexical mode's ranking, deep enough for the page: one query, or with ``dedupe`` a deeper one
+    while near-copies left the page short (up to the first ``MAX_DEDUPE`` matches, as in vector mode)."""
+    want = opts.offset + opts.k
+    limit = want if opts.dedupe is None else min(2 * want, MAX_DEDUPE)
+    while True:
+        got = lexical.search(session, words, opts.target.value, limit, where)
+        ranked = hybrid.cut(hybrid.lexical_only(got), opts.min_score, opts.dedupe, vectors)
+        below = opts.min_score is not None and bool(got) and hybrid.lexical_score(got[-1][1]) < opts.min_score
+        if len(ranked) >= want or len(got) < limit or limit >= MAX_DEDUPE or below:
+            return ranked
+        limit = min(2 * limit, MAX_DEDUPE)
+
+
+def _stored_vectors(loaded: LoadedIndex) -> hybrid.Vectors:
+    """The stored vectors of those ids the index holds (an item not embedded yet has none)."""
+
+    def vectors(ids: list[int]) -> dict[int, np.ndarray]:
+        index = loaded.index.index
+        try:
+            return dict(zip(ids, np.asarray(index.reconstruct_batch(np.asarray(ids, dtype=np.int64))), strict=True))
+        except RuntimeError:  # some id is not in the index: one at a time
+            found = {}
+            for i in ids:
+                try:
+                    found[i] = np.asarray(index.reconstruct_batch(np.asarray([i], dtype=np.int64)))[0]
+                except RuntimeError:
+                    continue
+            return found
+
+    return vectors
+
+
+def _response(
+    snap: Snapshot, loaded: LoadedIndex, opts: SearchOptions, mode: Mode, rows: dict[int, Row], page, t0: float
+) -> SearchResponse:
     data = []
-    for score, item_id in page:
-        item = found.rows[item_id]
+    for hit in page:
+        item = rows.get(hit.id)
+        if item is None:  # deleted since the lexical list was read
+            continue
+        parts = None
+        if mode != "vector":
+            parts = HitParts(vector=_part(hit.vector), lexical=_part(hit.lexical))
         data.append(
             SearchResult(
                 id=item.id,
                 external_id=item.external_id,
-                score=score,
+                score=hit.score,
                 text=item.text,
                 image_url=item_image_url(item.id) if item.image_path else None,
                 metadata=item.meta,
+                parts=parts,
             )
         )
     return SearchResponse(
         data=data,
         count=len(data),
+        mode=mode,
         model=ModelInfo(id=snap.model_id, spec=snap.model_spec),
         index=IndexInfo(id=loaded.id, modality=opts.target, ntotal=loaded.index.ntotal),
         took_ms=round((time.perf_counter() - t0) * 1000, 3),
     )
+
+
+def _part(part: hybrid.Part | None) -> RankPart | None:
+    return None if part is None else RankPart(rank=part.rank, score=part.score)

@@ -6,7 +6,7 @@ The HTTP routes (``app.api``) build their request bodies on :class:`SearchOption
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +15,7 @@ from app.values import WholeNumber
 from crossmodal_kernel.modality import Modality
 
 MAX_OFFSET = 100_000
+Mode = Literal["vector", "lexical", "hybrid"]
 
 
 class SearchOptions(BaseModel):
@@ -43,15 +44,40 @@ class SearchOptions(BaseModel):
         description="Drop a hit whose cosine similarity to a better hit is at least this (near-duplicates; "
         "0.95 is a good start).",
     )
+    mode: Mode | None = Field(
+        None,
+        description="How a text query ranks: `vector` (embedding similarity), `lexical` (full-text match on the "
+        "items' text, metadata values and file names) or `hybrid` (the two lists fused). Unset: "
+        "`CROSSMODAL_SEARCH_MODE` for a text query, `vector` for an image. `min_score` bounds the hit's `score` in "
+        "each mode: the cosine (vector), the lexical score in [0, 1) (lexical) or the fused score in [0, 1] "
+        "(hybrid); docs/api.md: Search modes.",
+    )
+
+
+class RankPart(BaseModel):
+    """Where one ranked list placed a hit: its 1-based rank in that filtered list, and its score there."""
+
+    rank: int
+    score: float
+
+
+class HitParts(BaseModel):
+    """A lexical or hybrid hit explained: each list's rank and score (null where that list did not have it)."""
+
+    vector: RankPart | None = Field(None, description="The vector list: rank and cosine similarity.")
+    lexical: RankPart | None = Field(None, description="The lexical list: rank and lexical score in [0, 1).")
 
 
 class SearchResult(BaseModel):
     id: int
     external_id: str
-    score: float
+    score: float = Field(
+        ..., description="What the hit was ranked by: the cosine (vector), the lexical or the fused score (hybrid)."
+    )
     text: str | None
     image_url: str | None
     metadata: dict[str, Any] | None
+    parts: HitParts | None = Field(None, description="Lexical and hybrid modes: each list's rank and score.")
 
 
 class ModelInfo(BaseModel):
@@ -68,6 +94,7 @@ class IndexInfo(BaseModel):
 class SearchResponse(BaseModel):
     data: list[SearchResult]
     count: int
+    mode: Mode = Field("vector", description="The mode that ranked these results.")
     model: ModelInfo
     index: IndexInfo
     took_ms: float

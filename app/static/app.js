@@ -44,7 +44,7 @@ function searchText(query) {
   return call("/v1/search/text", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ query, ...options() }),
+    body: JSON.stringify({ query, ...options(), ...($("mode").value ? { mode: $("mode").value } : {}) }),
   }, `"${query}"`);
 }
 
@@ -67,6 +67,13 @@ async function similarTo(imageUrl) {
   await searchImage(await response.blob(), `item-${id}`, `images like #${id}`);
 }
 
+// A lexical or hybrid hit's place in each list: "· meaning #3 · words #6".
+function explain(parts) {
+  if (!parts) return "";
+  const at = (name, part) => (part ? ` · ${name} #${part.rank}` : "");
+  return at("meaning", parts.vector) + at("words", parts.lexical);
+}
+
 function render(body, label) {
   const list = $("results");
   list.replaceChildren();
@@ -83,7 +90,7 @@ function render(body, label) {
     text.textContent = hit.text || hit.external_id;
     const score = document.createElement("div");
     score.className = "score";
-    score.textContent = `score ${hit.score.toFixed(3)} · #${hit.id}`;
+    score.textContent = `score ${hit.score.toFixed(3)} · #${hit.id}` + explain(hit.parts);
     item.append(text, score);
     if (hit.image_url) {
       const similar = document.createElement("button");
@@ -95,7 +102,8 @@ function render(body, label) {
     list.append(item);
   }
   $("summary").textContent =
-    `${label}: ${body.count} result(s) from the ${body.index.modality} index (${body.index.ntotal} vectors) ` +
+    `${label}: ${body.count} result(s) by ${body.mode || "vector"} from the ${body.index.modality} index ` +
+    `(${body.index.ntotal} vectors) ` +
     `in ${body.took_ms.toFixed(1)} ms`;
 }
 

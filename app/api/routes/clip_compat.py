@@ -61,10 +61,10 @@ def _run_search(
     where the index cannot give back its vectors (IVF kinds): then the results are not deduplicated
     rather than refused, as the front end asks for deduplication by default.
     """
-    plain = SearchOptions(target=target, k=k)
+    plain = SearchOptions(target=target, k=k, mode="vector")  # clip-retrieval's search is by vector
     attempts = [(plain, "off")]
     if dedupe:
-        deduped = SearchOptions(target=target, k=min(k, MAX_DEDUPE // 2), dedupe=DEDUPE_THRESHOLD)
+        deduped = SearchOptions(target=target, k=min(k, MAX_DEDUPE // 2), dedupe=DEDUPE_THRESHOLD, mode="vector")
         attempts = [(deduped, "on"), (plain, "unavailable")]
     for opts, outcome in attempts:
         try:

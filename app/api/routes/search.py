@@ -80,6 +80,7 @@ _IMAGE_BODY = {
                         "offset": {"type": "integer", "default": 0, "minimum": 0, "maximum": MAX_OFFSET},
                         "min_score": {"type": "number", "minimum": -1, "maximum": 1},
                         "dedupe": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                        "mode": {"type": "string", "enum": ["vector"]},
                     },
                 }
             },
