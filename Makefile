@@ -27,7 +27,8 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# The edit-test loop: the unmarked tests (no real model, no PostgreSQL, no browser), under 3 minutes.
+# The edit-test loop: the unmarked tests (no real model, no processes that each load torch, no PostgreSQL,
+# no browser), under 3 minutes. `make test` and CI run every test.
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not postgres and not browser"
 

@@ -75,3 +75,11 @@ def engine(db_url: str) -> Iterator[Engine]:
 def session(engine: Engine) -> Iterator[Session]:
     with make_session_factory(engine)() as session:
         yield session
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _feature_cache(tmp_path_factory) -> Iterator[None]:
+    """The bootstraps' frozen-tower feature cache lives in this run's temporary directory, never in
+    the user's ``~/.cache`` (a run must not read what an earlier run or another checkout wrote)."""
+    os.environ.setdefault("CROSSMODAL_FEATURE_CACHE", str(tmp_path_factory.mktemp("feature-cache")))
+    yield

@@ -1,4 +1,5 @@
-"""A small ingested service per backend (``test:tiny`` over 40 synthetic pairs), shared by a module."""
+"""A small ingested service per backend (``test:tiny`` over 40 synthetic pairs), shared by a module; Chromium
+for the browser tests, which are marked ``browser`` here."""
 
 from __future__ import annotations
 
@@ -10,13 +11,10 @@ from contextlib import nullcontext
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db.session import make_engine, make_session_factory, upgrade
 from app.main import create_app
-from app.pipelines.ingest import ingest
 from tests.helpers.browser import ARGS, CHROMIUM
 from tests.helpers.postgres import fresh_postgres_database
-from tests.helpers.service import Service, make_settings
-from training.synthetic.shapes import generate_dataset
+from tests.helpers.service import Service, stack
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -26,16 +24,16 @@ def service(request, tmp_path_factory) -> Iterator[Service]:
         database = nullcontext(f"sqlite:///{tmp / 'db.sqlite'}")
     else:
         database = fresh_postgres_database(request.getfixturevalue("postgres_admin"))
-    with database as url:
-        settings = make_settings(tmp, url, max_upload_bytes=200_000, max_image_pixels=1_000_000)
-        upgrade(url)
-        engine = make_engine(url)
-        session_factory = make_session_factory(engine)
-        dataset = generate_dataset(tmp / "synthetic", n=40, seed=0, image_size=32)
-        report = ingest(dataset.manifest, settings, session_factory)
-        with TestClient(create_app(settings)) as client:
-            yield Service(settings, client, dataset, report, session_factory)
-        engine.dispose()
+    with database as url, stack(tmp, url, n=40, max_upload_bytes=200_000, max_image_pixels=1_000_000) as s:
+        with TestClient(create_app(s.settings)) as client:
+            yield Service(s.settings, client, s.dataset, s.report, s.session_factory)
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that uses the ``browser`` fixture is marked ``browser`` (``make test-fast`` leaves them out)."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="module")

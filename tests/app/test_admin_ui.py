@@ -7,49 +7,41 @@ import pytest
 
 from app.api.auth import create_key
 from app.db import crud
-from app.db.models import Job, Model
-from app.db.session import make_engine, make_session_factory, upgrade
+from app.db.models import Job, JobStatus, Model
 from app.jobs import queue
-from app.jobs.worker import Worker
+from app.jobs.context import JobContext
+from app.jobs.kinds import handler_for
 from app.main import create_app
-from app.pipelines.ingest import ingest
 from tests.helpers.browser import ARTIFACTS
-from tests.helpers.service import free_port, make_settings, serving, wait_for
-from training.synthetic.shapes import generate_dataset
+from tests.helpers.service import free_port, serving, stack, wait_for
 
 
 @pytest.fixture
-def stack(tmp_path):
+def admin(tmp_path):
     """Model A active, model B promoted then rolled back (so both are servable), a running job, a key."""
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    upgrade(url)
-    engine = make_engine(url)
-    sf = make_session_factory(engine)
-    settings = make_settings(tmp_path / "data", url, index_refresh_seconds=0.2, job_heartbeat_seconds=0.2)
-    ingest(generate_dataset(tmp_path / "data" / "demo", n=40, seed=0, image_size=32).manifest, settings, sf)
-    with sf() as session:
-        a = crud.get_active_model(session)
-        b = crud.create_model(session, a.spec, name="candidate B", parent_id=a.id)
-        session.commit()
-        a_id, b_id = a.id, b.id
-        queue.enqueue(session, "promote", {"kind": "promote", "model_id": b_id, "force": True})
-        session.commit()
-    assert Worker(settings, sf).run_once()
-    with sf() as session:
-        crud.activate_model(session, a_id)  # back to A: B stays servable
-        running = queue.enqueue(session, "ingest", {"kind": "ingest", "source": "/data/in"})
-        session.commit()
-        lease = queue.lease_of(queue.claim(session, "ui-test-worker", kinds=["ingest"]))
-        queue.report_progress(session, lease, 0.42, "embed images: 42/100", {"stage": "embed images", "eta_s": 12})
-        queue.append_log(session, lease, ["embedding batch 4 of 10"])
-        key = create_key(session, "ui", "admin")[1]
-        session.commit()
-    yield settings, sf, key, a_id, b_id, running.id
-    engine.dispose()
+    with stack(tmp_path / "data", url, n=40, index_refresh_seconds=0.2, job_heartbeat_seconds=0.2) as s:
+        settings, sf = s.settings, s.session_factory
+        with sf() as session:
+            a = crud.get_active_model(session)
+            b = crud.create_model(session, a.spec, name="candidate B", parent_id=a.id)
+            session.commit()
+            a_id, b_id = a.id, b.id
+        _run_here(settings, sf, "promote", {"kind": "promote", "model_id": b_id, "force": True})
+        with sf() as session:
+            crud.activate_model(session, a_id)  # back to A: B stays servable
+            running = queue.enqueue(session, "ingest", {"kind": "ingest", "source": "/data/in"})
+            session.commit()
+            lease = queue.lease_of(queue.claim(session, "ui-test-worker", kinds=["ingest"]))
+            queue.report_progress(session, lease, 0.42, "embed images: 42/100", {"stage": "embed images", "eta_s": 12})
+            queue.append_log(session, lease, ["embedding batch 4 of 10"])
+            key = create_key(session, "ui", "admin")[1]
+            session.commit()
+        yield settings, sf, key, a_id, b_id, running.id
 
 
-def test_admin_page_shows_jobs_and_models_and_drives_them(browser, stack):
-    settings, sf, key, a_id, b_id, running_id = stack
+def test_admin_page_shows_jobs_and_models_and_drives_them(browser, admin):
+    settings, sf, key, a_id, b_id, running_id = admin
     with serving(create_app(settings), free_port()) as base:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{base}/admin")
@@ -87,6 +79,20 @@ def test_admin_page_shows_jobs_and_models_and_drives_them(browser, stack):
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "admin.png"), full_page=True)
         assert (ARTIFACTS / "admin.png").stat().st_size > 10_000
+
+
+def _run_here(settings, sf, kind: str, params: dict) -> None:
+    """One job run to success in this process, as a worker's child runs it (claim, handler, finish): what the
+    page shows is the state it leaves. Workers and their child processes are tested in tests/app/jobs."""
+    with sf() as session:
+        queue.enqueue(session, kind, params)
+        session.commit()
+        lease = queue.lease_of(queue.claim(session, "ui-setup-worker", kinds=[kind]))
+        session.commit()
+    result = handler_for(kind)(JobContext(lease, kind, params, settings, sf), params)
+    with sf() as session:
+        queue.finish(session, lease, JobStatus.SUCCEEDED, result=result)
+        session.commit()
 
 
 def _job(sf, job_id):

@@ -18,11 +18,11 @@ from PIL import Image
 from sqlalchemy import text
 
 from app.db import crud
-from app.db.session import make_engine, make_session_factory, upgrade
+from app.db.session import make_engine, make_session_factory
 from app.main import create_app
 from app.pipelines.ingest import ingest
 from index import shards
-from tests.helpers.service import free_port, ingested, make_settings, serving, wait_for
+from tests.helpers.service import free_port, ingested, serving, stack, wait_for
 from training.synthetic.shapes import generate_dataset
 
 
@@ -100,11 +100,15 @@ def test_a_corrupt_or_missing_new_index_leaves_the_old_one_serving(sqlite_servic
         assert answer.status_code == 200 and answer.json()["index"]["id"] == first
 
 
-def test_a_full_disk_during_ingest_fails_cleanly_and_keeps_what_was_committed(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    upgrade(url)
-    sf = make_session_factory(make_engine(url))
-    settings = make_settings(tmp_path, url)
+@pytest.fixture
+def empty(tmp_path):
+    """A migrated service with nothing ingested yet."""
+    with stack(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", n=0) as s:
+        yield s.settings, s.session_factory
+
+
+def test_a_full_disk_during_ingest_fails_cleanly_and_keeps_what_was_committed(empty, tmp_path, monkeypatch):
+    settings, sf = empty
     dataset = generate_dataset(tmp_path / "ds", n=40, seed=0, image_size=32)
     import index.embed
 

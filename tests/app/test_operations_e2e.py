@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,19 +12,13 @@ import httpx
 import pytest
 
 from app.config import Settings, settings_env
-from tests.helpers.service import wait_for
+from tests.helpers.service import free_port, wait_for
 from training.synthetic.shapes import generate_dataset
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def server(tmp_path):
-    port = _free_port()
+    port = free_port()
     settings = Settings(
         data_dir=tmp_path / "data",
         model_spec="test:tiny",
@@ -75,6 +68,7 @@ def _follow(client: httpx.Client, job_id: int) -> dict:
     return last
 
 
+@pytest.mark.slow  # `crossmodal serve`, three CLI processes and four job children, each loading torch
 def test_ingest_finetune_evaluate_promote_search_rollback_over_http(server):
     base, key, settings = server
     admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)

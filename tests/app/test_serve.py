@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from app.config import Settings, settings_env
 from app.db.session import upgrade
 from tests.helpers.service import free_port, wait_for
 
 
+@pytest.mark.slow  # two `crossmodal serve` processes, each loading torch and the model
 def test_two_replicas_share_one_port_and_both_answer(tmp_path):
     settings = Settings(data_dir=tmp_path, model_spec="test:tiny", device="cpu", port=free_port(), reuse_port=True)
     upgrade(settings.resolved_database_url)

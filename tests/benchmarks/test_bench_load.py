@@ -6,12 +6,15 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from app.config import Settings
 from benchmarks import bench_load
 from benchmarks.bench_search import _queries, populate
 from crossmodal_kernel.encoder import Encoder
 
 
+@pytest.mark.slow  # three `crossmodal serve` processes, each loading torch and the model
 def test_bench_load_tiny_runs_both_parts_without_errors():
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-test-"))
     populate(Settings(data_dir=tmp, model_spec="test:tiny"), 200, Encoder.from_spec("test:tiny", device="cpu"))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from benchmarks import bench_swap
 
 
+@pytest.mark.slow  # a server and a worker process, and a promotion job's child, each loading torch
 def test_bench_swap_tiny_run_has_no_errors_and_sees_both_flips():
     args = argparse.Namespace(
         items=200, concurrency=4, model="test:tiny", phase_seconds=1.0, warmup=0.5, no_record=True

@@ -1,4 +1,4 @@
-"""A service under test: settings for ``test:tiny``, an ingested database, uvicorn on loopback, polling."""
+"""A service under test: settings for ``test:tiny``, an ingested database (``stack``), uvicorn on loopback, polling."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import sessionmaker
 
 from app.config import Settings, uvicorn_options
 from app.db.session import make_engine, make_session_factory, upgrade
@@ -63,19 +65,55 @@ def serving(app, port: int, settings: Settings | None = None) -> Iterator[str]:
 
 
 def make_settings(tmp, url: str, **overrides) -> Settings:
-    values = dict(model_spec="test:tiny", device="cpu", num_workers=0, index_refresh_seconds=0)
+    # vector mode: the tests that check rankings against cosine brute force; hybrid has tests of its own
+    values = dict(model_spec="test:tiny", device="cpu", num_workers=0, index_refresh_seconds=0, search_mode="vector")
     return Settings(data_dir=tmp, database_url=url, **{**values, **overrides})
+
+
+@dataclass
+class Stack:
+    """What ``stack`` yields: the settings, a session factory on the migrated database, the synthetic
+    dataset (None when none was generated) and the ingest's report (None when nothing was ingested)."""
+
+    settings: Settings
+    session_factory: sessionmaker
+    dataset: SyntheticDataset | None
+    report: IngestReport | None
+
+
+@contextmanager
+def stack(
+    tmp: Path,
+    url: str,
+    n: int = 40,
+    dataset: SyntheticDataset | str | Path | None = None,
+    **overrides,
+) -> Iterator[Stack]:
+    """The migrate-and-ingest stack the service tests start from, with its engine disposed on exit.
+
+    The database at ``url`` is migrated to head; ``tmp`` is the data dir of ``make_settings(tmp, url,
+    **overrides)``. What is ingested: ``dataset`` (a ``SyntheticDataset``, or a manifest or folder to
+    ingest as it is), else ``n`` synthetic pairs (32 px, seed 0) generated under ``tmp / "ds"``; ``n=0``
+    with no ``dataset`` ingests nothing (a migrated, empty service).
+    """
+    upgrade(url)
+    settings = make_settings(tmp, url, **overrides)
+    if dataset is None and n:
+        dataset = generate_dataset(tmp / "ds", n=n, seed=0, image_size=32)
+    engine = make_engine(url)
+    try:
+        session_factory = make_session_factory(engine)
+        report = None
+        if dataset is not None:
+            source = dataset.manifest if isinstance(dataset, SyntheticDataset) else dataset
+            report = ingest(source, settings, session_factory)
+        yield Stack(settings, session_factory, dataset if isinstance(dataset, SyntheticDataset) else None, report)
+    finally:
+        engine.dispose()
 
 
 def ingested(tmp, url: str, n: int = 40, **overrides) -> Settings:
     """A migrated database at ``url`` holding ``n`` synthetic pairs (32 px), ingested with
     ``make_settings(tmp, url, **overrides)``, which are returned."""
-    upgrade(url)
-    settings = make_settings(tmp, url, **overrides)
-    engine = make_engine(url)
-    try:
-        manifest = generate_dataset(tmp / "ds", n=n, seed=0, image_size=32).manifest
-        ingest(manifest, settings, make_session_factory(engine))
-    finally:
-        engine.dispose()
-    return settings
+    with stack(tmp, url, n, **overrides) as s:
+        return s.settings

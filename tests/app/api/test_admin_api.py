@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
+import httpx
 import pytest
 
 from app.api.auth import create_key
 from app.jobs import queue
+from app.main import create_app
+from tests.helpers.service import free_port, serving
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +24,7 @@ def admin(service):
     def call(method: str, path: str, **kw):
         return client.request(method, f"/v1/admin{path}", headers={"Authorization": f"Bearer {key}"}, **kw)
 
+    call.key = key
     return call
 
 
@@ -78,23 +81,29 @@ def test_queue_get_list_cancel_and_retry(admin, service):
 
 
 def test_events_stream_the_job_until_it_finishes(admin, service):
+    """Read live from a server (TestClient hands a stream over only once it ended): the fake worker moves
+    the job on only after the stream has shown the state before, so no state is missed whatever the timing."""
     job_id = admin("POST", "/jobs", json={"kind": "embed"}).json()["id"]
-
-    def run_it():
-        time.sleep(0.5)
+    headers = {"Authorization": f"Bearer {admin.key}"}
+    with (
+        serving(create_app(service.settings), free_port()) as base,
+        httpx.Client(base_url=base, headers=headers, timeout=60) as client,
+        client.stream("GET", f"/v1/admin/jobs/{job_id}/events") as stream,
+    ):
+        events = iter_events(stream.iter_lines())
+        seen = [next(events)]  # the job as queued
         with service.session_factory() as session:
             lease = queue.lease_of(queue.claim(session, "fake-worker", kinds=["embed"]))
             session.commit()
             queue.report_progress(session, lease, 0.5, "halfway", {"stage": "embed", "done": 1, "total": 2})
             session.commit()
-            time.sleep(0.6)
+            deadline = time.monotonic() + 60  # the server pings every 15 s: a missing state cannot hang this
+            while not (seen[-1][0] == "job" and json.loads(seen[-1][1])["message"] == "halfway"):
+                assert time.monotonic() < deadline, seen
+                seen.append(next(events))
             queue.finish(session, lease, "succeeded", result={"ok": True})
             session.commit()
-
-    worker = threading.Thread(target=run_it)
-    worker.start()
-    events = read_events(admin("GET", f"/jobs/{job_id}/events"))  # returns once the server closes the stream
-    worker.join()
+        events = seen + list(events)  # until the server closes the stream
     kinds = [name for name, _ in events]
     assert kinds[-1] == "end" and json.loads(events[-1][1]) == {"status": "succeeded"}
     states = [json.loads(data) for name, data in events if name == "job"]
@@ -103,15 +112,14 @@ def test_events_stream_the_job_until_it_finishes(admin, service):
     assert admin("GET", "/jobs/999999/events").status_code == 404
 
 
-def read_events(response) -> list[tuple[str, str]]:
-    """An SSE body as (event, data) pairs."""
-    events, name = [], None
-    for line in response.text.splitlines():
+def iter_events(lines):
+    """SSE lines as (event, data) pairs."""
+    name = None
+    for line in lines:
         if line.startswith("event:"):
             name = line.split(":", 1)[1].strip()
         elif line.startswith("data:") and name:
-            events.append((name, line.split(":", 1)[1].strip()))
-    return events
+            yield name, line.split(":", 1)[1].strip()
 
 
 def test_models_indexes_and_rollback_without_a_target(admin, service):

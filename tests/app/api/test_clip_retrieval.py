@@ -25,15 +25,15 @@ from starlette.staticfiles import StaticFiles
 from app.api.auth import create_key
 from app.api.routes import clip_compat as clip_routes
 from app.db.models import Item
-from app.db.session import make_engine, make_session_factory, upgrade
 from app.main import create_app
 from app.pipelines.ingest import ingest
 from app.serving.query import SearchRefused
 from tests.helpers.browser import ARTIFACTS
-from tests.helpers.service import free_port, make_settings, serving
-from training.synthetic.shapes import SyntheticDataset, generate_dataset
+from tests.helpers.service import free_port, make_settings, serving, stack
+from training.synthetic.shapes import SyntheticDataset
 
 INDEX = "crossmodal"
+LIMITS = dict(max_upload_bytes=200_000, max_image_pixels=1_000_000)  # every app here has these
 
 
 def _package_dir() -> Path | None:
@@ -71,8 +71,7 @@ class Data:
     ids: dict[str, int]  # external id -> item id
 
     def settings(self, **overrides):
-        values = dict(max_upload_bytes=200_000, max_image_pixels=1_000_000, **overrides)
-        return make_settings(self.tmp, self.url, **values)
+        return make_settings(self.tmp, self.url, **LIMITS, **overrides)
 
     def image(self, row: int) -> Path:
         return self.dataset.root / self.dataset.rows()[row]["image"]
@@ -83,25 +82,19 @@ def data(tmp_path_factory) -> Data:
     """40 synthetic pairs, two exact copies of the first, an item with no caption, one with no image."""
     tmp = tmp_path_factory.mktemp("clip")
     url = f"sqlite:///{tmp / 'db.sqlite'}"
-    upgrade(url)
-    engine = make_engine(url)
-    session_factory = make_session_factory(engine)
-    dataset = generate_dataset(tmp / "ds", n=40, seed=0, image_size=32)
-    rows = dataset.rows()
-    extra = [
-        {"id": "copy-1", "image": rows[0]["image"], "text": rows[0]["text"], "note": None},
-        {"id": "copy-2", "image": rows[0]["image"], "text": rows[0]["text"], "note": None},
-        {"id": "image-only", "image": rows[1]["image"], "note": None},
-        {"id": "text-only", "text": "a caption that has no image", "note": None},
-    ]
-    (dataset.root / "extra.jsonl").write_text("\n".join(json.dumps(r) for r in extra))
-    data = Data(tmp, url, dataset, {})
-    for manifest in (dataset.manifest, dataset.root / "extra.jsonl"):
-        ingest(manifest, data.settings(), session_factory)
-    with session_factory() as session:
-        data.ids.update({e: i for i, e in session.execute(select(Item.id, Item.external_id))})
-    engine.dispose()
-    return data
+    with stack(tmp, url, n=40, **LIMITS) as s:
+        rows = s.dataset.rows()
+        extra = [
+            {"id": "copy-1", "image": rows[0]["image"], "text": rows[0]["text"], "note": None},
+            {"id": "copy-2", "image": rows[0]["image"], "text": rows[0]["text"], "note": None},
+            {"id": "image-only", "image": rows[1]["image"], "note": None},
+            {"id": "text-only", "text": "a caption that has no image", "note": None},
+        ]
+        (s.dataset.root / "extra.jsonl").write_text("\n".join(json.dumps(r) for r in extra))
+        ingest(s.dataset.root / "extra.jsonl", s.settings, s.session_factory)
+        with s.session_factory() as session:
+            ids = {e: i for i, e in session.execute(select(Item.id, Item.external_id))}
+    return Data(tmp, url, s.dataset, ids)
 
 
 @dataclass

@@ -8,9 +8,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.api.metrics import Metrics
-from app.db.session import upgrade
 from app.main import create_app
-from tests.helpers.service import make_settings
+from tests.helpers.service import stack
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
@@ -64,11 +63,9 @@ def test_search_stages_and_loaded_state(service):
 
 
 def test_metrics_can_be_switched_off(tmp_path):
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    upgrade(url)
-    settings = make_settings(tmp_path, url, metrics_enabled=False)
-    with TestClient(create_app(settings)) as client:
-        assert client.get("/metrics").status_code == 404
+    with stack(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", n=0, metrics_enabled=False) as s:
+        with TestClient(create_app(s.settings)) as client:
+            assert client.get("/metrics").status_code == 404
 
 
 def test_apps_do_not_share_a_registry():

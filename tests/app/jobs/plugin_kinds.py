@@ -22,7 +22,10 @@ def record(ctx, params: dict) -> dict:
 
 
 def steps(ctx, params: dict) -> dict:
-    """``params["n"]`` steps of ``params["dt"]`` seconds, resuming after the last step a file says is done."""
+    """``params["n"]`` steps of ``params["dt"]`` seconds, resuming after the last step a file says is done.
+
+    With ``params["hold_at"]``, the first attempt stops after that step as if busy with the next, until it is
+    killed: a test that kills its worker mid-job then does not race the job's end."""
     progress_file = Path(params["progress_file"])
     done = int(progress_file.read_text()) if progress_file.exists() else 0
     Path(params.get("pid_file", os.devnull)).write_text(str(os.getpid())) if params.get("pid_file") else None
@@ -31,6 +34,8 @@ def steps(ctx, params: dict) -> dict:
         time.sleep(params["dt"])
         progress_file.write_text(str(step + 1))
         ctx.progress("steps", step + 1, params["n"], unit="steps")
+        while step + 1 == params.get("hold_at") and ctx.lease.attempt == 1:
+            time.sleep(0.05)
     return {"resumed_from": resumed_from, "steps": params["n"]}
 
 

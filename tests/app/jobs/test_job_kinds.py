@@ -16,13 +16,16 @@ from PIL import Image
 from app.config import settings_env
 from app.db import crud
 from app.db.models import Index, Job, Model
-from app.db.session import make_engine, make_session_factory, upgrade
 from app.jobs import queue
 from app.jobs.worker import Worker
-from app.pipelines.ingest import ingest
-from tests.helpers.service import make_settings, wait_for
+from crossmodal_kernel.checkpoints import save_checkpoint
+from crossmodal_kernel.loading import load_model
+from tests.helpers.service import stack, wait_for
 from tests.helpers.training_runs import checkpoint_weights
 from training.synthetic.shapes import generate_dataset
+
+# Every test here runs its jobs in child processes that load torch (and torchrun's ranks): seconds each.
+pytestmark = pytest.mark.slow
 
 FAST = dict(job_heartbeat_seconds=0.2, job_stale_seconds=2.0, job_poll_seconds=0.1)
 TRAIN = {
@@ -35,16 +38,10 @@ TRAIN = {
 
 
 @pytest.fixture
-def stack(tmp_path):
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    upgrade(url)
-    engine = make_engine(url)
-    sf = make_session_factory(engine)
-    settings = make_settings(tmp_path / "data", url, **FAST)
-    dataset = generate_dataset(tmp_path / "data" / "demo", n=80, seed=0, image_size=32)
-    ingest(dataset.manifest, settings, sf)
-    yield settings, sf, dataset
-    engine.dispose()
+def env(tmp_path):
+    """80 synthetic pairs ingested; the dataset lies in the data dir, where jobs may read."""
+    with stack(tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}", n=80, **FAST) as s:
+        yield s.settings, s.session_factory, s.dataset
 
 
 def run_job(settings, sf, kind: str, params: dict) -> Job:
@@ -56,8 +53,8 @@ def run_job(settings, sf, kind: str, params: dict) -> Job:
         return session.get(Job, job_id)
 
 
-def test_ingest_job_adds_a_folder_and_reports(stack, tmp_path):
-    settings, sf, _ = stack
+def test_ingest_job_adds_a_folder_and_reports(env, tmp_path):
+    settings, sf, _ = env
     folder = settings.data_dir / "more"
     folder.mkdir()
     for i in range(3):
@@ -69,8 +66,8 @@ def test_ingest_job_adds_a_folder_and_reports(stack, tmp_path):
     assert job.details["stage"].endswith("index: add") or job.details["stage"]  # the last stage it reported
 
 
-def test_ingest_is_cancelled_within_seconds(stack, tmp_path):
-    settings, sf, _ = stack
+def test_ingest_is_cancelled_within_seconds(env, tmp_path):
+    settings, sf, _ = env
     settings = settings.model_copy(update={"batch_size": 1})  # one image a forward pass: a slow ingest
     big = generate_dataset(settings.data_dir / "big", n=1000, seed=1, image_size=32)
     with sf() as session:
@@ -96,8 +93,8 @@ def _job(sf, job_id):
         return session.get(Job, job_id)
 
 
-def test_finetune_job_registers_a_candidate_and_evaluate_stores_its_report(stack):
-    settings, sf, dataset = stack
+def test_finetune_job_registers_a_candidate_and_evaluate_stores_its_report(env):
+    settings, sf, dataset = env
     job = run_job(settings, sf, "finetune", {"kind": "finetune", "config": TRAIN})
     assert job.status == "succeeded", job.error
     assert job.result["steps"] == 6 and job.result["resumed_from_step"] is None and job.result["val"]
@@ -119,8 +116,8 @@ def test_finetune_job_registers_a_candidate_and_evaluate_stores_its_report(stack
     assert "binding_acc" in synthetic.result["report"] and "probe_top1" in synthetic.result["report"]
 
 
-def test_a_finetune_whose_worker_is_killed_resumes_to_the_same_weights(stack):
-    settings, sf, _ = stack
+def test_a_finetune_whose_worker_is_killed_resumes_to_the_same_weights(env):
+    settings, sf, _ = env
     config = {**TRAIN, "optim": {**TRAIN["optim"], "steps": 150}, "checkpoint_every": 20, "eval_every": 50}
     straight = run_job(settings, sf, "finetune", {"kind": "finetune", "config": config})
     assert straight.status == "succeeded", straight.error
@@ -128,8 +125,8 @@ def test_a_finetune_whose_worker_is_killed_resumes_to_the_same_weights(stack):
     with sf() as session:
         job_id = queue.enqueue(session, "finetune", {"kind": "finetune", "config": config}, max_attempts=3).id
         session.commit()
-    env = {**os.environ, **settings_env(settings)}
-    first = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--max-jobs", "1"], env=env)
+    environ = {**os.environ, **settings_env(settings)}
+    first = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--max-jobs", "1"], env=environ)
     wait_for(lambda: (_job(sf, job_id).details or {}).get("done", 0) >= 45, timeout=120)
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -144,10 +141,25 @@ def test_a_finetune_whose_worker_is_killed_resumes_to_the_same_weights(stack):
     assert all(torch.equal(a[k], b[k]) for k in a)  # resumed by another worker, bit-identical
 
 
-def test_promote_builds_beside_the_live_pair_then_flips_and_rolls_back(stack):
-    settings, sf, _ = stack
-    trained = run_job(settings, sf, "finetune", {"kind": "finetune", "config": TRAIN})
-    candidate = trained.result["model_id"]
+def _candidate(settings, sf) -> int:
+    """A candidate with weights of its own, registered as a fine-tune registers one (fine-tune jobs are the
+    tests above; test_operations_e2e promotes one): the active model's weights, perturbed, saved in-process."""
+    other = load_model("test:tiny", "cpu")
+    with torch.no_grad():
+        for p in other.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = save_checkpoint(other, settings.data_dir / "models" / "candidate" / "checkpoint.pt")
+    with sf() as session:
+        candidate = crud.create_model(
+            session, f"test:tiny@{path}", name="candidate", parent_id=crud.get_active_model(session).id
+        )
+        session.commit()
+        return candidate.id
+
+
+def test_promote_builds_beside_the_live_pair_then_flips_and_rolls_back(env):
+    settings, sf, _ = env
+    candidate = _candidate(settings, sf)
     with sf() as session:
         before = crud.get_active_model(session).id
     promoted = run_job(settings, sf, "promote", {"kind": "promote", "model_id": candidate, "force": True})
@@ -167,8 +179,8 @@ def test_promote_builds_beside_the_live_pair_then_flips_and_rolls_back(stack):
     assert (previous.id, now.id) == (candidate, before)
 
 
-def test_promotion_is_refused_when_the_candidate_does_not_win(stack):
-    settings, sf, _ = stack
+def test_promotion_is_refused_when_the_candidate_does_not_win(env):
+    settings, sf, _ = env
     with sf() as session:  # a "candidate" that is the active model's own weights cannot beat it
         active = crud.get_active_model(session)
         twin = crud.create_model(session, active.spec, name="twin")
@@ -183,8 +195,8 @@ def test_promotion_is_refused_when_the_candidate_does_not_win(stack):
         assert session.query(Index).filter(Index.model_id == twin_id[0]).count() == 0  # nothing was built
 
 
-def test_finetune_job_under_torchrun_with_two_ranks(stack):
-    settings, sf, _ = stack
+def test_finetune_job_under_torchrun_with_two_ranks(env):
+    settings, sf, _ = env
     job = run_job(settings, sf, "finetune", {"kind": "finetune", "config": TRAIN, "nproc_per_node": 2})
     assert job.status == "succeeded", job.error
     assert job.result["steps"] == 6 and job.result["model_id"]

@@ -14,10 +14,9 @@ import pytest
 
 from app.config import settings_env
 from app.db.models import Job
-from app.db.session import make_engine, make_session_factory, upgrade
 from app.jobs import queue
 from app.jobs.worker import Worker
-from tests.helpers.service import make_settings, wait_for
+from tests.helpers.service import stack, wait_for
 
 FAST = dict(job_heartbeat_seconds=0.2, job_stale_seconds=2.0, job_poll_seconds=0.1)
 
@@ -25,11 +24,8 @@ FAST = dict(job_heartbeat_seconds=0.2, job_stale_seconds=2.0, job_poll_seconds=0
 @pytest.fixture
 def env(db_url, tmp_path, monkeypatch):
     monkeypatch.setenv("CROSSMODAL_JOB_PLUGINS", "tests.app.jobs.plugin_kinds")
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    settings = make_settings(tmp_path, db_url, **FAST)
-    yield settings, make_session_factory(engine), tmp_path
-    engine.dispose()
+    with stack(tmp_path, db_url, n=0, **FAST) as s:  # migrated, nothing ingested: the jobs are the test kinds
+        yield s.settings, s.session_factory, tmp_path
 
 
 def submit(sf, kind: str, params: dict, **kw) -> int:
@@ -101,7 +97,8 @@ def _worker_process(settings, *args: str) -> subprocess.Popen:
 
 def test_a_job_whose_worker_is_killed_is_resumed_by_another(env):
     settings, sf, tmp = env
-    params = {"n": 60, "dt": 0.1, "progress_file": str(tmp / "done"), "pid_file": str(tmp / "pid")}
+    # the first attempt holds after step 5 until its worker is killed (a busy job, not a race with its end)
+    params = {"n": 60, "dt": 0.01, "hold_at": 5, "progress_file": str(tmp / "done"), "pid_file": str(tmp / "pid")}
     job_id = submit(sf, "test-steps", params)
     first = _worker_process(settings, "--max-jobs", "1")
     wait_for(lambda: (tmp / "done").exists() and int((tmp / "done").read_text() or 0) >= 5)

@@ -8,20 +8,17 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.db import crud
-from app.db.session import make_engine, make_session_factory, upgrade
 from app.main import create_app
 from app.pipelines.ingest import ingest
 from app.pipelines.publish import embeddings_dir
 from index import shards
-from tests.helpers.service import make_settings, wait_for
+from tests.helpers.service import make_settings, stack, wait_for
 
 
 @pytest.fixture
 def env(db_url, tmp_path):
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    yield make_settings(tmp_path, db_url), make_session_factory(engine)
-    engine.dispose()
+    with stack(tmp_path, db_url, n=0) as s:  # migrated, nothing ingested
+        yield s.settings, s.session_factory
 
 
 def _folder(root, n=6):
@@ -121,34 +118,31 @@ def test_approximate_indexes_are_tuned_published_and_served(db_url, tmp_path, ki
         monkeypatch.setattr(ladder, "EXACT_BELOW", 0)
         fake_qps = lambda index, xq, k=10, **kw: 1000.0 if query_aware.hnsw_of(index) else 10.0  # noqa: E731
         monkeypatch.setattr(tune, "measure_qps", fake_qps)
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    sf = make_session_factory(engine)
-    settings = make_settings(tmp_path, db_url, index_kind=kind)
-    folder = _folder(tmp_path / "imgs", n=40)
-    report = ingest(folder, settings, sf)
-    with sf() as s:
-        row = crud.get_active_indexes(s, crud.get_active_model(s).id)["image"]
-        assert row.factory.startswith("IDMap2,") and ("HNSW" in row.factory or "IVF" in row.factory)
-        assert 0.0 <= row.stats["recall_at_10"] <= 1.0
-        assert set(row.stats["recall_by_query"]) == {"text", "image"}  # served (tuned on) and own modality
-        rungs = [r["kind"] for r in row.stats["ladder"]]
-        if kind == "auto":
-            # 40 texts: too few to train on (no hnsw_qa); the first of the equally fast graphs is kept
-            assert rungs == ["flat", "ivf_flat", "ivf_fs_refine", "hnsw", "hnsw_pca"]
-            assert row.kind == "hnsw" and row.stats["reached"] and row.stats["qps_single"] == 1000.0
-        else:
-            assert rungs == [kind] and row.stats["exact"] is False
-            assert row.stats["curve"] and row.stats["search_param"] in {"efSearch", "nprobe"}
-    meta = __import__("json").loads((tmp_path / "indexes" / str(report.indexes["image"]) / "index.json").read_text())
-    assert meta["recall_at_10"] == row.stats["recall_at_10"] and meta["factory"] == row.factory
-    assert meta.get("parts", 1) == (2 if kind == "hnsw_split" else 1)
-    with TestClient(create_app(settings)) as client:
-        body = client.post("/v1/search/text", json={"query": "caption 3", "k": 5}).json()
-        assert body["count"] == 5
-        ready = client.get("/readyz").json()  # the loaded index (both parts, if split) is what is served
-        assert ready["status"] == "ready" and ready["indexes"]["image"]["ntotal"] == 40
-    engine.dispose()
+    with stack(tmp_path, db_url, dataset=_folder(tmp_path / "imgs", n=40), index_kind=kind) as ingested:
+        settings, sf, report = ingested.settings, ingested.session_factory, ingested.report
+        with sf() as s:
+            row = crud.get_active_indexes(s, crud.get_active_model(s).id)["image"]
+            assert row.factory.startswith("IDMap2,") and ("HNSW" in row.factory or "IVF" in row.factory)
+            assert 0.0 <= row.stats["recall_at_10"] <= 1.0
+            assert set(row.stats["recall_by_query"]) == {"text", "image"}  # served (tuned on) and own modality
+            rungs = [r["kind"] for r in row.stats["ladder"]]
+            if kind == "auto":
+                # 40 texts: too few to train on (no hnsw_qa); the first of the equally fast graphs is kept
+                assert rungs == ["flat", "ivf_flat", "ivf_fs_refine", "hnsw", "hnsw_pca"]
+                assert row.kind == "hnsw" and row.stats["reached"] and row.stats["qps_single"] == 1000.0
+            else:
+                assert rungs == [kind] and row.stats["exact"] is False
+                assert row.stats["curve"] and row.stats["search_param"] in {"efSearch", "nprobe"}
+        meta = __import__("json").loads(
+            (tmp_path / "indexes" / str(report.indexes["image"]) / "index.json").read_text()
+        )
+        assert meta["recall_at_10"] == row.stats["recall_at_10"] and meta["factory"] == row.factory
+        assert meta.get("parts", 1) == (2 if kind == "hnsw_split" else 1)
+        with TestClient(create_app(settings)) as client:
+            body = client.post("/v1/search/text", json={"query": "caption 3", "k": 5}).json()
+            assert body["count"] == 5
+            ready = client.get("/readyz").json()  # the loaded index (both parts, if split) is what is served
+            assert ready["status"] == "ready" and ready["indexes"]["image"]["ntotal"] == 40
 
 
 def test_an_unknown_index_kind_is_rejected(tmp_path):
@@ -156,12 +150,16 @@ def test_an_unknown_index_kind_is_rejected(tmp_path):
         make_settings(tmp_path, "sqlite://", index_kind="annoy")
 
 
-def test_new_items_are_added_without_a_rebuild_and_deletes_are_tombstones_until_compaction(db_url, tmp_path):
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    sf = make_session_factory(engine)
-    settings = make_settings(tmp_path, db_url, index_kind="ivf_flat", index_compact_fraction=0.2)
-    ingest(_folder(tmp_path / "a", n=30), settings, sf)
+@pytest.fixture
+def ivf(db_url, tmp_path):
+    """30 items in an IVF index that is extended in place, compacted past 20% deleted."""
+    first = _folder(tmp_path / "a", n=30)
+    with stack(tmp_path, db_url, dataset=first, index_kind="ivf_flat", index_compact_fraction=0.2) as s:
+        yield s.settings, s.session_factory
+
+
+def test_new_items_are_added_without_a_rebuild_and_deletes_are_tombstones_until_compaction(ivf, tmp_path):
+    settings, sf = ivf
     with sf() as s:
         model_id = crud.get_active_model(s).id
         v1 = crud.get_active_indexes(s, model_id)["image"]
@@ -193,7 +191,6 @@ def test_new_items_are_added_without_a_rebuild_and_deletes_are_tombstones_until_
     with sf() as s:
         v4 = crud.get_active_indexes(s, model_id)["image"]
     assert v4.stats["incremental"] is False and v4.ntotal == 37 - 8
-    engine.dispose()
 
 
 def test_a_failing_refresh_keeps_serving_the_loaded_snapshot(env, tmp_path):

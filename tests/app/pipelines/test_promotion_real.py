@@ -7,13 +7,12 @@ from types import SimpleNamespace
 import pytest
 
 from app.db import crud
-from app.db.session import make_engine, make_session_factory, upgrade
 from app.jobs.handlers.promote import _gate
 from app.pipelines.evaluation import evaluate_spec
 from crossmodal_kernel.checkpoints import save_checkpoint
 from crossmodal_kernel.loading import load_model
 from tests.helpers.emoji_folder import fake_emoji
-from tests.helpers.service import make_settings
+from tests.helpers.service import stack
 from training.bootstrap import BootstrapConfig, bootstrap_heads
 from training.eval_sets import manifest_pairs
 
@@ -22,12 +21,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def service(tmp_path):
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    upgrade(url)
-    engine = make_engine(url)
-    settings = make_settings(tmp_path / "data", url, model_spec="builtin:lit-mini")
-    yield settings, make_session_factory(engine)
-    engine.dispose()
+    with stack(tmp_path / "data", f"sqlite:///{tmp_path / 'db.sqlite'}", n=0, model_spec="builtin:lit-mini") as s:
+        yield s.settings, s.session_factory
 
 
 def test_the_gate_promotes_the_bootstrapped_model_and_refuses_the_untrained_one(service, tmp_path):

@@ -14,7 +14,7 @@ from app.main import create_app
 from app.serving.batching import Batcher, Query, QueryCache
 from index import flat
 from index.candidates import first_depth
-from tests.helpers.service import ingested
+from tests.helpers.service import ingested, wait_for
 
 
 class FakeEncoder:
@@ -23,9 +23,11 @@ class FakeEncoder:
     def __init__(self, d=8, gate: threading.Event | None = None, fail: bool = False):
         self.d, self.gate, self.fail = d, gate, fail
         self.calls: list[int] = []
+        self.held: list[int] = []  # the rows of each call waiting at the gate
 
     def encode_texts(self, texts):
         if self.gate is not None:
+            self.held.append(len(texts))
             self.gate.wait(timeout=30)
         if self.fail:
             raise RuntimeError("the encoder broke")
@@ -35,6 +37,13 @@ class FakeEncoder:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     encode_images = encode_texts
+
+
+def _open_once_all_arrived(gate: threading.Event, batcher: Batcher, encoders, n: int) -> None:
+    """Open ``gate`` once each of ``n`` queries waits at it (a batch blocked in its encoder) or in the batcher's
+    queue: the queued ones then form batches whatever the scheduling, rather than after a guessed delay."""
+    wait_for(lambda: len(batcher._queue) + sum(sum(e.held) for e in encoders) == n)
+    gate.set()
 
 
 def _index(d=8, n=200):
@@ -52,7 +61,7 @@ def test_concurrent_queries_form_batches_and_get_the_answers_they_would_alone():
         futures = [
             pool.submit(batcher.run, Query(encoder, "text", t, index=index, want=5 + i)) for i, t in enumerate(texts)
         ]
-        threading.Timer(0.3, gate.set).start()  # the first batch blocks; the rest queue up behind it
+        _open_once_all_arrived(gate, batcher, [encoder], len(texts))  # the first batch blocks; the rest queue
         answers = [f.result(timeout=30) for f in futures]
     batcher.stop()
     assert len(encoder.calls) < len(texts) and sum(encoder.calls) == len(texts)  # fewer forward passes
@@ -103,7 +112,7 @@ def test_batches_never_mix_encoders_kinds_or_indexes():
                 pool.submit(batcher.run, Query(enc, kind, f"q{i}", index=idx, want=3))
                 for i, (enc, kind, idx) in enumerate(combos * 4)
             ]
-            threading.Timer(0.3, gate.set).start()
+            _open_once_all_arrived(gate, batcher, [first, second], len(futures))
             for f in futures:
                 f.result(timeout=30)
     finally:
@@ -118,7 +127,7 @@ def test_an_encoder_error_reaches_every_query_of_its_batch_and_the_batcher_goes_
     batcher = Batcher(window_ms=1, max_size=64)
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(batcher.run, Query(broken, "text", f"q{i}")) for i in range(8)]
-        threading.Timer(0.2, gate.set).start()
+        _open_once_all_arrived(gate, batcher, [broken], len(futures))
         for f in futures:
             with pytest.raises(RuntimeError, match="encoder broke"):
                 f.result(timeout=30)

@@ -19,12 +19,10 @@ from pydantic import TypeAdapter
 
 from app.db import crud
 from app.db.models import Item
-from app.db.session import make_engine, make_session_factory, upgrade
 from app.main import create_app
-from app.pipelines.ingest import ingest
 from app.serving import filters
 from tests.helpers.postgres import fresh_postgres_database
-from tests.helpers.service import make_settings
+from tests.helpers.service import stack
 from training.synthetic.shapes import generate_dataset
 
 N = 60
@@ -55,27 +53,20 @@ def svc(request, tmp_path_factory):
         if request.param == "sqlite"
         else fresh_postgres_database(request.getfixturevalue("postgres_admin"))
     )
-    with database as url:
-        upgrade(url)
-        ds = generate_dataset(tmp / "ds", n=N, seed=0, image_size=32)
-        rng = np.random.default_rng(0)
-        rows = ds.rows()
-        # two exact copies of one image: equal scores (paging ties) and near-duplicates (dedupe)
-        rows = rows + [dict(rows[0], id="copy-a"), dict(rows[0], id="copy-b")]
-        manifest = tmp / "items.jsonl"
-        with manifest.open("w") as f:
-            for i, r in enumerate(rows):
-                image = str((ds.root / r["image"]).resolve())
-                f.write(
-                    json.dumps({"id": r.get("id", f"item-{i}"), "image": image, "text": r["text"], **_meta(i, rng)})
-                )
-                f.write("\n")
-        engine = make_engine(url)
-        settings = make_settings(tmp, url)
-        ingest(manifest, settings, make_session_factory(engine))
-        with TestClient(create_app(settings)) as client:
-            yield client, settings, make_session_factory(engine)
-        engine.dispose()
+    ds = generate_dataset(tmp / "ds", n=N, seed=0, image_size=32)
+    rng = np.random.default_rng(0)
+    rows = ds.rows()
+    # two exact copies of one image: equal scores (paging ties) and near-duplicates (dedupe)
+    rows = rows + [dict(rows[0], id="copy-a"), dict(rows[0], id="copy-b")]
+    manifest = tmp / "items.jsonl"
+    with manifest.open("w") as f:
+        for i, r in enumerate(rows):
+            image = str((ds.root / r["image"]).resolve())
+            f.write(json.dumps({"id": r.get("id", f"item-{i}"), "image": image, "text": r["text"], **_meta(i, rng)}))
+            f.write("\n")
+    with database as url, stack(tmp, url, dataset=manifest) as s:
+        with TestClient(create_app(s.settings)) as client:
+            yield client, s.settings, s.session_factory
     shutil.rmtree(tmp, ignore_errors=True)
 
 
