@@ -52,16 +52,16 @@ def create_app(settings: Settings | None = None, encoder_factory=None) -> FastAP
         sys.setswitchinterval(settings.gil_switch_ms / 1000)
         app.state.settings = settings
         app.state.session_factory = make_session_factory(engine)
-        app.state.search = SearchState(settings, app.state.session_factory, encoder_factory)
-        if app.state.search.batcher is not None:
-            app.state.search.batcher.on_batch = app.state.metrics.batch_size.observe
-        app.state.search.query_cache.on_lookup = lambda hit: app.state.metrics.query_cache.labels(
-            "hit" if hit else "miss"
-        ).inc()
+        # This lifespan stops the state it started, even if another lifespan of the same app object
+        # (a test client beside the server) replaced app.state.search meanwhile.
+        app.state.search = search = SearchState(settings, app.state.session_factory, encoder_factory)
+        if search.batcher is not None:
+            search.batcher.on_batch = app.state.metrics.batch_size.observe
+        search.query_cache.on_lookup = lambda hit: app.state.metrics.query_cache.labels("hit" if hit else "miss").inc()
         # Load the model and indexes before taking traffic (failures show in /readyz), then keep them fresh.
-        await run_in_threadpool(app.state.search.start)
+        await run_in_threadpool(search.start)
         yield
-        await run_in_threadpool(app.state.search.stop)
+        await run_in_threadpool(search.stop)
         engine.dispose()
 
     app = FastAPI(

@@ -9,6 +9,11 @@ PostgreSQL test gets its own freshly created database, dropped afterwards.
 from __future__ import annotations
 
 import os
+import stat
+import sys
+import threading
+import time
+from pathlib import Path
 
 from app.runtime import apply_runtime_defaults
 
@@ -24,7 +29,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from app.db.session import make_engine, make_session_factory, upgrade
+from tests.helpers.emoji_fakes import NPM_SCRIPT, FakeNpm, build_registry
 from tests.helpers.postgres import POSTGRES_URL, fresh_postgres_database
+from training.emoji.packages import Sources
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +90,43 @@ def _feature_cache(tmp_path_factory) -> Iterator[None]:
     the user's ``~/.cache`` (a run must not read what an earlier run or another checkout wrote)."""
     os.environ.setdefault("CROSSMODAL_FEATURE_CACHE", str(tmp_path_factory.mktemp("feature-cache")))
     yield
+
+
+# The fake emoji registry and npm (tests.helpers.emoji_fakes), for the emoji set's and the emoji demo's tests.
+@pytest.fixture(scope="session")
+def fake_registry(tmp_path_factory) -> tuple[Path, Sources]:
+    root = tmp_path_factory.mktemp("registry")
+    return root, build_registry(root)
+
+
+@pytest.fixture
+def fake_npm(fake_registry, tmp_path, monkeypatch) -> FakeNpm:
+    """``npm`` on PATH (and nothing else) that serves the fake registry."""
+    registry, sources = fake_registry
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "npm"
+    script.write_text(NPM_SCRIPT.format(python=sys.executable))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    log = tmp_path / "npm.log"
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("FAKE_NPM_REGISTRY", str(registry))
+    monkeypatch.setenv("FAKE_NPM_LOG", str(log))
+    monkeypatch.delenv("FAKE_NPM_FAIL", raising=False)
+    assert os.access(script, os.X_OK)
+    return FakeNpm(registry, bin_dir, log, sources)
+
+
+@pytest.fixture(autouse=True)
+def _no_refresh_thread_outlives_its_test() -> Iterator[None]:
+    """A served app stops its snapshot refresher when its lifespan ends; one left running would keep
+    reading a database its test has finished with (and log errors once the file is gone)."""
+    before = {t.ident for t in threading.enumerate() if t.name == "crossmodal-refresh"}
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        left = [t for t in threading.enumerate() if t.name == "crossmodal-refresh" and t.ident not in before]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not left, f"{len(left)} snapshot refresh thread(s) still running after the test: an app was not shut down"

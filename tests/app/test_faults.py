@@ -41,7 +41,9 @@ def _search(client):
 @pytest.mark.parametrize("how", ["truncated", "replaced"])
 def test_readyz_sees_a_broken_database_file_and_the_server_recovers_without_a_restart(sqlite_service, how):
     client, db, _ = sqlite_service
-    assert client.get("/readyz").status_code == 200 and _search(client).status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert _search(client).status_code == 200
     backup = db.with_suffix(".backup")
     shutil.copy(db, backup)
     for extra in ("-wal", "-shm"):  # the WAL is checkpointed into the copy by the next writer anyway
