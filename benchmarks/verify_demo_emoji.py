@@ -10,6 +10,7 @@ suite's ``tests/app/test_demo_emoji.py`` checks the same plumbing on a fake 17-c
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--houses", default="google", help="houses to index (the demo's --houses)")
     parser.add_argument("--data-dir", type=Path, help="data folder (default: a new temporary one)")
     args = parser.parse_args(argv)
+    # Logging to this process's stderr before the CLI configures it onto the CliRunner's stream, which closes.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = args.data_dir or Path(tempfile.mkdtemp(prefix="crossmodal-demo-"))
     os.environ.update(CROSSMODAL_DATA_DIR=str(data), CROSSMODAL_INDEX_REFRESH_SECONDS="0")
     get_settings.cache_clear()
