@@ -34,6 +34,15 @@ def stable_fraction(key: str) -> float:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
 
 
+def _split_path(manifest: Path, image: str) -> str:
+    """The image's path as the split sees it: relative to the manifest's folder where it lies below it,
+    so a dataset copied or moved elsewhere (a temporary folder, another machine) splits the same way."""
+    try:
+        return Path(image).resolve().relative_to(Path(manifest).resolve().parent).as_posix()
+    except ValueError:
+        return str(image)
+
+
 def load_pairs(
     manifest: Path,
     val_fraction: float,
@@ -63,7 +72,7 @@ def load_pairs(
                 train.append(pair)
             elif split in ("val", "valid", "validation"):
                 val.append(pair)
-        elif stable_fraction(f"{rec.image_path}\0{text or ''}") < val_fraction:
+        elif stable_fraction(f"{_split_path(manifest, rec.image_path)}\0{text or ''}") < val_fraction:
             val.append(pair)
         else:
             train.append(pair)
