@@ -65,7 +65,23 @@ def spatial_pyramid_pool(fmap: torch.Tensor, levels: tuple[int, ...] = SPP_LEVEL
     """
     if fmap.ndim != 4:
         raise ValueError(f"expected an (N, C, H, W) feature map, got shape {tuple(fmap.shape)}")
-    return torch.cat([F.adaptive_avg_pool2d(fmap, level).flatten(1) for level in levels], dim=1)
+    pool = grid_mean if torch.onnx.is_in_onnx_export() else F.adaptive_avg_pool2d
+    return torch.cat([pool(fmap, level).flatten(1) for level in levels], dim=1)
+
+
+def grid_mean(fmap: torch.Tensor, level: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(fmap, level)`` spelled as means over slices, for the ONNX export.
+
+    The exporter needs to know a feature map's size to export adaptive pooling, and behind the
+    TF "same" padding it does not; the cells are those adaptive pooling uses (row ``i`` spans
+    ``floor(i*H/l)`` to ``ceil((i+1)*H/l)``, overlapping where ``l`` does not divide ``H``).
+    """
+    h, w = int(fmap.shape[-2]), int(fmap.shape[-1])
+    spans = [[((i * n) // level, -(-(i + 1) * n // level)) for i in range(level)] for n in (h, w)]
+    rows = [
+        torch.stack([fmap[:, :, h0:h1, w0:w1].mean(dim=(2, 3)) for w0, w1 in spans[1]], dim=-1) for h0, h1 in spans[0]
+    ]
+    return torch.stack(rows, dim=-2)
 
 
 class SpatialPyramidPool(nn.Module):

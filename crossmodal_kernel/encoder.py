@@ -46,6 +46,10 @@ class Encoder:
         self.amp = (self.device.type == "cuda") if amp is None else (bool(amp) and self.device.type == "cuda")
         self._forward_lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()
+        # What runs each tower, and why not the runtime asked for (crossmodal_kernel.onnx_encoder).
+        self.runtime = "torch"
+        self.runtimes = {"text": "torch", "image": "torch"}
+        self.runtime_warnings: tuple[str, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: str, device="auto", **kw) -> Encoder:
@@ -57,7 +61,7 @@ class Encoder:
         chunks = []
         for start in range(0, len(images), self.batch_size):
             batch = torch.stack([self.preprocess(to_rgb(im)) for im in images[start : start + self.batch_size]])
-            chunks.append(self._forward(self.model.encode_image, batch))
+            chunks.append(self._tower("image", batch))
         return self._concat(chunks)
 
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
@@ -65,7 +69,7 @@ class Encoder:
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f"expected a (n, 3, H, W) batch, got shape {tuple(batch.shape)}")
         chunks = [
-            self._forward(self.model.encode_image, batch[start : start + self.batch_size])
+            self._tower("image", batch[start : start + self.batch_size])
             for start in range(0, len(batch), self.batch_size)
         ]
         return self._concat(chunks)
@@ -80,8 +84,12 @@ class Encoder:
             with self._tokenizer_lock:
                 tokens = self.tokenizer(texts[start : start + self.batch_size])
             tokens = trim_padding(self.model, tokens)
-            chunks.append(self._forward(self.model.encode_text, tokens))
+            chunks.append(self._tower("text", tokens))
         return self._concat(chunks)
+
+    def _tower(self, tower: str, batch: torch.Tensor) -> np.ndarray:
+        """One batch through the ``"image"`` or ``"text"`` tower (the ONNX Runtime encoder overrides this)."""
+        return self._forward(self.model.encode_image if tower == "image" else self.model.encode_text, batch)
 
     def _forward(self, encode: Callable[..., torch.Tensor], batch: torch.Tensor) -> np.ndarray:
         batch = batch.to(self.device, non_blocking=True)
