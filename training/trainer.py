@@ -90,9 +90,10 @@ def finetune(
             samples += len(batch[0][0]) * dist.world_size
             entry.update(_throughput(cfg, state.step, samples, time.perf_counter() - t_start))
             state.history.append(entry)
-            if progress and dist.is_main:
-                progress({"total": cfg.optim.steps, **entry})
             stop = _maybe_evaluate(parts, state)
+            if progress and dist.is_main:  # after validation, so that a step's report carries its metrics
+                val = state.evals[-1] if state.evals and state.evals[-1]["step"] == state.step else None
+                progress({"total": cfg.optim.steps, **entry, **({"val": val} if val else {})})
             if state.step % cfg.checkpoint_every == 0:
                 resume.save(parts, state)
             if _cancel_requested(cancel, parts):

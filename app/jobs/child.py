@@ -29,7 +29,7 @@ from app.config import Settings
 from app.db.models import Job, JobStatus
 from app.db.session import make_engine, make_session_factory
 from app.jobs import queue
-from app.jobs.context import JobCancelled, JobContext, JobInterrupted, LeaseLost
+from app.jobs.context import JobCancelled, JobContext, JobInterrupted, JobRefused, LeaseLost
 from app.jobs.kinds import handler_for
 from crossmodal_kernel.processes import die_with_parent
 
@@ -100,6 +100,9 @@ def run(job_id: int, worker_id: str, attempt: int, settings: Settings | None = N
     except LeaseLost as e:
         log.warning("%s", e)
         return 0
+    except JobRefused as e:  # a decision, not a crash: its reason, no traceback
+        log.info("job %d refused: %s", job_id, e)
+        status, result, error = JobStatus.FAILED, {**ctx.notes, "refused": str(e)}, str(e)
     except Exception as e:
         log.exception("job %d failed", job_id)
         status, result = JobStatus.FAILED, ctx.notes or None
@@ -108,6 +111,7 @@ def run(job_id: int, worker_id: str, attempt: int, settings: Settings | None = N
         stop_flushing.set()
         flusher.join()
         tail.flush_to_db()
+        logging.getLogger().removeHandler(tail)  # run in-process (tests): later jobs keep their own tails
     if code == 0:
         with session_factory() as session:
             queue.finish(session, lease, status, result=result, error=error)

@@ -36,6 +36,11 @@ class LeaseLost(Exception):
     """Another attempt owns the job now (this worker was presumed dead): stop without writing anything."""
 
 
+class JobRefused(Exception):
+    """The job decided not to act (a promotion that does not win): it fails with this one-line reason as its
+    error and ``result.refused``, and no traceback."""
+
+
 @dataclass
 class _Stage:
     name: str
@@ -56,6 +61,7 @@ class JobContext:
     _last_check: float = 0.0
     _cancelled: bool = False
     notes: dict[str, Any] = field(default_factory=dict)  # what the handler wants in the result either way
+    keep: dict[str, Any] = field(default_factory=dict)  # kept in ``details`` across stages (a fine-tune's series)
 
     @property
     def job_id(self) -> int:
@@ -90,7 +96,8 @@ class JobContext:
             elapsed = now - self._stage.started
             rate = done / elapsed if elapsed > 0 and done else None
             eta = (total - done) / rate if rate and total is not None else None
-            details = {"stage": stage, "done": done, "total": total, "unit": unit, "rate": rate, "eta_s": eta}
+            details = {**self.keep, "stage": stage, "done": done, "total": total, "unit": unit, "rate": rate}
+            details["eta_s"] = eta
             text = message or (f"{stage}: {done}/{total} {unit}" if total is not None else f"{stage}: {done} {unit}")
             with self.session_factory() as session:
                 held = queue.report_progress(session, self.lease, fraction, text, details)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import crud
-from app.db.models import Model
+from app.db.models import Model, utcnow
 from app.encoders import load_encoder
 from app.progress import Reporter, quiet
 from training.config import DataConfig
@@ -74,6 +74,15 @@ def dataset_key(dataset: str, split: str | None) -> str:
     return dataset if dataset == DB or split is None else f"{dataset}#{split}"
 
 
+HISTORY = 50  # evaluations a model keeps in ``eval_report.history``, oldest first
+
+
+def history_entry(report: dict[str, Any]) -> dict[str, Any]:
+    """One evaluation's headline numbers and when, for a model's evaluations over time."""
+    metrics = {k: v for k, v in report.items() if isinstance(v, float) and k != "seconds"}
+    return {"at": utcnow().isoformat(), "key": dataset_key(report["dataset"], report.get("split")), "metrics": metrics}
+
+
 def store_report(session: Session, model_id: int, report: dict[str, Any]) -> Model:
     """Keep ``report`` on the model row, under ``eval_report["evaluations"][dataset#split]``."""
     model = session.get(Model, model_id, with_for_update=True)
@@ -81,6 +90,8 @@ def store_report(session: Session, model_id: int, report: dict[str, Any]) -> Mod
         raise LookupError(f"no model {model_id}")
     evaluations = dict((model.eval_report or {}).get("evaluations") or {})
     evaluations[dataset_key(report["dataset"], report.get("split"))] = report
-    model.eval_report = {**(model.eval_report or {}), "evaluations": evaluations}
+    history = list((model.eval_report or {}).get("history") or [])
+    history.append(history_entry(report))
+    model.eval_report = {**(model.eval_report or {}), "evaluations": evaluations, "history": history[-HISTORY:]}
     session.flush()
     return model

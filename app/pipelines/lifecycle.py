@@ -42,6 +42,14 @@ def flip(session: Session, model_id: int) -> Model:
     return crud.activate_model(session, model_id)
 
 
+def rollback_target(session: Session, current_id: int) -> Model | None:
+    """The model a plain rollback flips to: the most recently promoted other one whose indexes are on disk."""
+    earlier = session.scalars(
+        select(Model).where(Model.id != current_id, Model.promoted_at.is_not(None)).order_by(Model.promoted_at.desc())
+    )
+    return next((m for m in earlier if servable(session, m.id)), None)
+
+
 def rollback(session_factory: sessionmaker, to_model_id: int | None = None) -> tuple[Model, Model]:
     """Flip back to ``to_model_id``, or to the most recently active model before the current one.
 
@@ -52,12 +60,7 @@ def rollback(session_factory: sessionmaker, to_model_id: int | None = None) -> t
         if current is None:
             raise NoRollbackTarget("there is no active model to roll back from")
         if to_model_id is None:
-            earlier = session.scalars(
-                select(Model)
-                .where(Model.id != current.id, Model.promoted_at.is_not(None))
-                .order_by(Model.promoted_at.desc())
-            )
-            target = next((m for m in earlier if servable(session, m.id)), None)
+            target = rollback_target(session, current.id)
             if target is None:
                 raise NoRollbackTarget("no earlier model still has its indexes on disk")
         else:

@@ -1,10 +1,10 @@
-// The admin page: jobs with live progress (polled every second), cancel and retry; models with their
-// reports, evaluate, promote and roll back. The key lives in this tab's sessionStorage only.
+// The admin page's shell: sign-in (the key lives in this tab's sessionStorage only), the pages (#jobs, #job/ID,
+// #models, #indexes, #keys) and the jobs list, refreshed every second. admin-job.js draws a job's own page,
+// admin-pages.js the models, indexes and keys. Everything shown goes in through textContent (never innerHTML).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-let selectedJob = null;
-let selectedModel = null;
+const PAGES = ["jobs", "job", "models", "indexes", "keys"];
 let timer = null;
 
 const key = () => sessionStorage.getItem("crossmodal-admin-key");
@@ -18,8 +18,18 @@ async function api(path, init = {}) {
   const headers = { Authorization: `Bearer ${key()}`, ...(init.body ? { "Content-Type": "application/json" } : {}) };
   const response = await fetch(`/v1/admin${path}`, { ...init, headers });
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.detail ? `${body.detail} (${response.status})` : `HTTP ${response.status}`);
+  if (!response.ok) {
+    const detail = typeof body.detail === "string" ? body.detail : body.error?.message || JSON.stringify(body.detail ?? "");
+    throw new Error(detail ? `${detail} (${response.status})` : `HTTP ${response.status}`);
+  }
   return body;
+}
+
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text != null) node.textContent = text;
+  if (cls) node.className = cls;
+  return node;
 }
 
 function cell(row, content) {
@@ -30,10 +40,24 @@ function cell(row, content) {
   return td;
 }
 
+function fmt(value, digits = 3) {
+  if (value == null) return "–";
+  if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toFixed(digits);
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+// a metric, always with its decimals (a recall of 1 reads 1.000, as in "refused: 1.000 vs 1.000")
+function metricText(value) {
+  return typeof value === "number" ? value.toFixed(3) : fmt(value);
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "";
+}
+
 function button(label, onClick) {
-  const b = document.createElement("button");
+  const b = el("button", label);
   b.type = "button";
-  b.textContent = label;
   b.addEventListener("click", async (event) => {
     event.stopPropagation();
     try { await onClick(); showError(""); } catch (err) { showError(err.message); }
@@ -43,94 +67,74 @@ function button(label, onClick) {
 }
 
 function progress(job) {
-  const wrap = document.createElement("div");
-  const bar = document.createElement("div");
-  bar.className = "bar";
-  const fill = document.createElement("div");
+  const wrap = el("div");
+  const bar = el("div", null, "bar");
+  const fill = el("div");
   fill.style.width = `${Math.round(job.progress * 100)}%`;
   bar.append(fill);
-  const text = document.createElement("div");
   const eta = job.details && job.details.eta_s != null && job.status === "running" ? `, ETA ${Math.ceil(job.details.eta_s)} s` : "";
-  text.className = "progress-text";
-  text.textContent = `${Math.round(job.progress * 100)}% ${job.message || ""}${eta}`;
-  wrap.append(bar, text);
+  wrap.append(bar, el("div", `${Math.round(job.progress * 100)}% ${job.message || ""}${eta}`, "progress-text"));
   return wrap;
+}
+
+function jobActions(job) {
+  const actions = [];
+  const cancelling = job.cancel_requested_at && job.status === "running";
+  if (job.status === "queued" || (job.status === "running" && !cancelling)) {
+    actions.push(button("Cancel", () => api(`/jobs/${job.id}/cancel`, { method: "POST" })));
+  }
+  if (job.status === "failed" || job.status === "cancelled") {
+    actions.push(button("Retry", () => api(`/jobs/${job.id}/retry`, { method: "POST" })));
+  }
+  return actions;
+}
+
+function jobStatus(job) {
+  if (job.result && job.result.refused) return "refused";
+  return job.cancel_requested_at && job.status === "running" ? "running (cancelling)" : job.status;
 }
 
 function renderJobs(jobs) {
   const body = $("jobs");
   body.replaceChildren();
   for (const job of jobs) {
-    const row = document.createElement("tr");
+    const row = el("tr");
     row.dataset.job = job.id;
-    if (job.id === selectedJob) row.className = "selected";
-    cell(row, `${job.id}`);
+    const link = el("a", `${job.id}`);
+    link.href = `#job/${job.id}`;
+    cell(row, link);
     cell(row, job.kind);
-    const cancelling = job.cancel_requested_at && job.status === "running";
-    cell(row, cancelling ? "running (cancelling)" : job.status).className = `status-${job.status}`;
+    const status = jobStatus(job);
+    cell(row, status).className = `status-${status === "refused" ? "refused" : job.status}`;
     cell(row, progress(job));
     cell(row, `${job.attempts}/${job.max_attempts}`);
-    cell(row, new Date(job.created_at).toLocaleString());
-    const actions = cell(row, "");
-    if (job.status === "queued" || (job.status === "running" && !cancelling)) {
-      actions.append(button("Cancel", () => api(`/jobs/${job.id}/cancel`, { method: "POST" })));
-    }
-    if (job.status === "failed" || job.status === "cancelled") {
-      actions.append(button("Retry", () => api(`/jobs/${job.id}/retry`, { method: "POST" })));
-    }
-    row.addEventListener("click", () => { selectedJob = job.id; refresh(); });
+    cell(row, when(job.created_at));
+    cell(row, "").append(...jobActions(job));
+    row.addEventListener("click", () => { location.hash = `#job/${job.id}`; });
     body.append(row);
-    if (job.id === selectedJob) {
-      $("job-log").hidden = false;
-      $("job-log").textContent = [job.error || "", ...(job.log || [])].join("\n").trim() || "(no log yet)";
-    }
   }
 }
 
-function metric(model) {
-  const report = model.eval_report || {};
-  const evaluation = (report.evaluations || {}).db || Object.values(report.evaluations || {})[0] || report.val || report.held_out;
-  if (!evaluation) return "–";
-  const r1 = evaluation["t2i_R@1"];
-  return r1 == null ? "–" : `t2i R@1 ${r1.toFixed(3)} · i2t R@1 ${(evaluation["i2t_R@1"] ?? 0).toFixed(3)}`;
-}
-
-function renderModels(models) {
-  const body = $("models");
-  body.replaceChildren();
-  for (const model of models) {
-    const row = document.createElement("tr");
-    row.dataset.model = model.id;
-    if (model.id === selectedModel) row.className = "selected";
-    cell(row, `${model.id}`);
-    cell(row, model.name || model.spec);
-    cell(row, model.status).className = `status-${model.status}`;
-    cell(row, model.parent_id ? `#${model.parent_id}` : "");
-    cell(row, metric(model));
-    cell(row, model.promoted_at ? new Date(model.promoted_at).toLocaleString() : "");
-    const actions = cell(row, "");
-    const queued = (what) => async () => {
-      const job = await api(`/models/${model.id}/${what}`, { method: "POST", body: "{}" });
-      $("notice").textContent = `Queued job #${job.id}: ${what} model #${model.id}.`;
-    };
-    actions.append(button("Evaluate", queued("evaluate")));
-    if (model.status !== "active") actions.append(button("Promote", queued("promote")));
-    row.addEventListener("click", () => { selectedModel = model.id; refresh(); });
-    body.append(row);
-    if (model.id === selectedModel) {
-      $("model-report").hidden = false;
-      $("model-report").textContent = JSON.stringify(model.eval_report, null, 2);
-    }
-  }
+function route() {
+  const [page, id] = (location.hash.replace(/^#/, "") || "jobs").split("/");
+  return { page: PAGES.includes(page) ? page : "jobs", id: id ? Number(id) : null };
 }
 
 async function refresh() {
   if (!key()) return;
+  const { page, id } = route();
   try {
-    const [jobs, models] = await Promise.all([api("/jobs?limit=25"), api("/models?limit=25")]);
-    renderJobs(jobs.data);
-    renderModels(models.data);
-    $("status").textContent = `signed in · ${jobs.count} job(s) · ${models.count} model(s)`;
+    if (page === "jobs") {
+      const jobs = await api("/jobs?limit=25");
+      renderJobs(jobs.data);
+      $("status").textContent = `signed in · ${jobs.count} job(s)`;
+    } else if (page === "job") {
+      await AdminJob.show(id);
+      $("status").textContent = "signed in";
+    } else {
+      await AdminPages[page]();
+      $("status").textContent = "signed in";
+    }
     $("status").className = "status ready";
   } catch (err) {
     showError(err.message);
@@ -138,20 +142,32 @@ async function refresh() {
   }
 }
 
+function showPage() {
+  const { page } = route();
+  for (const name of PAGES) $(`page-${name}`).hidden = !key() || name !== page;
+  if (page !== "job") AdminJob.stop();
+  clearInterval(timer);
+  if (!key()) return;
+  refresh();
+  // the jobs list polls; a job's page follows its server-sent events; the others refresh now and then
+  if (page === "jobs") timer = setInterval(refresh, 1000);
+  else if (page === "models") timer = setInterval(refresh, 5000);
+}
+
 function signIn(value) {
   sessionStorage.setItem("crossmodal-admin-key", value);
-  $("admin").hidden = false;
+  $("nav").hidden = false;
   $("sign-out").hidden = false;
   $("key").value = "";
-  refresh();
-  clearInterval(timer);
-  timer = setInterval(refresh, 1000);
+  showPage();
 }
 
 function signOut() {
   sessionStorage.removeItem("crossmodal-admin-key");
   clearInterval(timer);
-  $("admin").hidden = true;
+  AdminJob.stop();
+  for (const name of PAGES) $(`page-${name}`).hidden = true;
+  $("nav").hidden = true;
   $("sign-out").hidden = true;
   $("status").textContent = "signed out";
   $("status").className = "status";
@@ -163,14 +179,6 @@ $("key-form").addEventListener("submit", (event) => {
   if (value) signIn(value);
 });
 $("sign-out").addEventListener("click", signOut);
-$("rollback").addEventListener("click", async () => {
-  try {
-    const body = await api("/rollback", { method: "POST", body: "{}" });
-    showError("");
-    $("notice").textContent = `Rolled back: model #${body.active.id} is active (was #${body.previous.id}).`;
-  } catch (err) { showError(err.message); }
-  refresh();
-});
 $("job-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   try {
@@ -181,5 +189,10 @@ $("job-form").addEventListener("submit", async (event) => {
   } catch (err) { showError(err.message); }
   refresh();
 });
-
-if (key()) signIn(key());
+$("charts-on").checked = localStorage.getItem("crossmodal-admin-charts") !== "off";
+$("charts-on").addEventListener("change", () => {
+  localStorage.setItem("crossmodal-admin-charts", $("charts-on").checked ? "on" : "off");
+  AdminJob.redraw();
+  refresh();
+});
+window.addEventListener("hashchange", () => { showError(""); showPage(); });

@@ -21,7 +21,9 @@ def test_page_and_assets_are_served(service):
         assert asset.content == (STATIC / name).read_bytes()
 
 
-@pytest.mark.parametrize("name", ["index.html", "..%2Fapp.js", "secret.env", "app.jsx"])
+@pytest.mark.parametrize(
+    "name", ["index.html", "..%2Fapp.js", "secret.env", "app.jsx", "vendor/%2E%2E/admin.html", "vendor/x.js"]
+)
 def test_only_the_listed_assets_are_served(service, name):
     assert service.client.get(f"/ui/{name}").status_code == 404
 
@@ -31,7 +33,12 @@ def test_the_page_is_not_in_the_api_schema(service):
     assert "/" not in paths and "/ui/{name}" not in paths
 
 
-@pytest.mark.parametrize("script_name, page_name", [("app.js", "index.html"), ("admin.js", "admin.html")])
+ADMIN_SCRIPTS = ["admin.js", "admin-job.js", "admin-pages.js"]
+
+
+@pytest.mark.parametrize(
+    "script_name, page_name", [("app.js", "index.html"), *((name, "admin.html") for name in ADMIN_SCRIPTS)]
+)
 def test_every_element_the_script_uses_exists_in_the_page(script_name, page_name):
     script = (STATIC / script_name).read_text()
     page = (STATIC / page_name).read_text()
@@ -49,7 +56,7 @@ def test_the_script_calls_only_endpoints_that_exist(service):
 
 
 def test_the_admin_script_calls_only_admin_endpoints_that_exist(service):
-    script = (STATIC / "admin.js").read_text()
+    script = "\n".join((STATIC / name).read_text() for name in ADMIN_SCRIPTS)
     paths = set(service.client.get("/openapi.json").json()["paths"])
     # api("/jobs?limit=25"), api(`/jobs/${job.id}/cancel`), api(`/models/${model.id}/${what}`) ...
     called = {re.sub(r"\$\{[^}]+\}", "X", m).split("?")[0] for m in re.findall(r'api\([`"](/[^`"]+)[`"]', script)}
@@ -62,9 +69,13 @@ def test_the_admin_script_calls_only_admin_endpoints_that_exist(service):
 def test_admin_page_is_served(service):
     page = service.client.get("/admin")
     assert page.status_code == 200 and 'src="/ui/admin.js"' in page.text
+    for src in re.findall(r'(?:src|href)="/ui/([\w./-]+)"', page.text):  # its scripts, styles and uPlot, offline
+        assert service.client.get(f"/ui/{src}").content == (STATIC / src).read_bytes()
+    licence = service.client.get("/ui/vendor/uPlot.LICENSE")
+    assert licence.status_code == 200 and "MIT License" in licence.text  # the charts' licence ships with them
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node for a syntax check")
-@pytest.mark.parametrize("name", ["app.js", "admin.js"])
+@pytest.mark.parametrize("name", ["app.js", "admin-charts.js", *ADMIN_SCRIPTS])
 def test_the_scripts_parse(name):
     subprocess.run(["node", "--check", str(STATIC / name)], check=True)

@@ -33,6 +33,7 @@ def test_training_reports_progress_and_writes_a_loadable_checkpoint(manifest, tm
     assert all(math.isfinite(e["loss"]) and e["samples_per_s"] > 0 for e in seen)
     assert seen[-1]["eta_s"] == 0 and seen[0]["lr"] < seen[1]["lr"]  # warmup
     assert [e["step"] for e in result.evals] == [3, 6] and "t2i_R@1" in result.evals[0]
+    assert [e["val"] for e in seen if "val" in e] == result.evals  # a step's report carries its validation
     loaded = load_model(f"test:tiny@{result.checkpoint}", "cpu")
     assert not torch.equal(
         loaded.model.state_dict()["text_projection"],

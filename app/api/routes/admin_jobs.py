@@ -45,9 +45,15 @@ def list_jobs(
     offset: Offset = 0,
     limit: Limit = 50,
 ) -> JobsPublic:
-    """Newest first."""
+    """Newest first. A fine-tune's `details.series` (its curves) is left out here: `GET /jobs/{id}` has it."""
     jobs, count = queue.list_jobs(session, status=status, kind=kind, offset=offset, limit=limit)
-    return JobsPublic(data=[JobPublic.model_validate(j) for j in jobs], count=count)
+    return JobsPublic(data=[_without_series(JobPublic.model_validate(j)) for j in jobs], count=count)
+
+
+def _without_series(job: JobPublic) -> JobPublic:
+    if job.details and "series" in job.details:
+        job.details = {k: v for k, v in job.details.items() if k != "series"}
+    return job
 
 
 @router.get("/{job_id:int}", response_model=JobPublic, responses=ADMIN_ERRORS)

@@ -25,7 +25,7 @@ from app.api.submit import ADMIN_ERRORS, queue_job
 from app.db import crud
 from app.db.models import Index, Model
 from app.jobs.kinds import EvaluateParams, PromoteParams
-from app.pipelines.lifecycle import NoRollbackTarget, rollback
+from app.pipelines.lifecycle import NoRollbackTarget, rollback, rollback_target
 from app.values import MAX_DB_ID
 
 router = APIRouter(tags=["admin: models"])
@@ -45,10 +45,18 @@ def list_models(
     offset: Offset = 0,
     limit: Limit = 50,
 ) -> ModelsPublic:
-    """Every model version the service has used, newest first: spec, lineage, checkpoint, reports, status."""
+    """Every model version the service has used, newest first: spec, lineage, checkpoint, reports, status; which
+    one is active and which a rollback would flip to."""
     rows = session.scalars(select(Model).order_by(Model.id.desc()).offset(offset).limit(limit)).all()
     count = session.scalar(select(func.count()).select_from(Model)) or 0
-    return ModelsPublic(data=[ModelPublic.model_validate(m) for m in rows], count=count)
+    active = crud.get_active_model(session)
+    target = rollback_target(session, active.id) if active is not None else None
+    return ModelsPublic(
+        data=[ModelPublic.model_validate(m) for m in rows],
+        count=count,
+        active_id=active.id if active else None,
+        rollback_target_id=target.id if target else None,
+    )
 
 
 @router.get("/models/{model_id:int}", response_model=ModelPublic, responses=ADMIN_ERRORS)

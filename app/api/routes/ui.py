@@ -15,6 +15,12 @@ ASSETS = {
     "app.css": "text/css",
     "admin.js": "text/javascript",
     "admin.css": "text/css",
+    "admin-charts.js": "text/javascript",
+    "admin-job.js": "text/javascript",
+    "admin-pages.js": "text/javascript",
+    "vendor/uPlot.iife.min.js": "text/javascript",  # uPlot 1.6.32 (MIT, vendor/uPlot.LICENSE): the admin charts
+    "vendor/uPlot.min.css": "text/css",
+    "vendor/uPlot.LICENSE": "text/plain",
 }
 
 router = APIRouter(include_in_schema=False)
@@ -31,7 +37,7 @@ async def admin() -> FileResponse:
     return FileResponse(STATIC / "admin.html", media_type="text/html")
 
 
-@router.get("/ui/{name}")
+@router.get("/ui/{name:path}")
 async def asset(name: str) -> FileResponse:
     if name not in ASSETS:  # a fixed list: no path from the request ever reaches the filesystem
         raise ApiError(404, "not_found", f"no UI asset {name!r}")

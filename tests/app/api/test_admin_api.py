@@ -69,6 +69,17 @@ def test_queue_get_list_cancel_and_retry(admin, service):
         "admin tests",
     )
     assert admin("GET", f"/jobs/{body['id']}").json()["id"] == body["id"]
+    with service.session_factory() as session:  # a fine-tune's curves: on the job, not in the list
+        lease = queue.lease_of(queue.claim(session, "fake-worker", kinds=["ingest"]))
+        series = {"train": [[1, 2.5, 1e-4]], "val": []}
+        queue.report_progress(session, lease, 0.1, "step 1", {"stage": "train", "series": series})
+        session.commit()
+    assert admin("GET", f"/jobs/{body['id']}").json()["details"]["series"] == series
+    listed = admin("GET", "/jobs").json()["data"]
+    assert next(j for j in listed if j["id"] == body["id"])["details"] == {"stage": "train"}
+    with service.session_factory() as session:
+        queue.release(session, lease, "back to the queue")
+        session.commit()
     listed = admin("GET", "/jobs", params={"kind": "ingest", "status": "queued"}).json()
     assert body["id"] in [j["id"] for j in listed["data"]]
     assert admin("POST", f"/jobs/{body['id']}/retry").status_code == 409  # queued: nothing to retry
@@ -126,6 +137,7 @@ def test_models_indexes_and_rollback_without_a_target(admin, service):
     models = admin("GET", "/models").json()
     assert models["count"] >= 1 and models["data"][0]["status"] in {"active", "candidate", "retired"}
     active = next(m for m in models["data"] if m["status"] == "active")
+    assert (models["active_id"], models["rollback_target_id"]) == (active["id"], None)  # nothing to roll back to
     assert admin("GET", f"/models/{active['id']}").json()["spec"] == active["spec"]
     assert admin("GET", "/models/99999").status_code == 404
     indexes = admin("GET", "/indexes", params={"model_id": active["id"], "status": "active"}).json()
