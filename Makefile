@@ -24,13 +24,16 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/crossmodal demo
 
+# Spread over the cores (pytest-xdist); whole files stay on one worker, so module fixtures are built once.
+PYTEST_PARALLEL ?= -n auto --dist loadfile
+
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 # The edit-test loop: the unmarked tests (no real model, no processes that each load torch, no PostgreSQL,
 # no browser), under 3 minutes. `make test` and CI run every test.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not postgres and not browser"
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not slow and not postgres and not browser"
 
 lint: install
 	$(BIN)/ruff check .

@@ -31,6 +31,19 @@ class Settings(BaseSettings):
         description="Model used when the database has no active model yet (see the model specs).",
     )
     device: str = Field("auto", description="`auto` (CUDA when present), `cpu` or `cuda[:N]`.")
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto",
+        description="What runs the model's towers: `torch` (PyTorch eager), `onnx` (ONNX Runtime: graphs exported on "
+        "a model version's first load, cached beside its checkpoint, checked against PyTorch; a failed export falls "
+        "back to PyTorch with a `/readyz` warning), `auto` (ONNX Runtime on CPU, and on CUDA where onnxruntime-gpu "
+        "is installed; else PyTorch), or `onnx-int8` (quantised towers, only if their measured R@1 on "
+        "`CROSSMODAL_INT8_EVAL_SET` drops by at most 0.5 points). docs/benchmarks.md (Encoding runtimes).",
+    )
+    int8_eval_set: Path | None = Field(
+        None,
+        description="The evaluation set (a manifest, or a synthetic dataset folder) on which `onnx-int8` must "
+        "keep R@1 before it serves; without one it is refused.",
+    )
     host: str = Field("127.0.0.1", description="Address `crossmodal serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `crossmodal serve` binds to.")
     reuse_port: bool = Field(
@@ -55,6 +68,12 @@ class Settings(BaseSettings):
     )
     max_query_chars: int = Field(1000, ge=1, description="Longest accepted text query, in characters.")
     max_k: int = Field(1000, ge=1, description="Largest `k` a search may ask for.")
+    max_query_parts: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="Most parts (texts, images, items) one composite query (`/v1/search/composite`) may combine.",
+    )
     batching: bool = Field(
         True,
         description="Encode and search concurrent queries in micro-batches (one forward pass, one matrix product).",
@@ -182,6 +201,12 @@ class Settings(BaseSettings):
     job_poll_seconds: float = Field(1.0, gt=0, description="How often an idle worker looks for a queued job.")
     promotion_metric: str = Field(
         "t2i_R@1", description="The evaluation metric a candidate must beat the active model on to be promoted."
+    )
+    calibration_method: Literal["isotonic", "platt"] = Field(
+        "platt",
+        description="How a model's relevance calibration, fitted on its evaluation pairs, maps a hit's cosine (less a "
+        "fitted share of its query's best cosine) to P(relevant): `platt` (a logistic curve) or `isotonic` (a "
+        "monotone step function). docs/benchmarks.md (Calibrated relevance on real data) has the measurement.",
     )
     fetch_timeout_seconds: float = Field(
         10.0, gt=0, description="Longest a fetch of an image by URL (ingest jobs) may take, start to end."

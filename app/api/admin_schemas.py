@@ -22,7 +22,9 @@ class JobPublic(_Out):
     progress: float = Field(..., description="Fraction done, 0 to 1.")
     message: str | None
     details: dict[str, Any] | None = Field(
-        None, description="stage, done, total, unit, rate (per second) and eta_s of the current stage."
+        None,
+        description="stage, done, total, unit, rate (per second) and eta_s of the current stage; a fine-tune's "
+        "`series`: `train` rows [step, loss, lr] and `val` (the validation metrics at each evaluation).",
     )
     result: dict[str, Any] | None
     error: str | None
@@ -53,6 +55,12 @@ class ModelPublic(_Out):
     eval_report: dict[str, Any] | None = Field(
         None, description="`evaluations` by dataset, `val` from fine-tuning, `promotion`: the last decision."
     )
+    calibration: dict[str, Any] | None = Field(
+        None,
+        description="Its relevance calibration: `status` (fitted or unavailable), the evaluation set it was fitted on "
+        "(`dataset`, `split`, `fingerprint`), each direction's map and fit figures, and `reasons` for those without "
+        "one (docs/api.md: Relevance).",
+    )
     created_at: datetime
     promoted_at: datetime | None
 
@@ -60,6 +68,10 @@ class ModelPublic(_Out):
 class ModelsPublic(BaseModel):
     data: list[ModelPublic]
     count: int
+    active_id: int | None = Field(None, description="The model serving now.")
+    rollback_target_id: int | None = Field(
+        None, description="The model `POST /rollback` without `to_model_id` flips to (null: none is servable)."
+    )
 
 
 class IndexPublic(_Out):

@@ -2,8 +2,10 @@
 
 FastAPI writes its own 422 body (``detail`` an array) on every operation; ours is ``ErrorBody``,
 so that is what the schema says. Limits that come from the settings (``CROSSMODAL_MAX_K``,
-``CROSSMODAL_MAX_QUERY_CHARS``) are written in. Every API operation may also answer 429 (over the
-concurrency cap) and 503 (the database or the index is unavailable), in the same shape.
+``CROSSMODAL_MAX_QUERY_CHARS``, ``CROSSMODAL_MAX_QUERY_PARTS``) are written in. Request bodies that
+a route parses itself (``openapi_extra``) bring their own ``$defs``: they join the components.
+Every API operation may also answer 429 (over the concurrency cap) and 503 (the database or the
+index is unavailable), in the same shape.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def finish_openapi(app: FastAPI, settings: Settings) -> None:
         schema = default()  # FastAPI's: builds the schema, keeps it as app.openapi_schema and returns it
         _limit(schema, "k", "maximum", settings.max_k)
         _limit(schema, "query", "maxLength", settings.max_query_chars)
+        _hoist_defs(schema)
+        _limit_model(schema, "TextPart", "text", "maxLength", settings.max_query_chars)
+        _limit_model(schema, "CompositeSearchRequest", "parts", "maxItems", settings.max_query_parts)
         _errors(schema)
         _train_config(schema)
         return schema
@@ -77,6 +82,33 @@ def _swap_placeholders(node: Any) -> None:
     elif isinstance(node, list):
         for child in node:
             _swap_placeholders(child)
+
+
+def _hoist_defs(schema: dict) -> None:
+    """The ``$defs`` of the request bodies written by hand (their refs point at the components) moved there."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                for name, definition in media.get("schema", {}).pop("$defs", {}).items():
+                    components.setdefault(name, definition)
+
+
+def _limit_model(schema: dict, model: str, name: str, keyword: str, value: int) -> None:
+    """``keyword: value`` on property ``name`` of the component ``model`` and of inline schemas titled so."""
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            properties = node.get("properties")
+            if node.get("title") == model and isinstance(properties, dict) and isinstance(properties.get(name), dict):
+                properties[name][keyword] = value
+            for child in node.values():
+                visit(child)
+        elif isinstance(node, list):
+            for child in node:
+                visit(child)
+
+    visit(schema)
 
 
 def _limit(node: Any, name: str, keyword: str, value: int) -> None:

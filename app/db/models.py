@@ -133,6 +133,8 @@ class Model(Base):
     parent_id: Mapped[int | None] = mapped_column(sa.ForeignKey("models.id"))
     status: Mapped[str] = _status(ModelStatus.CANDIDATE)
     eval_report: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # P(relevant | cosine) fitted on its evaluation pairs (app.pipelines.calibration, migration 0005)
+    calibration: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=sa.func.now())
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -11,6 +11,7 @@ from app.config import Settings
 from app.db import crud
 from app.db.models import Model
 from app.encoders import wrap_encoder
+from app.pipelines.calibration import ensure_calibration
 from app.progress import Bars
 from crossmodal_kernel.atomic import atomic_path
 from training import eval_sets
@@ -65,15 +66,16 @@ def bootstrap_model(
 
     base_spec = base_spec or settings.model_spec
     train, captions = manifest_pairs(manifest, "train")
-    held_out = eval_sets.manifest_pairs(manifest, "test")
-    held_out = held_out if len(held_out) else eval_sets.manifest_pairs(manifest, "val")
+    held_out_split = "test" if len(eval_sets.manifest_pairs(manifest, "test")) else "val"
+    held_out = eval_sets.manifest_pairs(manifest, held_out_split)
     if not train:
         raise ValueError(f"{manifest} has no rows with split=train, an image and a text")
     cfg = cfg or BootstrapConfig(num_workers=settings.num_workers)
     loaded = load_model(base_spec, settings.device)
     with Bars(enabled=show_progress) as progress:
         train_report = bootstrap_heads(loaded, train, cfg, progress, captions if any(captions) else None)
-    eval_report = eval_sets.evaluate_pairs(wrap_encoder(settings, loaded), held_out) if len(held_out) else {}
+    encoder = wrap_encoder(settings, loaded)
+    eval_report = eval_sets.evaluate_pairs(encoder, held_out) if len(held_out) else {}
     with session_factory() as session:
         row = crud.create_model(
             session,
@@ -88,4 +90,7 @@ def bootstrap_model(
         if activate:
             crud.activate_model(session, row.id)
         session.commit()
-        return row
+    # relevance, calibrated on the pairs it was just evaluated on
+    row.calibration = ensure_calibration(settings, session_factory, row.id, dataset=str(Path(manifest).resolve()),
+                                         split=held_out_split, encoder=encoder)  # fmt: skip
+    return row

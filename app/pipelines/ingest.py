@@ -25,6 +25,7 @@ from app.config import Settings
 from app.db import crud
 from app.db.models import Item, Model
 from app.encoders import load_encoder
+from app.pipelines.calibration import ensure_calibration
 from app.pipelines.publish import embeddings_dir, publish_indexes
 from app.progress import Reporter, quiet
 from crossmodal_kernel.modality import MODALITIES
@@ -226,5 +227,15 @@ def ingest(
         encoder = load_encoder(settings, model.spec)
     embed_pending(session_factory, encoder, model, settings, report, progress)
     report.indexes = publish_indexes(session_factory, model, settings, progress=progress)
+    recalibrate(settings, session_factory, model.id, encoder)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def recalibrate(settings: Settings, session_factory: sessionmaker, model_id: int, encoder=None) -> None:
+    """Refit the model's relevance calibration if its evaluation set changed (``app.pipelines.calibration``);
+    a failure is logged, never raised: the items are in and the model serves, uncalibrated at worst."""
+    try:
+        ensure_calibration(settings, session_factory, model_id, encoder=encoder)
+    except Exception:
+        log.exception("could not check model %d's relevance calibration", model_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import crud, lexical
-from app.serving import filters, hybrid
-from app.serving.batching import Query
+from app.serving import filters, hybrid, relevance
+from app.serving.batching import Query, QueryCache
 from app.serving.schemas import (
     HitParts,
     IndexInfo,
@@ -33,17 +33,41 @@ from app.serving.schemas import (
 from app.serving.state import LoadedIndex, NotReady, SearchState, Snapshot, search_index
 from index.candidates import VectorsUnavailable
 from index.dedupe import MAX_DEDUPE
+from training.calibration import LEVEL_DEPTH
 
 if TYPE_CHECKING:
     from crossmodal_kernel.encoder import Encoder
 
 
+@runtime_checkable
+class Combined(Protocol):
+    """A composite query (``app.serving.composite.Composite``): the words its lexical list matches,
+    and its one vector, made in the request's snapshot."""
+
+    @property
+    def words(self) -> str: ...
+
+    def vector(self, snap: Snapshot, cache: QueryCache) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class QueryInput:
-    """What a request searches with: a text, a decoded image, or a vector already in the space."""
+    """What a request searches with: a text, a decoded image, a vector already in the space, or a
+    composite of weighted parts (:class:`Combined`)."""
 
-    kind: Literal["text", "image", "vector"]
+    kind: Literal["text", "image", "vector", "composite"]
     value: object
+
+    def words(self) -> str | None:
+        """What lexical and hybrid modes match: a text query's text, a composite's words; None for others."""
+        if self.kind == "text":
+            return self.text()
+        return self.combined().words if self.kind == "composite" else None
+
+    def combined(self) -> Combined:
+        """The parts of a ``composite`` query."""
+        assert self.kind == "composite" and isinstance(self.value, Combined)  # composite.run_composite's
+        return self.value
 
     def text(self) -> str:
         """The query string of a ``text`` query."""
@@ -104,15 +128,18 @@ class _Candidates:
         self.session, self.where, self.timings, self.ids_only = session, where, timings, ids_only
         self.rows: dict[int, Row] = {}
         self.live: set[int] = set()
+        self.seen: set[int] = set()  # ids looked up already (a second search of the request reuses them)
 
     def keep(self, ids: np.ndarray) -> np.ndarray:
         """An item deleted since indexing (or failing the filter) is not a result."""
         th = time.perf_counter()
+        todo = [i for i in ids.tolist() if i not in self.seen]
+        self.seen.update(todo)
         if self.ids_only:
-            self.live.update(crud.live_ids(self.session, ids.tolist(), self.where))
+            self.live.update(crud.live_ids(self.session, todo, self.where) if todo else ())
             known: set[int] | dict[int, Row] = self.live
         else:
-            self.rows.update(crud.get_hits(self.session, ids.tolist(), self.where))
+            self.rows.update(crud.get_hits(self.session, todo, self.where) if todo else {})
             known = self.rows
         self.timings["hydrate"] += (time.perf_counter() - th) * 1000
         return np.fromiter((int(i) in known for i in ids), dtype=bool, count=len(ids))
@@ -178,6 +205,8 @@ def _encode(state: SearchState, snap: Snapshot, query: QueryInput, opts: SearchO
     model = (snap.model_id, snap.model_spec)
     if query.kind == "vector":
         known = query.encode_alone(encoder)[0]
+    elif query.kind == "composite":  # its parts, encoded and combined in this request's snapshot
+        known = query.combined().vector(snap, cache)
     else:
         known = cache.get(model, query.text()) if query.kind == "text" else None
     if batcher is None:
@@ -200,7 +229,7 @@ def _mode(query: QueryInput, opts: SearchOptions, settings: Settings) -> Mode:
     """The mode a request ranks by: its own, else the configured one for a text query, vector otherwise."""
     if opts.mode is None:
         return settings.search_mode if query.kind == "text" else "vector"
-    if opts.mode != "vector" and query.kind != "text":
+    if opts.mode != "vector" and query.words() is None:
         raise SearchRefused(
             422,
             "mode_needs_text",
@@ -228,6 +257,7 @@ def run_search(
     with state.batcher.arriving() if state.batcher is not None else nullcontext() as ticket:
         snap = state.snapshot
         _check(snap, settings, opts)
+        mapping = _relevance(snap, query, opts)
         te = time.perf_counter()
         xq, first = _encode(state, snap, query, opts, None if opts.filter else _depth(opts), ticket)
         timings["encode"] = (time.perf_counter() - te) * 1000
@@ -237,12 +267,35 @@ def run_search(
         ts = time.perf_counter()
         allowed = _allowed(session, settings, opts, where)
         try:
-            loaded, hits = _ranked(snap, xq, opts, found, allowed, first)
+            level = _level(snap, xq, opts, found, first) if mapping is not None else None
+            cut = relevance.min_score_with(mapping, level, opts.min_score, opts.min_relevance)  # one cosine cutoff
+            loaded, hits = _ranked(snap, xq, opts.model_copy(update={"min_score": cut}), found, allowed, first)
         except NotReady as e:
             raise SearchRefused(503, "nothing_indexed", str(e)) from e
         timings["search"] = (time.perf_counter() - ts) * 1000 - timings["hydrate"]
+    hits = relevance.at_least(mapping, level, hits, opts.min_relevance)
     page = [hybrid.Ranked(item_id, score, None, None) for score, item_id in hits[opts.offset :]]
-    return _response(snap, loaded, opts, "vector", found.rows, page, t0), timings
+    judged = dict(zip([r.id for r in page], relevance.of_scores(mapping, level, [r.score for r in page]), strict=True))
+    info = snap.relevance.info(query.kind, opts.target.value)
+    return relevance.attach(_response(snap, loaded, opts, "vector", found.rows, page, t0), judged, info), timings
+
+
+def _relevance(snap: Snapshot, query: QueryInput, opts: SearchOptions):
+    """The calibration map for this query's direction (None: relevance is null); ``min_relevance`` without one
+    is refused."""
+    mapping, why = snap.relevance.mapping(query.kind, opts.target.value)
+    if mapping is None and opts.min_relevance is not None:
+        raise SearchRefused(422, "relevance_unavailable", f"min_relevance needs a calibrated relevance: {why}")
+    return mapping
+
+
+def _level(snap: Snapshot, xq: np.ndarray, opts: SearchOptions, found: _Candidates, first) -> float | None:
+    """The query's level: the mean of its best cosines over the live items of the searched index, whatever
+    the filter, what its relevance is judged against (``app.serving.relevance``). The batch's first round
+    serves when it ran deep enough; without a filter the request's own lookups do (the ranking reuses them)."""
+    keep = found.keep if found.where is None else _Candidates(found.session, None, found.timings, True).keep
+    _, scores, _ = search_index(snap, xq, opts.target, LEVEL_DEPTH, keep=keep, first=first)
+    return float(scores.astype(np.float64).mean()) if len(scores) else None
 
 
 def _run_words(
@@ -258,15 +311,17 @@ def _run_words(
     """Lexical mode (the lexical list alone) and hybrid mode (the vector and lexical lists, each
     ``CROSSMODAL_HYBRID_WINDOW`` deep, fused): then ``min_score``, ``dedupe`` and the page
     (``app.serving.hybrid``)."""
-    window, words = settings.hybrid_window, lexical.terms(query.text())
+    window, words = settings.hybrid_window, lexical.terms(query.words() or "")
     xq = first = None
     with state.batcher.arriving() if state.batcher is not None and mode == "hybrid" else nullcontext() as ticket:
         snap = state.snapshot
         _check(snap, settings, opts)
         _check_dedupe(opts)
-        if mode == "hybrid":
+        mapping = _relevance(snap, query, opts)
+        if mode == "hybrid" or mapping is not None:  # lexical mode encodes the query for relevance alone
             te = time.perf_counter()
-            xq, first = _encode(state, snap, query, opts, None if opts.filter else window, ticket)
+            depth = None if opts.filter or mode != "hybrid" else window
+            xq, first = _encode(state, snap, query, opts, depth, ticket)
             timings["encode"] = (time.perf_counter() - te) * 1000
     loaded = snap.indexes[opts.target]
     vectors = _stored_vectors(loaded)
@@ -275,23 +330,27 @@ def _run_words(
         found = _Candidates(session, where, timings, ids_only=True)
         ts = time.perf_counter()
         try:
+            level = _level(snap, xq, opts, found, first) if mapping is not None and xq is not None else None
+            judge = relevance.Judgement(mapping, xq, level, vectors, opts.min_relevance)
             if mode == "hybrid":
                 vector = _vector_list(snap, xq, opts, found, _allowed(session, settings, opts, where), window, first)
                 lex = lexical.search(session, words, opts.target.value, window, where)
                 fused = hybrid.fuse(
                     vector, lex, settings.hybrid_fusion, settings.hybrid_rrf_k, settings.hybrid_vector_weight
                 )
-                ranked = hybrid.cut(fused, opts.min_score, opts.dedupe, vectors)
+                ranked = hybrid.cut(judge.keep(fused), opts.min_score, opts.dedupe, vectors)
             else:
-                ranked = _lexical_ranked(session, words, opts, where, vectors)
+                ranked = _lexical_ranked(session, words, opts, where, vectors, judge.keep)
         except NotReady as e:
             raise SearchRefused(503, "nothing_indexed", str(e)) from e
         except VectorsUnavailable as e:
             raise SearchRefused(400, "dedupe_unsupported", str(e)) from e
         page = ranked[opts.offset : opts.offset + opts.k]
         found.hydrate([r.id for r in page])
+        judged = judge.note(page)
         timings["search"] = (time.perf_counter() - ts) * 1000 - timings["hydrate"]
-    return _response(snap, loaded, opts, mode, found.rows, page, t0)
+    info = snap.relevance.info(query.kind, opts.target.value)
+    return relevance.attach(_response(snap, loaded, opts, mode, found.rows, page, t0), judged, info)
 
 
 def _vector_list(snap: Snapshot, xq, opts: SearchOptions, found: _Candidates, allowed, window: int, first):
@@ -300,14 +359,16 @@ def _vector_list(snap: Snapshot, xq, opts: SearchOptions, found: _Candidates, al
     return list(zip(ids.tolist(), scores.tolist(), strict=True))
 
 
-def _lexical_ranked(session: Session, words: list[str], opts: SearchOptions, where, vectors) -> list[hybrid.Ranked]:
-    """Lexical mode's ranking, deep enough for the page: one query, or with ``dedupe`` a deeper one
-    while near-copies left the page short (up to the first ``MAX_DEDUPE`` matches, as in vector mode)."""
+def _lexical_ranked(
+    session: Session, words: list[str], opts: SearchOptions, where, vectors, keep=lambda ranked: ranked
+) -> list[hybrid.Ranked]:
+    """Lexical mode's ranking, deep enough for the page: one query, or with ``dedupe`` (or ``min_relevance``,
+    ``keep``) a deeper one while the page is short (up to the first ``MAX_DEDUPE`` matches, as in vector mode)."""
     want = opts.offset + opts.k
     limit = want if opts.dedupe is None else min(2 * want, MAX_DEDUPE)
     while True:
         got = lexical.search(session, words, opts.target.value, limit, where)
-        ranked = hybrid.cut(hybrid.lexical_only(got), opts.min_score, opts.dedupe, vectors)
+        ranked = hybrid.cut(keep(hybrid.lexical_only(got)), opts.min_score, opts.dedupe, vectors)
         below = opts.min_score is not None and bool(got) and hybrid.lexical_score(got[-1][1]) < opts.min_score
         if len(ranked) >= want or len(got) < limit or limit >= MAX_DEDUPE or below:
             return ranked

@@ -52,6 +52,16 @@ class SearchOptions(BaseModel):
         "each mode: the cosine (vector), the lexical score in [0, 1) (lexical) or the fused score in [0, 1] "
         "(hybrid); docs/api.md: Search modes.",
     )
+    min_relevance: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        strict=True,
+        allow_inf_nan=False,
+        description="Drop results whose `relevance` (the calibrated probability that the hit is relevant, 0 to 1) "
+        "is below this; 0.5 keeps the hits more likely relevant than not. Needs a calibrated model "
+        "(422 `relevance_unavailable` otherwise); docs/api.md: Relevance.",
+    )
 
 
 class RankPart(BaseModel):
@@ -78,6 +88,23 @@ class SearchResult(BaseModel):
     image_url: str | None
     metadata: dict[str, Any] | None
     parts: HitParts | None = Field(None, description="Lexical and hybrid modes: each list's rank and score.")
+    relevance: float | None = Field(
+        None,
+        description="The calibrated probability (0 to 1) that this hit is relevant to the query, from its cosine with "
+        "the query in every mode; null when the model has no calibration for this query (the response's "
+        "`relevance.reason` says why).",
+    )
+
+
+class RelevanceInfo(BaseModel):
+    """Whether the hits' `relevance` is calibrated for this query, and on what; or why it is null."""
+
+    calibrated: bool
+    reason: str | None = Field(None, description="Why every hit's `relevance` is null, when it is.")
+    method: str | None = Field(None, description="`isotonic` or `platt`.")
+    fitted_on: str | None = Field(None, description="The evaluation set the calibration was fitted on (`db`: the "
+                                  "database's held-out split).")  # fmt: skip
+    fitted_at: str | None = None
 
 
 class ModelInfo(BaseModel):
@@ -95,6 +122,7 @@ class SearchResponse(BaseModel):
     data: list[SearchResult]
     count: int
     mode: Mode = Field("vector", description="The mode that ranked these results.")
+    relevance: RelevanceInfo | None = Field(None, description="What the hits' `relevance` rests on, or why it is null.")
     model: ModelInfo
     index: IndexInfo
     took_ms: float

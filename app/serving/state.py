@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from app.db import crud
 from app.encoders import load_encoder
 from app.runtime import faiss_gpu
 from app.serving.batching import Batcher, QueryCache
+from app.serving.relevance import Relevance, load_relevance
 from index import store
 from index.candidates import Keep, search
 from index.factory import CPU_ONLY
@@ -52,6 +53,9 @@ class Snapshot:
     indexes: dict[str, LoadedIndex] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # e.g. a new index that failed to load while the old one serves
+    # the model's relevance calibration (app.serving.relevance), and which fit it is
+    relevance: Relevance = field(default_factory=lambda: load_relevance(None))
+    calibration_key: str | None = None
 
 
 class NotReady(RuntimeError):
@@ -110,13 +114,17 @@ class SearchState:
             model = crud.get_active_model(session)
             active = crud.get_active_indexes(session, model.id) if model else {}
             rows = {m: (r.id, r.path) for m, r in active.items()}
+            calibration = dict(model.calibration or {}) if model else {}
         model_id = model.id if model else None
+        calibration_key = calibration.get("fitted_at")
         spec = model.spec if model else self.settings.model_spec
         if (
             model_id == current.model_id
             and current.encoder is not None
             and {m: li.id for m, li in current.indexes.items()} == {m: rid for m, (rid, _) in rows.items()}
         ):
+            if calibration_key != current.calibration_key:  # refitted: same pair, new relevance map
+                return replace(current, relevance=load_relevance(calibration), calibration_key=calibration_key)
             return current
         if model is not None and not rows and current.indexes:
             # A newly promoted model without indexes yet: keep serving the old pair.
@@ -130,7 +138,8 @@ class SearchState:
                 log.exception("could not load model %s", spec)
                 problems.append(f"model {spec!r} failed to load: {e}")
         indexes: dict[str, LoadedIndex] = {}
-        warnings: list[str] = []
+        # e.g. a failed ONNX export, served on PyTorch instead (crossmodal_kernel.onnx_encoder)
+        warnings: list[str] = list(getattr(encoder, "runtime_warnings", ()))
         same_model = model_id == current.model_id
         for modality, (index_id, path) in rows.items():
             reuse = current.indexes.get(modality)
@@ -147,7 +156,8 @@ class SearchState:
                 problems.append(loaded)
         if not rows:
             problems.append("nothing indexed yet: run `crossmodal ingest SOURCE`")
-        return Snapshot(model_id, spec, encoder, indexes, tuple(problems), tuple(warnings))
+        return Snapshot(model_id, spec, encoder, indexes, tuple(problems), tuple(warnings),
+                        load_relevance(calibration), calibration_key)  # fmt: skip
 
     def _load_index(self, modality: str, index_id: int, path: str) -> LoadedIndex | str:
         """The published index, or why it cannot be loaded (remembered: a broken folder is not retried)."""

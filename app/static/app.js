@@ -6,13 +6,20 @@ const $ = (id) => document.getElementById(id);
 // Near-duplicates: hits whose cosine similarity to a better hit is at least this.
 const DEDUPE = 0.95;
 
-function options() {
+// `relevance: false` leaves the relevance floor out (composite queries have no calibrated relevance).
+function options({ relevance = true } = {}) {
   const k = Math.min(1000, Math.max(1, parseInt($("k").value, 10) || 10));
   const opts = { target: $("target").value, k };
-  const cutoff = parseFloat($("min-score").value);
-  if (Number.isFinite(cutoff)) opts.min_score = Math.min(1, Math.max(-1, cutoff));
+  const floor = parseFloat($("min-relevance").value);
+  if (relevance && floor > 0) opts.min_relevance = Math.min(1, floor);
   if ($("dedupe").checked) opts.dedupe = DEDUPE;
   return opts;
+}
+
+// The relevance slider shows its value, "off" at 0.
+function showFloor() {
+  const floor = parseFloat($("min-relevance").value);
+  $("min-relevance-value").textContent = floor > 0 ? floor.toFixed(2) : "off";
 }
 
 function showError(text) {
@@ -64,7 +71,7 @@ async function similarTo(imageUrl) {
   }
   $("target").value = "image";
   const id = imageUrl.split("/").slice(-2, -1)[0];
-  await searchImage(await response.blob(), `item-${id}`, `images like #${id}`);
+  await startImage(await response.blob(), `item-${id}`, `images like #${id}`);
 }
 
 // A lexical or hybrid hit's place in each list: "· meaning #3 · words #6".
@@ -90,7 +97,8 @@ function render(body, label) {
     text.textContent = hit.text || hit.external_id;
     const score = document.createElement("div");
     score.className = "score";
-    score.textContent = `score ${hit.score.toFixed(3)} · #${hit.id}` + explain(hit.parts);
+    const relevance = hit.relevance === null || hit.relevance === undefined ? "" : ` · relevance ${hit.relevance.toFixed(2)}`;
+    score.textContent = `score ${hit.score.toFixed(3)}${relevance} · #${hit.id}` + explain(hit.parts);
     item.append(text, score);
     if (hit.image_url) {
       const similar = document.createElement("button");
@@ -99,12 +107,14 @@ function render(body, label) {
       similar.addEventListener("click", () => similarTo(hit.image_url));
       item.append(similar);
     }
+    if (parts.length) item.append(refineButtons(hit));
     list.append(item);
   }
   $("summary").textContent =
     `${label}: ${body.count} result(s) by ${body.mode || "vector"} from the ${body.index.modality} index ` +
     `(${body.index.ntotal} vectors) ` +
-    `in ${body.took_ms.toFixed(1)} ms`;
+    `in ${body.took_ms.toFixed(1)} ms` +
+    (body.relevance && !body.relevance.calibrated ? ` · no relevance: ${body.relevance.reason}` : "");
 }
 
 async function checkReady() {
@@ -123,13 +133,16 @@ async function checkReady() {
 $("text-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const query = $("query").value.trim();
-  if (query) searchText(query);
+  if (query) {
+    startQuery({ kind: "text", value: query, weight: 1 });
+    searchText(query);
+  }
 });
 
 $("image-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const file = $("file").files[0];
-  if (file) searchImage(file, file.name);
+  if (file) startImage(file, file.name);
 });
 
 const drop = $("drop");
@@ -139,7 +152,158 @@ drop.addEventListener("drop", (event) => {
   event.preventDefault();
   drop.classList.remove("dragging");
   const file = event.dataTransfer.files[0];
-  if (file) searchImage(file, file.name);
+  if (file) startImage(file, file.name);
 });
 
+// --- The running query as weighted parts (composite queries) ---
+// A text or image search starts it. "more like this" / "less like this" on a hit add that item with
+// weight +STEP / -STEP (on an item already there, its weight moves by STEP) and search all the parts
+// at once (/v1/search/composite). The parts are listed with their weights: edit one, remove one, or
+// reset to the search that started them. Every label is text (textContent), never markup. STEP is
+// measured (docs/benchmarks.md, Composite queries): a drawing as a part at 0.25 already moves its
+// likes the intended way in most queries and costs the query's own best hit least; at 0.5 it sends
+// them to the top or the bottom; clicking again adds another step.
+const STEP = 0.25;
+let parts = [];
+let origin = null;
+
+function startQuery(part) {
+  origin = part;
+  parts = [{ ...part }];
+  showParts();
+}
+
+async function startImage(blob, name, label) {
+  let value;
+  try {
+    value = await readDataUrl(blob);
+  } catch (err) {
+    showError(`Could not read the image: ${err && err.message}`);
+    return;
+  }
+  startQuery({ kind: "image", value, blob, name, weight: 1 });
+  return searchImage(blob, name, label);
+}
+
+function readDataUrl(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
+function partLabel(part) {
+  if (part.kind === "text") return `"${part.value}"`;
+  if (part.kind === "image") return `image ${part.name || ""}`.trim();
+  return `#${part.value} ${part.name || ""}`.trim();
+}
+
+function button(text, className, title, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = className;
+  b.textContent = text;
+  b.title = title;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function weightInput(part, label) {
+  const input = document.createElement("input");
+  Object.assign(input, { type: "number", step: "0.1", min: "-100", max: "100", value: String(part.weight) });
+  input.className = "weight";
+  input.setAttribute("aria-label", `weight of ${label}`);
+  input.addEventListener("change", () => {
+    const value = parseFloat(input.value);
+    if (!Number.isFinite(value)) {
+      input.value = String(part.weight);
+      return;
+    }
+    part.weight = Math.min(100, Math.max(-100, value));
+    runParts();
+  });
+  return input;
+}
+
+function showParts() {
+  const list = $("parts");
+  list.replaceChildren();
+  parts.forEach((part, at) => {
+    const item = document.createElement("li");
+    item.className = part.weight < 0 ? "negative" : "positive";
+    const label = document.createElement("span");
+    label.className = "part-label";
+    label.textContent = partLabel(part);
+    label.title = label.textContent;
+    const remove = button("×", "remove", "remove this part", () => {
+      parts.splice(at, 1);
+      runParts();
+    });
+    remove.setAttribute("aria-label", `remove ${label.textContent}`);
+    item.append(label, weightInput(part, label.textContent), remove);
+    list.append(item);
+  });
+  $("refine").hidden = parts.length === 0 && origin === null;
+}
+
+function refineButtons(hit) {
+  const box = document.createElement("div");
+  box.className = "refine-buttons";
+  box.append(
+    button("more like this", "more", `add #${hit.id} to the query, weight +${STEP}`, () => refine(hit, 1)),
+    button("less like this", "less", `add #${hit.id} to the query, weight -${STEP}`, () => refine(hit, -1)),
+  );
+  for (const b of box.children) b.dataset.id = String(hit.id);
+  return box;
+}
+
+function refine(hit, sign) {
+  const at = parts.findIndex((p) => p.kind === "item" && p.value === hit.id);
+  if (at < 0) {
+    parts.push({ kind: "item", value: hit.id, name: hit.text || hit.external_id, weight: sign * STEP });
+  } else {
+    parts[at].weight = Math.round((parts[at].weight + sign * STEP) * 1000) / 1000;
+    if (parts[at].weight === 0) parts.splice(at, 1);
+  }
+  return runParts();
+}
+
+function partBody(part) {
+  if (part.kind === "text") return { text: part.value, weight: part.weight };
+  if (part.kind === "image") return { image_base64: part.value, weight: part.weight };
+  return { item: part.value, weight: part.weight };
+}
+
+// One part at weight 1 is the search that started the query (its own endpoint, any mode); more
+// parts are one composite search, ranked by `vector` or `hybrid` (a composite has no `lexical`).
+function runParts() {
+  showParts();
+  if (!parts.length) {
+    $("results").replaceChildren();
+    $("summary").textContent = "no query parts left: search again, or reset";
+    return;
+  }
+  const [only] = parts;
+  if (parts.length === 1 && only.weight === 1 && only.kind === "text") return searchText(only.value);
+  if (parts.length === 1 && only.weight === 1 && only.kind === "image") return searchImage(only.blob, only.name);
+  const mode = $("mode").value;
+  const body = { parts: parts.map(partBody), ...options({ relevance: false }) };
+  if (mode === "vector" || mode === "hybrid") body.mode = mode;
+  return call("/v1/search/composite", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  }, `${parts.length} part(s)`);
+}
+
+$("reset-parts").addEventListener("click", () => {
+  if (origin === null) return;
+  parts = [{ ...origin }];
+  runParts();
+});
+
+$("min-relevance").addEventListener("input", showFloor);
+showFloor();
 checkReady();

@@ -14,7 +14,7 @@ EXPECTED_COLUMNS = {
         "deleted_at",
     },
     "models": {
-        "id", "name", "spec", "checkpoint_path", "parent_id", "status", "eval_report",
+        "id", "name", "spec", "checkpoint_path", "parent_id", "status", "eval_report", "calibration",
         "created_at", "promoted_at",
     },
     "indexes": {

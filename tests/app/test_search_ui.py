@@ -1,5 +1,5 @@
-"""The search page in a real browser: a text query shows scored results; the min-score cutoff and
-"hide near-duplicates" reach the API and change what is shown; an image query from a result works."""
+"""The search page in a real browser: a text query shows scored results; "hide near-duplicates" reaches
+the API and changes what is shown; an image query from a result works."""
 
 from __future__ import annotations
 
@@ -43,18 +43,12 @@ def test_scores_a_cutoff_and_dedupe_from_the_page(browser, site):
     sent: list[dict] = []
     everything = _search(page, sent)
     assert len(everything) == 30 and everything == sorted(everything, reverse=True)
-    assert "min_score" not in sent[0] and "dedupe" not in sent[0]
+    assert "min_relevance" not in sent[0] and "dedupe" not in sent[0]  # the relevance slider starts off
+    assert page.inner_text("#min-relevance-value") == "off"  # (its cutoff: tests/app/test_search_ui_relevance.py)
 
-    cutoff = everything[10]
-    page.fill("#min-score", f"{cutoff:.3f}")
-    above = _search(page, sent)
-    assert sent[-1]["min_score"] == pytest.approx(round(cutoff, 3))
-    assert above and len(above) < len(everything) and min(above) >= round(cutoff, 3) - 1e-3
-
-    page.fill("#min-score", "")
     page.check("#dedupe")
     deduped = _search(page, sent)
-    assert sent[-1]["dedupe"] == 0.95 and "min_score" not in sent[-1]
+    assert sent[-1]["dedupe"] == 0.95 and "min_relevance" not in sent[-1]
     assert 0 < len(deduped) <= 30
 
     with page.expect_response(lambda r: "/v1/search/image" in r.url) as answer:  # "similar" on the first hit

@@ -1,4 +1,4 @@
-"""Search endpoints: a text or an image query against the image or text index."""
+"""Search endpoints: a text, an image or a composite query against the image or text index."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from app.api.auth import require_search
 from app.api.bodies import read_capped
 from app.api.deps import SearchStateDep, SessionFactoryDep, SettingsDep
 from app.api.errors import ApiError, where
-from app.api.schemas import ErrorBody, ImageSearchJSON, TextSearchRequest
+from app.api.schemas import CompositeSearchRequest, ErrorBody, ImagePart, ImageSearchJSON, ItemPart, TextSearchRequest
 from app.api.uploads import decode_query_image
 from app.config import Settings
+from app.serving.composite import Part, check_count, run_composite
 from app.serving.query import QueryInput, run_search
 from app.serving.schemas import MAX_OFFSET, SearchOptions, SearchResponse
 from crossmodal_kernel.modality import Modality
@@ -79,6 +80,7 @@ _IMAGE_BODY = {
                         "k": {"type": "integer", "default": 10, "minimum": 1},
                         "offset": {"type": "integer", "default": 0, "minimum": 0, "maximum": MAX_OFFSET},
                         "min_score": {"type": "number", "minimum": -1, "maximum": 1},
+                        "min_relevance": {"type": "number", "minimum": 0, "maximum": 1},
                         "dedupe": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                         "mode": {"type": "string", "enum": ["vector"]},
                     },
@@ -101,7 +103,7 @@ def _options(raw: dict, model=SearchOptions):
 
 
 # A filter is a JSON object: it comes with the JSON body (`image_base64`), not as a form field.
-NUMERIC_FIELDS = ("k", "offset", "min_score", "dedupe")
+NUMERIC_FIELDS = ("k", "offset", "min_score", "min_relevance", "dedupe")
 
 
 def _form_options(form) -> dict:
@@ -167,4 +169,70 @@ async def search_image(
     image = await run_in_threadpool(decode_query_image, data, settings.max_upload_bytes, settings.max_image_pixels)
     result = await run_in_threadpool(run_search, state, session_factory, settings, QueryInput("image", image), opts)
     request.app.state.metrics.observe_search("image", opts.target, result[1])
+    return as_json(request, result)
+
+
+_COMPOSITE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": CompositeSearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            }
+        },
+    }
+}
+COMPOSITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 404, 409, 413, 415, 422, 503)
+}
+
+
+def _base64_image(b64: str, settings: Settings):
+    if b64.startswith("data:") and "," in b64:
+        b64 = b64.split(",", 1)[1]
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ApiError(422, "invalid_base64", "image_base64 is not valid base64") from e
+    return decode_query_image(data, settings.max_upload_bytes, settings.max_image_pixels)
+
+
+def _composite_parts(body: CompositeSearchRequest, settings: Settings) -> list[Part]:
+    """The request's parts for the query path: texts stripped, images decoded (each under the upload limits)."""
+    parts = []
+    for p in body.parts:
+        if isinstance(p, ImagePart):
+            parts.append(Part("image", _base64_image(p.image_base64, settings), p.weight))
+        elif isinstance(p, ItemPart):
+            parts.append(Part("item", p.item, p.weight, p.modality))
+        else:
+            parts.append(Part("text", p.text.strip(), p.weight))
+    return parts
+
+
+@router.post("/composite", response_model=SearchResponse, responses=COMPOSITE_ERRORS, openapi_extra=_COMPOSITE_BODY)
+async def search_composite(
+    request: Request,
+    state: SearchStateDep,
+    session_factory: SessionFactoryDep,
+    settings: SettingsDep,
+) -> Response:
+    """Find images or texts for several weighted parts at once: texts, base64 images and stored items
+    (weights may be negative: "more like this, less like that")."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the composite query as JSON (application/json)")
+    # every image of the query together is held to about one upload's size
+    raw = await read_capped(request, settings.max_upload_bytes * 4 // 3 + 64 * 1024)
+    try:
+        payload = json.loads(raw)
+    except ValueError as e:
+        raise ApiError(422, "invalid_json", f"the body is not valid JSON: {e}") from e
+    if not isinstance(payload, dict):
+        raise ApiError(422, "invalid_json", "the body must be a JSON object")
+    body = _options(payload, CompositeSearchRequest)
+    check_count(len(body.parts), settings)
+    parts = await run_in_threadpool(_composite_parts, body, settings)
+    result = await run_in_threadpool(run_composite, state, session_factory, settings, parts, body)
+    request.app.state.metrics.observe_search("composite", body.target, result[1])
     return as_json(request, result)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from app.db.models import Model
+from app.db.models import Model, ModelStatus
 from app.jobs.context import JobContext
 from app.jobs.kinds import EmbedParams
-from app.pipelines.ingest import embed_and_publish, ensure_active_model
+from app.pipelines.ingest import embed_and_publish, ensure_active_model, recalibrate
 
 
 def run(ctx: JobContext, params: dict) -> dict:
@@ -18,4 +18,6 @@ def run(ctx: JobContext, params: dict) -> dict:
     report = embed_and_publish(
         ctx.session_factory, ctx.settings, model, source=ctx.kind, rebuild=rebuild, progress=ctx.progress
     )
+    if model.status == ModelStatus.ACTIVE:  # the items changed: so may the held-out pairs it is calibrated on
+        recalibrate(ctx.settings, ctx.session_factory, model.id)
     return report.as_dict()

@@ -19,7 +19,9 @@ from app.db import crud
 from app.db.models import Model
 from app.jobs.context import JobCancelled, JobContext, JobInterrupted
 from app.jobs.kinds import FinetuneParams
-from app.jobs.training_run import OUTCOME, finetune_config, result_dict, train_progress
+from app.jobs.training_run import OUTCOME, finetune_config, result_dict, series_from, train_progress
+from app.pipelines.calibration import ensure_calibration
+from app.pipelines.evaluation import DB
 from crossmodal_kernel.specs import parse_spec
 from training.config import TrainConfig
 
@@ -41,6 +43,7 @@ def run(ctx: JobContext, params: dict) -> dict:
             log.info("exported %d image-text pairs from the database", n)
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"manifest": manifest})})
     result = _train_here(ctx, cfg) if p.nproc_per_node == 1 else _train_torchrun(ctx, cfg, p.nproc_per_node)
+    ctx.keep["series"] = series_from(result.get("history") or [], result.get("evals") or [])  # for /admin's charts
     if result.get("cancelled"):
         ctx.notes.update({"steps": result["steps"], "resumed_from_step": result.get("resumed_from_step")})
         if ctx.interrupted:
@@ -104,4 +107,7 @@ def _register(ctx: JobContext, cfg: TrainConfig, checkpoint: Path, summary: dict
         row.checkpoint_path = str(target.resolve())
         row.spec = str(parse_spec(cfg.model).with_checkpoint(row.checkpoint_path))
         session.commit()
-        return row.id
+    # its relevance calibration, on the database's held-out pairs (refitted on the promotion's set)
+    ctx.progress("calibrate relevance", 0, None)
+    ensure_calibration(ctx.settings, ctx.session_factory, row.id, dataset=DB)
+    return row.id

@@ -9,8 +9,9 @@ import time
 from app.db import crud
 from app.db.models import Model, ModelStatus
 from app.encoders import load_encoder
-from app.jobs.context import JobContext
+from app.jobs.context import JobContext, JobRefused
 from app.jobs.kinds import PromoteParams
+from app.pipelines.calibration import ensure_calibration
 from app.pipelines.evaluation import DB, evaluate_spec, store_report
 from app.pipelines.ingest import embed_and_publish
 from app.pipelines.lifecycle import cleanup, flip
@@ -18,8 +19,8 @@ from app.pipelines.lifecycle import cleanup, flip
 log = logging.getLogger(__name__)
 
 
-class PromotionRefused(RuntimeError):
-    pass
+class PromotionRefused(JobRefused):
+    """The candidate does not beat the active model: the job fails with this reason and the decision."""
 
 
 def run(ctx: JobContext, params: dict) -> dict:
@@ -41,8 +42,8 @@ def run(ctx: JobContext, params: dict) -> dict:
         session.commit()
     if not decision["promote"]:
         raise PromotionRefused(
-            f"model {candidate.id} does not beat the active model {active.id if active else '-'} on {metric} "
-            f"({decision['candidate']} vs {decision['active']}); pass force to promote it anyway"
+            f"refused: {decision['candidate']:.3f} vs {decision['active']:.3f} on {metric}: model {candidate.id} does "
+            f"not beat the active model {active.id if active else '-'}; pass force to promote it anyway"
         )
     t0 = time.perf_counter()
     encoder = load_encoder(ctx.settings, candidate.spec)
@@ -54,6 +55,10 @@ def run(ctx: JobContext, params: dict) -> dict:
 
     built = embed()  # beside the live pair: nothing serving changes yet
     caught_up = embed()  # items ingested meanwhile
+    # relevance refitted on the set the promotion measured it on, before it serves
+    ctx.progress("calibrate relevance", 0, None)
+    calibration = ensure_calibration(ctx.settings, ctx.session_factory, candidate.id, dataset=dataset,
+                                     split=None if dataset == DB else p.split, encoder=encoder, force=True)  # fmt: skip
     with ctx.session_factory() as session:
         flip(session, candidate.id)
         session.commit()
@@ -66,6 +71,11 @@ def run(ctx: JobContext, params: dict) -> dict:
         "indexes": {**built.indexes, **caught_up.indexes, **after.indexes},
         "embedded": built.embedded,
         "build_seconds": round(time.perf_counter() - t0, 2),
+        "calibration": {
+            "status": calibration["status"],
+            "dataset": dataset,
+            "reasons": calibration.get("reasons") or {},
+        },  # fmt: skip
         "cleaned_up": cleanup(ctx.settings, ctx.session_factory),
     }
 

@@ -45,7 +45,7 @@ def test_text_search_shape(service, target):
     scores = [hit["score"] for hit in body["data"]]
     assert scores == sorted(scores, reverse=True)
     hit = body["data"][0]
-    assert set(hit) == {"id", "external_id", "score", "text", "image_url", "metadata", "parts"}
+    assert set(hit) == {"id", "external_id", "score", "text", "image_url", "metadata", "parts", "relevance"}
     assert hit["image_url"] == f"/v1/items/{hit['id']}/image"
     assert hit["metadata"]["split"] in {"train", "val", "test"}
 
