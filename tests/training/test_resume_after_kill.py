@@ -78,6 +78,7 @@ def _wait_until_gone(marker: str, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # three runs in processes of their own (torchrun for 2 ranks), each loading torch
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights(manifest, tmp_path, ranks):
     straight = tmp_path / "straight"
