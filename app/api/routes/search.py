@@ -122,27 +122,43 @@ def _form_options(form) -> dict:
     return raw
 
 
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _body_limit(settings: Settings) -> int:
+    """A body's byte limit: one upload, with base64's and multipart's framing on top."""
+    return settings.max_upload_bytes * 4 // 3 + 64 * 1024
+
+
+async def _json_object(request: Request, limit: int) -> dict:
+    """The body as a JSON object, read up to ``limit`` bytes (413 beyond), else a 422."""
+    raw = await read_capped(request, limit)
+    try:
+        payload = json.loads(raw)
+    except ValueError as e:
+        raise ApiError(422, "invalid_json", f"the body is not valid JSON: {e}") from e
+    if not isinstance(payload, dict):
+        raise ApiError(422, "invalid_json", "the body must be a JSON object")
+    return payload
+
+
+def _base64_bytes(b64: str) -> bytes:
+    """The bytes of ``image_base64``, a data: URL's prefix dropped; a 422 when it is not base64."""
+    if b64.startswith("data:") and "," in b64:
+        b64 = b64.split(",", 1)[1]
+    try:
+        return base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ApiError(422, "invalid_base64", "image_base64 is not valid base64") from e
+
+
 async def _image_and_options(request: Request, settings: Settings) -> tuple[bytes, SearchOptions]:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    # base64 and multipart framing add overhead on top of the image's own byte limit
-    body_limit = settings.max_upload_bytes * 4 // 3 + 64 * 1024
+    ctype = _content_type(request)
+    body_limit = _body_limit(settings)
     if ctype == "application/json":
-        raw = await read_capped(request, body_limit)
-        try:
-            payload = json.loads(raw)
-        except ValueError as e:
-            raise ApiError(422, "invalid_json", f"the body is not valid JSON: {e}") from e
-        if not isinstance(payload, dict):
-            raise ApiError(422, "invalid_json", "the body must be a JSON object")
-        opts = _options(payload, ImageSearchJSON)
-        b64 = opts.image_base64
-        if b64.startswith("data:") and "," in b64:
-            b64 = b64.split(",", 1)[1]
-        try:
-            data = base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise ApiError(422, "invalid_base64", "image_base64 is not valid base64") from e
-        return data, opts
+        opts = _options(await _json_object(request, body_limit), ImageSearchJSON)
+        return _base64_bytes(opts.image_base64), opts
     if ctype == "multipart/form-data":
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > body_limit:
@@ -188,13 +204,7 @@ COMPOSITE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _base64_image(b64: str, settings: Settings):
-    if b64.startswith("data:") and "," in b64:
-        b64 = b64.split(",", 1)[1]
-    try:
-        data = base64.b64decode(b64, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise ApiError(422, "invalid_base64", "image_base64 is not valid base64") from e
-    return decode_query_image(data, settings.max_upload_bytes, settings.max_image_pixels)
+    return decode_query_image(_base64_bytes(b64), settings.max_upload_bytes, settings.max_image_pixels)
 
 
 def _composite_parts(body: CompositeSearchRequest, settings: Settings) -> list[Part]:
@@ -219,18 +229,10 @@ async def search_composite(
 ) -> Response:
     """Find images or texts for several weighted parts at once: texts, base64 images and stored items
     (weights may be negative: "more like this, less like that")."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json":
+    if _content_type(request) != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the composite query as JSON (application/json)")
     # every image of the query together is held to about one upload's size
-    raw = await read_capped(request, settings.max_upload_bytes * 4 // 3 + 64 * 1024)
-    try:
-        payload = json.loads(raw)
-    except ValueError as e:
-        raise ApiError(422, "invalid_json", f"the body is not valid JSON: {e}") from e
-    if not isinstance(payload, dict):
-        raise ApiError(422, "invalid_json", "the body must be a JSON object")
-    body = _options(payload, CompositeSearchRequest)
+    body = _options(await _json_object(request, _body_limit(settings)), CompositeSearchRequest)
     check_count(len(body.parts), settings)
     parts = await run_in_threadpool(_composite_parts, body, settings)
     result = await run_in_threadpool(run_composite, state, session_factory, settings, parts, body)
