@@ -73,3 +73,17 @@ def test_orm_models_match_the_schema_besides_the_lexical_index(engine):
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True, "include_name": not_lexical})
         assert compare_metadata(context, Base.metadata) == []
+
+
+def test_the_searched_document_is_the_one_migration_0004_indexes():
+    """PostgreSQL uses the GIN index only for the same expression, character for character; the
+    migration keeps its own copy (a migration must not change when the app does), so compare them."""
+    import importlib.util
+
+    from app.db.session import MIGRATIONS_DIR
+
+    spec = importlib.util.spec_from_file_location("m0004", MIGRATIONS_DIR / "versions" / "0004_lexical.py")
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert migration.PG_DOCUMENT == lexical.PG_DOCUMENT
