@@ -6,25 +6,23 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import nullcontext
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
 from tests.helpers.browser import ARGS, CHROMIUM
-from tests.helpers.postgres import fresh_postgres_database
+from tests.helpers.postgres import backend_database
 from tests.helpers.service import Service, stack
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def service(request, tmp_path_factory) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp("service")
-    if request.param == "sqlite":
-        database = nullcontext(f"sqlite:///{tmp / 'db.sqlite'}")
-    else:
-        database = fresh_postgres_database(request.getfixturevalue("postgres_admin"))
-    with database as url, stack(tmp, url, n=40, max_upload_bytes=200_000, max_image_pixels=1_000_000) as s:
+    with (
+        backend_database(request, tmp) as url,
+        stack(tmp, url, n=40, max_upload_bytes=200_000, max_image_pixels=1_000_000) as s,
+    ):
         with TestClient(create_app(s.settings)) as client:
             yield Service(s.settings, client, s.dataset, s.report, s.session_factory)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
@@ -24,3 +25,11 @@ def fresh_postgres_database(admin: Engine) -> Iterator[str]:
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def backend_database(request, tmp: Path) -> AbstractContextManager[str]:
+    """The database URL for a fixture parametrised ``"sqlite"`` / ``"postgresql"``: a file in ``tmp``,
+    or a fresh database on the test server (dropped when the context ends)."""
+    if request.param == "sqlite":
+        return nullcontext(f"sqlite:///{tmp / 'db.sqlite'}")
+    return fresh_postgres_database(request.getfixturevalue("postgres_admin"))

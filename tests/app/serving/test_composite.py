@@ -13,7 +13,6 @@ import io
 import json
 import math
 import shutil
-from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -30,7 +29,7 @@ from app.main import create_app
 from app.serving import filters, hybrid
 from app.serving.composite import combine
 from app.serving.query import SearchRefused
-from tests.helpers.postgres import fresh_postgres_database
+from tests.helpers.postgres import backend_database
 from tests.helpers.service import stack
 from training.synthetic.shapes import generate_dataset
 
@@ -120,11 +119,7 @@ def _meta(i: int) -> dict:
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def svc(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("composite")
-    database = (
-        nullcontext(f"sqlite:///{tmp / 'db.sqlite'}")
-        if request.param == "sqlite"
-        else fresh_postgres_database(request.getfixturevalue("postgres_admin"))
-    )
+    database = backend_database(request, tmp)
     ds = generate_dataset(tmp / "ds", n=N, seed=1, image_size=32)
     rows = ds.rows()
     rows = [dict(r, id=f"item-{i}") for i, r in enumerate(rows)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from app.db import crud
 from app.db.models import Item
 from app.main import create_app
 from app.serving import filters
-from tests.helpers.postgres import fresh_postgres_database
+from tests.helpers.postgres import backend_database
 from tests.helpers.service import stack
 from training.synthetic.shapes import generate_dataset
 
@@ -48,11 +47,7 @@ def _meta(i: int, rng: np.random.Generator) -> dict:
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def svc(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("filters")
-    database = (
-        nullcontext(f"sqlite:///{tmp / 'db.sqlite'}")
-        if request.param == "sqlite"
-        else fresh_postgres_database(request.getfixturevalue("postgres_admin"))
-    )
+    database = backend_database(request, tmp)
     ds = generate_dataset(tmp / "ds", n=N, seed=0, image_size=32)
     rng = np.random.default_rng(0)
     rows = ds.rows()

@@ -13,7 +13,6 @@ import io
 import json
 import re
 import shutil
-from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -29,7 +28,7 @@ from app.main import create_app
 from app.serving import filters, hybrid
 from index.candidates import VectorsUnavailable
 from tests.app.db.test_lexical import NASTY
-from tests.helpers.postgres import fresh_postgres_database
+from tests.helpers.postgres import backend_database
 from tests.helpers.service import stack
 from training.synthetic.shapes import generate_dataset
 
@@ -93,11 +92,7 @@ def _meta(i: int) -> dict:
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def svc(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hybrid")
-    database = (
-        nullcontext(f"sqlite:///{tmp / 'db.sqlite'}")
-        if request.param == "sqlite"
-        else fresh_postgres_database(request.getfixturevalue("postgres_admin"))
-    )
+    database = backend_database(request, tmp)
     ds = generate_dataset(tmp / "ds", n=N, seed=0, image_size=32)
     rows = ds.rows()
     rows = rows + [dict(rows[0], id="copy-a"), dict(rows[0], id="copy-b")]  # ties and near-duplicates

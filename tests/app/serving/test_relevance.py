@@ -12,7 +12,6 @@ import base64
 import io
 import json
 import shutil
-from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ from app.db.models import Item, Model
 from app.main import create_app
 from app.serving import filters, hybrid
 from app.serving.relevance import NOT_FITTED, load_relevance
-from tests.helpers.postgres import fresh_postgres_database
+from tests.helpers.postgres import backend_database
 from tests.helpers.service import stack
 from training.calibration import LEVEL_DEPTH, Calibration
 from training.synthetic.shapes import generate_dataset
@@ -43,11 +42,7 @@ def _meta(i: int) -> dict:
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def svc(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("relevance")
-    database = (
-        nullcontext(f"sqlite:///{tmp / 'db.sqlite'}")
-        if request.param == "sqlite"
-        else fresh_postgres_database(request.getfixturevalue("postgres_admin"))
-    )
+    database = backend_database(request, tmp)
     ds = generate_dataset(tmp / "ds", n=N, seed=0, image_size=32)
     rows = ds.rows()  # no copies: the ties they make are test_hybrid's, and float noise orders them here
     manifest = tmp / "items.jsonl"
