@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from crossmodal_kernel import atomic
 from crossmodal_kernel.encoder import trim_padding
 from crossmodal_kernel.images import ImageFiles, collate_images, loader_workers, open_image, worker_context
+from training.pairs import seeded_cpu_rng
 
 log = logging.getLogger(__name__)
 
@@ -249,12 +250,8 @@ class _ViewImages(Dataset):
         out = []
         for v in views:
             gen_seed = int(hashlib.sha256(f"{self.seed}:{digest}:{v}".encode()).hexdigest()[:15], 16)
-            state = torch.random.get_rng_state()
-            torch.manual_seed(gen_seed)
-            try:
+            with seeded_cpu_rng(gen_seed):
                 out.append(self.transform(image))
-            finally:
-                torch.random.set_rng_state(state)
         return i, torch.stack(out)
 
 
