@@ -3,10 +3,12 @@
 - ``builtin:lit-mini`` and ``builtin:lit-mini-spp`` (HF text tower with a dynamic token axis,
   timm EfficientNet with TF "same" padding, the spatial-pyramid pool);
 - a fine-tuned checkpoint of ours (other head weights, graphs beside the checkpoint);
-- a real open_clip architecture config (ViT-B-32) with random weights (open_clip's own towers).
+- an open_clip model folder (ViT-B-32's layout, narrow and shallow) with random weights (open_clip's own towers).
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -56,11 +58,21 @@ def test_fine_tuned_checkpoint(tmp_path, world):
 
 
 def test_open_clip_architecture_with_random_weights(tmp_path, world):
+    """open_clip's own towers (VisionTransformer, TextTransformer, its tokenizer), from an open_clip
+    model folder: ViT-B-32's layout at a few layers' width, so the export is what ViT-B-32's is."""
     import open_clip
 
+    model_cfg = dict(
+        embed_dim=64,
+        vision_cfg=dict(image_size=64, patch_size=16, width=128, layers=2, head_width=32),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=128, heads=4, layers=2),
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = open_clip.create_model("ViT-B-32")
-    checkpoint = tmp_path / "vit-b-32-random.pt"
-    torch.save(model.state_dict(), checkpoint)
-    _check(f"open_clip:ViT-B-32@{checkpoint}", tmp_path / "cache", world)
+        model = open_clip.model.CLIP(**model_cfg)
+    folder = tmp_path / "vit-random"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    encoder = _check(f"local-dir:{folder}", tmp_path / "cache", world)
+    assert isinstance(encoder.loaded.model, open_clip.model.CLIP)
