@@ -199,6 +199,11 @@ class Settings(BaseSettings):
         3, ge=1, description="Claims a job gets (a dead worker's job is resumed) before it fails for good."
     )
     job_poll_seconds: float = Field(1.0, gt=0, description="How often an idle worker looks for a queued job.")
+    job_start: Literal["fork", "exec"] = Field(
+        "fork",
+        description="How a worker starts a job's process: `fork` from a server process that imported torch and the "
+        "handlers once (milliseconds a job), or `exec` a fresh `python -m app.jobs.child` (seconds of imports a job).",
+    )
     promotion_metric: str = Field(
         "t2i_R@1", description="The evaluation metric a candidate must beat the active model on to be promoted."
     )

@@ -31,7 +31,7 @@ from app.db.session import make_engine, make_session_factory
 from app.jobs import queue
 from app.jobs.context import JobCancelled, JobContext, JobInterrupted, JobRefused, LeaseLost
 from app.jobs.kinds import handler_for
-from crossmodal_kernel.processes import die_with_parent
+from crossmodal_kernel.processes import die_with, die_with_parent
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL
 log = logging.getLogger("app.jobs.child")
@@ -136,6 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return run(args.job_id, args.worker_id, args.attempt, settings)
+
+
+def forked_main(argv: list[str], env: dict[str, str], log_path: str, worker_pid: int) -> None:
+    """``main`` in a process forked by the worker's fork server (``app.jobs.launch``): first the
+    worker's environment as it was at the launch, the attempt's log file as stdout and stderr, and
+    death with the worker (process ``worker_pid``) rather than with the fork server."""
+    die_with(worker_pid)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.exit(main(argv))
 
 
 if __name__ == "__main__":

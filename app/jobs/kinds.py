@@ -153,6 +153,11 @@ def handler_for(kind: str) -> Handler:
     return target
 
 
+def builtin_handler_modules() -> list[str]:
+    """The modules of the built-in kinds' handlers (what a worker's fork server imports ahead of jobs)."""
+    return sorted({target.split(":")[0] for target in _HANDLERS.values() if isinstance(target, str)})
+
+
 def known_kinds() -> list[str]:
     _load_plugins()
     return sorted(_HANDLERS)

@@ -6,7 +6,8 @@ Dramatiq, arq: Redis or RabbitMQ brokers; procrastinate, PgQueuer: PostgreSQL on
 from the database the service already has (docs/design.md).
 
 One iteration: put back the jobs of workers that stopped heart-beating (or fail them after
-``max_attempts``), claim the oldest queued job, start ``python -m app.jobs.child`` for it, and
+``max_attempts``), claim the oldest queued job, start ``app.jobs.child`` for it in a process of its own
+(forked from a server that has imported what jobs need: ``app.jobs.launch``), and
 heart-beat every ``job_heartbeat_seconds`` until the child exits. The child records the outcome;
 the worker records only what the child could not: a crash (exit code and the tail of its stderr).
 A lost lease (this worker was presumed dead) kills the child at once, so one job never runs twice.
@@ -19,7 +20,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -30,9 +30,8 @@ from sqlalchemy.orm import sessionmaker
 
 from app.config import Settings, settings_env
 from app.db.models import JobStatus
-from app.jobs import queue
+from app.jobs import launch, queue
 from app.jobs.child import EXIT_REQUEUE
-from crossmodal_kernel.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +72,7 @@ class Worker:
             log.warning("job %d: its worker stopped heart-beating; requeued", job_id)
         for job_id in failed:
             log.error("job %d: its worker stopped heart-beating too often; failed", job_id)
+        launch.ready(self.settings.job_start)  # before a claim: a lease must not wait on the imports
         with self.session_factory() as session:
             job = queue.claim(session, self.worker_id)
             session.commit()
@@ -86,16 +86,14 @@ class Worker:
 
     def _supervise(self, lease: queue.Lease) -> None:
         stderr_path = self._attempt_log(lease)
-        with open(stderr_path, "ab") as stderr:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "app.jobs.child", str(lease.job_id), lease.worker_id, str(lease.attempt)],
-                stdout=stderr,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **settings_env(self.settings)},
-                preexec_fn=die_with_parent,  # runs in the child between fork and exec
-            )
-            outcome = self._watch(child, lease)
-        code = child.returncode
+        child = launch.start(
+            [str(lease.job_id), lease.worker_id, str(lease.attempt)],
+            {**os.environ, **settings_env(self.settings)},
+            stderr_path,
+            self.settings.job_start,
+        )
+        outcome = self._watch(child, lease)
+        code = child.wait()  # it has exited: _watch waited for it
         if outcome == "lost":
             log.warning("job %d: lease lost (presumed dead); child stopped", lease.job_id)
         elif outcome == "killed":
@@ -118,7 +116,7 @@ class Worker:
                 session.commit()
             log.error("job %d: %s", lease.job_id, why)
 
-    def _watch(self, child: subprocess.Popen, lease: queue.Lease) -> str:
+    def _watch(self, child: launch.JobProcess, lease: queue.Lease) -> str:
         """Heart-beat while the child runs: ``done``, ``lost`` (lease gone), ``stopping`` (worker stopping)
         or ``killed`` (it ignored a cancel request for ``STOP_GRACE_SECONDS``)."""
         cancel_seen: float | None = None
@@ -156,7 +154,7 @@ class Worker:
         return folder / f"attempt-{lease.attempt}.log"
 
 
-def _stop(child: subprocess.Popen) -> None:
+def _stop(child: launch.JobProcess) -> None:
     """SIGTERM (the job saves what it can and exits), then SIGKILL after the grace period."""
     child.terminate()
     try:

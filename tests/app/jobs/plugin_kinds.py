@@ -14,9 +14,11 @@ log = logging.getLogger("tests.jobs")
 
 
 def record(ctx, params: dict) -> dict:
-    """Append one line a run to ``params["ledger"]`` (job, worker, attempt, pid): who ran what, how often."""
+    """Append one line a run to ``params["ledger"]`` (job, worker, attempt, pid, $CROSSMODAL_TEST_MARK):
+    who ran what, how often, in which environment."""
     with open(params["ledger"], "a") as f:
-        f.write(f"{ctx.job_id} {ctx.lease.worker_id} {ctx.lease.attempt} {os.getpid()}\n")
+        mark = os.environ.get("CROSSMODAL_TEST_MARK", "-")
+        f.write(f"{ctx.job_id} {ctx.lease.worker_id} {ctx.lease.attempt} {os.getpid()} {mark}\n")
     log.info("recorded job %d", ctx.job_id)
     return {"job": ctx.job_id}
 

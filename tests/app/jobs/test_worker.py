@@ -14,7 +14,7 @@ import pytest
 
 from app.config import settings_env
 from app.db.models import Job
-from app.jobs import queue
+from app.jobs import launch, queue
 from app.jobs.worker import Worker
 from tests.helpers.service import stack, wait_for
 
@@ -40,14 +40,19 @@ def job(sf, job_id: int) -> Job:
         return session.get(Job, job_id)
 
 
-def test_a_job_runs_in_its_own_process_and_records_its_outcome(env):
+@pytest.mark.parametrize("start", ["fork", "exec"])
+def test_a_job_runs_in_its_own_process_and_records_its_outcome(env, start, monkeypatch):
     settings, sf, tmp = env
+    settings = settings.model_copy(update={"job_start": start})
+    launch.ready(start)  # a fork server already running: the job still gets the environment of its launch
+    monkeypatch.setenv("CROSSMODAL_TEST_MARK", f"set-before-{start}")
     job_id = submit(sf, "test-record", {"ledger": str(tmp / "ledger")})
     assert Worker(settings, sf, "w1").run_once()
     done = job(sf, job_id)
     assert (done.status, done.result, done.attempts, done.progress) == ("succeeded", {"job": job_id}, 1, 1.0)
     line = (tmp / "ledger").read_text().split()
     assert line[:3] == [str(job_id), "w1", "1"] and int(line[3]) != os.getpid()
+    assert line[4] == f"set-before-{start}"
     assert any("recorded job" in entry for entry in done.log)
     assert (settings.data_dir / "jobs" / str(job_id) / "attempt-1.log").is_file()  # the child's whole output
 
