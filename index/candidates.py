@@ -23,6 +23,22 @@ from index.dedupe import MAX_DEDUPE, near_duplicates
 
 Keep = Callable[[np.ndarray], np.ndarray]  # unique ids (n,) -> bool mask (n,)
 OVERFETCH = 1.5
+# Scores this close are one tie, ordered by id. FAISS's blocked product scores bit-identical stored
+# vectors (one image ingested twice) a last bit or two apart, by the rows' places in its blocks, and
+# which one wins changes with the query's own rounding: copies came back out of id order.
+TIE = 1e-6
+
+
+def best_first(d: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, ids)`` best first, ties by id, where a tie is a run of scores each within :data:`TIE`
+    of the one before."""
+    order = np.lexsort((i, -d))
+    d, i = d[order], i[order]
+    if len(d) > 1:
+        run = np.concatenate([[0], np.cumsum(-np.diff(d) > TIE)])  # a new run where the drop exceeds TIE
+        order = np.lexsort((i, run))
+        d, i = d[order], i[order]
+    return d, i
 
 
 class VectorsUnavailable(RuntimeError):
@@ -113,7 +129,7 @@ class _Judge:
         self.vectors: dict[int, np.ndarray] = {}
 
     def survivors(self, D: np.ndarray, I: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Each row's surviving ``(scores, ids)``, best first, ties by id."""
+        """Each row's surviving ``(scores, ids)``, best first, ties (:data:`TIE`) by id."""
         ok = I >= 0
         if len(self.dead):
             ok &= ~np.isin(I, self.dead)
@@ -126,9 +142,7 @@ class _Judge:
             self._fetch_vectors(np.unique(I[ok]))
         rows = []
         for d, i, o in zip(D, I, ok, strict=True):
-            d, i = d[o], i[o]
-            order = np.lexsort((i, -d))
-            d, i = d[order], i[order]
+            d, i = best_first(d[o], i[o])
             if self.dedupe is not None and len(i):
                 kept = near_duplicates(np.stack([self.vectors[j] for j in i.tolist()]), self.dedupe)
                 d, i = d[kept], i[kept]

@@ -4,7 +4,7 @@ import pytest
 
 from index import flat
 from index.builder import array_shards, build_index
-from index.candidates import VectorsUnavailable, search
+from index.candidates import VectorsUnavailable, best_first, search
 from index.factory import make_plan
 
 
@@ -177,3 +177,12 @@ def test_dedupe_on_an_index_without_its_vectors_is_a_clear_error():
     index = build_index(array_shards(ids, xb), 16, make_plan("ivf_pq", len(ids), 16))
     with pytest.raises(VectorsUnavailable):
         search(index, xq, 5, dedupe=0.9)
+
+
+def test_scores_within_float_noise_are_a_tie_ordered_by_id():
+    d = np.array([0.3, 0.5, 0.5 + 6e-8, 0.5 + 1.2e-7, 0.49], dtype=np.float32)  # copies an ulp or two apart
+    i = np.array([1, 9, 4, 7, 2])
+    scores, ids = best_first(d, i)
+    assert ids.tolist() == [4, 7, 9, 2, 1]
+    assert scores.tolist() == sorted(scores.tolist(), key=lambda s: -round(s, 5))  # scores go with their ids
+    assert dict(zip(ids.tolist(), scores.tolist(), strict=True)) == dict(zip(i.tolist(), d.tolist(), strict=True))
