@@ -24,8 +24,9 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/crossmodal demo
 
-# Spread over the cores (pytest-xdist); whole files stay on one worker, so module fixtures are built once.
-PYTEST_PARALLEL ?= -n auto --dist loadfile
+# Spread over the cores (pytest-xdist); whole files stay on one worker, so module fixtures are built once,
+# handed out longest first (tests/helpers/durations.py; xdist's own reorder is by test count).
+PYTEST_PARALLEL ?= -n auto --dist loadfile --no-loadscope-reorder
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)

@@ -29,9 +29,14 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from app.db.session import make_engine, make_session_factory, upgrade
+from tests.helpers import durations
 from tests.helpers.emoji_fakes import NPM_SCRIPT, FakeNpm, build_registry
 from tests.helpers.postgres import POSTGRES_URL, fresh_postgres_database
 from training.emoji.packages import Sources
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    durations.longest_files_first(items, durations.load())  # tests/helpers/durations.py says why
 
 
 @pytest.fixture(scope="session")
