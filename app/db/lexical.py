@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Item
 
 MAX_TERMS = 32
+SQLITE_DEPTH = 2  # FTS5 matches read a lexical hit wanted, before the whole match list (see _sqlite)
 _WORD = re.compile(r"[^\W_]+")
 
 # Must stay the expression migration 0004 indexes (character for character), or PostgreSQL's
@@ -83,22 +84,41 @@ def search(session: Session, words: list[str], modality: str, limit: int, where:
     if where is not None:
         conditions.append(where)
     if session.get_bind().dialect.name == "postgresql":
-        statement = _postgresql(words, conditions)
-    else:
-        statement = _sqlite(words, conditions)
-    rows = session.execute(statement.limit(limit))
-    return [(int(item_id), float(score)) for item_id, score in rows]
+        rows = session.execute(_postgresql(words, conditions).limit(limit))
+        return [(int(item_id), float(score)) for item_id, score in rows]
+    return _sqlite(session, fts5_query(words), conditions, limit)
 
 
-def _sqlite(words: list[str], conditions: list):
+def _sqlite(session: Session, query: str, conditions: list, limit: int) -> list[tuple[int, float]]:
+    """FTS5's best ``SQLITE_DEPTH * limit`` matches first, each looked up in ``items`` (a left join, so
+    that those the conditions drop still count); the whole match list only when those do not give
+    ``limit`` hits and there are more matches. Joining every match (a common word matches most items)
+    before the cut cost more than scoring them."""
+    depth = SQLITE_DEPTH * limit
+    matches = (
+        select(_FTS.c.rowid, literal_column("rank").label("rank"))  # rank: bm25(), lower for better matches
+        .where(text("items_lexical MATCH :lexical_query").bindparams(lexical_query=query))
+        .order_by(literal_column("rank"), _FTS.c.rowid)
+        .limit(depth)
+        .subquery()
+    )
+    top = select(matches.c.rowid, matches.c.rank, Item.id).outerjoin(
+        Item.__table__, and_(Item.id == matches.c.rowid, *conditions)
+    )
+    rows = session.execute(top.order_by(matches.c.rank, matches.c.rowid)).all()
+    hits = [(int(item_id), -float(rank)) for _, rank, item_id in rows if item_id is not None]
+    if len(hits) >= limit or len(rows) < depth:
+        return hits[:limit]
     # bm25() is lower for better matches; the ORDER BY names the expression so FTS5 can sort by rank
     score = (-func.bm25(literal_column("items_lexical"))).label("score")
-    return (
+    every = (
         select(Item.id, score)
         .select_from(_FTS.join(Item.__table__, Item.id == _FTS.c.rowid))
-        .where(text("items_lexical MATCH :lexical_query").bindparams(lexical_query=fts5_query(words)), *conditions)
+        .where(text("items_lexical MATCH :lexical_query").bindparams(lexical_query=query), *conditions)
         .order_by(score.desc(), Item.id)
+        .limit(limit)
     )
+    return [(int(item_id), float(score)) for item_id, score in session.execute(every)]
 
 
 def _postgresql(words: list[str], conditions: list):

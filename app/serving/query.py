@@ -318,6 +318,7 @@ def _run_words(
         _check(snap, settings, opts)
         _check_dedupe(opts)
         mapping = _relevance(snap, query, opts)
+        ahead = _lexical_ahead(state, session_factory, words, opts, window) if mode == "hybrid" else None
         if mode == "hybrid" or mapping is not None:  # lexical mode encodes the query for relevance alone
             te = time.perf_counter()
             depth = None if opts.filter or mode != "hybrid" else window
@@ -334,7 +335,7 @@ def _run_words(
             judge = relevance.Judgement(mapping, xq, level, vectors, opts.min_relevance)
             if mode == "hybrid":
                 vector = _vector_list(snap, xq, opts, found, _allowed(session, settings, opts, where), window, first)
-                lex = lexical.search(session, words, opts.target.value, window, where)
+                lex = ahead.result() if ahead is not None else []
                 fused = hybrid.fuse(
                     vector, lex, settings.hybrid_fusion, settings.hybrid_rrf_k, settings.hybrid_vector_weight
                 )
@@ -351,6 +352,20 @@ def _run_words(
         timings["search"] = (time.perf_counter() - ts) * 1000 - timings["hydrate"]
     info = snap.relevance.info(query.kind, opts.target.value)
     return relevance.attach(_response(snap, loaded, opts, mode, found.rows, page, t0), judged, info)
+
+
+def _lexical_ahead(
+    state: SearchState, session_factory: sessionmaker, words: list[str], opts: SearchOptions, depth: int
+):
+    """Hybrid mode's lexical list, read on the state's lexical pool while this thread encodes the query and
+    reads the vector list: the database and the encoder both let go of the GIL, so on two cores they overlap."""
+
+    def read() -> list[tuple[int, float]]:
+        with session_factory() as session:
+            where = filters.sql_clause(opts.filter, session.get_bind().dialect.name) if opts.filter else None
+            return lexical.search(session, words, opts.target.value, depth, where)
+
+    return state.lexical_pool.submit(read)
 
 
 def _vector_list(snap: Snapshot, xq, opts: SearchOptions, found: _Candidates, allowed, window: int, first):

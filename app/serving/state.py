@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,6 +75,8 @@ class SearchState:
         self._thread: threading.Thread | None = None
         self.batcher = Batcher(settings.batch_window_ms, settings.batch_max_size) if settings.batching else None
         self.query_cache = QueryCache(settings.query_cache_size)
+        # Hybrid search reads its lexical list here while the request's thread encodes the query.
+        self.lexical_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="crossmodal-lexical")
         self.snapshot = Snapshot(model_id=None, model_spec=settings.model_spec, encoder=None)
 
     def start(self) -> None:
@@ -88,6 +91,7 @@ class SearchState:
             self._thread.join(timeout=30)
         if self.batcher is not None:
             self.batcher.stop()
+        self.lexical_pool.shutdown(wait=True)
 
     def _refresh_forever(self) -> None:
         while not self._stop.wait(max(self.settings.index_refresh_seconds, 0.1)):

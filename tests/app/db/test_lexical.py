@@ -188,3 +188,19 @@ def test_postgresql_uses_the_gin_index(postgres_admin):
         finally:
             engine.dispose()
     assert "ix_items_lexical" in plan, plan
+
+
+@pytest.mark.parametrize("limit", [1, 3, 5, 40])
+def test_a_short_page_of_the_best_matches_reads_on_to_the_rest(session, limit):
+    """The best matches are texts without an image (and an unfiltered page), the image items rank below
+    all of them: the SQLite search's first read (the best few matches) gives too few hits and it
+    reads the whole match list; the answer is the full ranking's top ``limit`` either way."""
+    texts = [_add(session, f"t{i}", text="cat") for i in range(30)]  # short documents: the best bm25
+    images = [_add(session, f"i{i}", image_path=f"/x/{i}.png", text=f"cat and {i} other words") for i in range(6)]
+    session.commit()
+    full = [i for i, _ in lexical.search(session, ["cat"], "image", 1000)]
+    assert sorted(full) == images
+    assert [i for i, _ in lexical.search(session, ["cat"], "image", limit)] == full[:limit]
+    every = [i for i, _ in lexical.search(session, ["cat"], "text", 1000)]  # items with a text: all of them
+    assert every[:30] == sorted(texts) and sorted(every[30:]) == images
+    assert [i for i, _ in lexical.search(session, ["cat"], "text", limit)] == every[:limit]
