@@ -74,16 +74,22 @@ class Forked:
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOAD)
 _ready_lock = threading.Lock()
+_ready = False
 
 
 def ready(mode: str = "fork") -> None:
-    """Start the fork server and wait until it has imported :data:`PRELOAD` (the first call in a process
-    takes those seconds; later ones return at once, unless the server died and must start again)."""
-    if mode == "fork":
-        with _ready_lock:
+    """Start the fork server and wait until it has imported :data:`PRELOAD`: the first call in a process
+    forks one empty process from it and takes those seconds; later calls return at once (a server
+    that died is started again by the next :func:`start`)."""
+    global _ready
+    if mode != "fork" or _ready:
+        return
+    with _ready_lock:
+        if not _ready:
             probe = _context.Process(target=_nothing)
             probe.start()
             probe.join()
+            _ready = True
 
 
 def start(argv: list[str], env: dict[str, str], log_path: Path, mode: str = "fork") -> JobProcess:
