@@ -115,9 +115,12 @@ def corpus(name: str, n_items: int, n_queries: int) -> tuple[list[str], list[str
     return texts, [nouns[i][0] for i in order[n_items : n_items + n_queries]]
 
 
-def populate(settings: Settings, texts: list[str], encoder: Encoder) -> None:
-    """DB items with random unit image vectors (latency does not depend on vector content) and
-    ``texts`` as their texts, so hybrid and lexical queries find word matches."""
+def populate(settings: Settings, n_items: int, encoder: Encoder, texts: list[str] | None = None) -> None:
+    """``n_items`` DB items with random unit image vectors (latency does not depend on vector content)
+    and texts (``texts``, or synthetic captions), so hybrid and lexical queries find word matches."""
+    texts = texts if texts is not None else _queries(n_items, seed=2)
+    if len(texts) != n_items:
+        raise ValueError(f"{len(texts)} texts for {n_items} items")
     upgrade(settings.resolved_database_url)
     sf = make_session_factory(make_engine(settings.resolved_database_url))
     image = settings.data_dir / "one.png"
@@ -188,7 +191,7 @@ def main() -> None:
     # The floor encodes as the server does: the same runtime (CROSSMODAL_RUNTIME, ONNX by default).
     encoder = load_encoder(settings, args.model, device="cpu")
     texts, queries = corpus(args.corpus, args.items, args.queries + args.warmup)
-    populate(settings, texts, encoder)
+    populate(settings, args.items, encoder, texts)
 
     with make_session_factory(make_engine(settings.resolved_database_url))() as s:
         active = crud.get_active_model(s)
