@@ -47,11 +47,10 @@ apply_runtime_defaults()
 from app.config import Settings  # noqa: E402
 from app.db import crud  # noqa: E402
 from app.db.models import Model  # noqa: E402
-from app.db.session import make_engine, make_session_factory, upgrade  # noqa: E402
 from app.pipelines import calibration as pc  # noqa: E402
 from benchmarks._calibration_report import LEVEL, markdown  # noqa: E402
 from benchmarks._report import record  # noqa: E402
-from benchmarks.bench_hybrid import concept_words, queries_for  # noqa: E402
+from benchmarks.bench_hybrid import bootstrapped_service, concept_words, queries_for  # noqa: E402
 from training import calibration as cal  # noqa: E402
 from training.calibration_sets import direction_sets  # noqa: E402
 
@@ -75,26 +74,9 @@ def manifest(data: Path, houses: tuple[str, ...], out: Path) -> Path:
 
 def service(work: Path, data: Path, houses: tuple[str, ...], model_spec: str):
     """Settings and a session factory of a service holding the drawings, bootstrapped once per ``work``."""
-    from app.pipelines.bootstrap import bootstrap_model
-    from app.pipelines.ingest import ingest
-    from training.bootstrap import BootstrapConfig
-
-    work.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{work / 'bench.db'}"
-    settings = Settings(
-        data_dir=work, database_url=url, model_spec=model_spec, device="cpu", num_workers=1, index_refresh_seconds=0
+    return bootstrapped_service(
+        work, data, model_spec, f"{', '.join(houses)}'s drawings", lambda: manifest(data, houses, work / "items.jsonl")
     )
-    upgrade(url)
-    sf = make_session_factory(make_engine(url))
-    with sf() as session:
-        active, n_items = crud.get_active_model(session), crud.count_items(session)
-    if active is None or not active.checkpoint_path:
-        print(f"bootstrapping {model_spec} on {data / 'trainval.jsonl'}", flush=True)
-        bootstrap_model(settings, sf, data / "trainval.jsonl", cfg=BootstrapConfig(num_workers=1))
-    if n_items == 0:
-        print(f"ingesting {', '.join(houses)}'s drawings", flush=True)
-        print(ingest(manifest(data, houses, work / "items.jsonl"), settings, sf).summary(), flush=True)
-    return settings, sf
 
 
 @dataclass

@@ -30,7 +30,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -126,6 +126,14 @@ def manifest(data: Path, house: str, out: Path) -> Path:
 
 def service(work: Path, data: Path, house: str, model_spec: str):
     """Settings and a session factory of a service holding the house's drawings, bootstrapped once per ``work``."""
+    return bootstrapped_service(
+        work, data, model_spec, f"{house}'s drawings", lambda: manifest(data, house, work / f"{house}.jsonl")
+    )
+
+
+def bootstrapped_service(work: Path, data: Path, model_spec: str, what: str, items: Callable[[], Path]):
+    """Settings and a session factory of a SQLite service in ``work``: ``model_spec`` bootstrapped on
+    ``data``'s trainval split and the manifest ``items()`` writes (``what``) ingested, each once per ``work``."""
     from app.pipelines.bootstrap import bootstrap_model
     from app.pipelines.ingest import ingest
     from training.bootstrap import BootstrapConfig
@@ -144,8 +152,8 @@ def service(work: Path, data: Path, house: str, model_spec: str):
         print(f"bootstrapping {model_spec} on {data / 'trainval.jsonl'}", flush=True)
         bootstrap_model(settings, sf, data / "trainval.jsonl", cfg=BootstrapConfig(num_workers=1))
     if n_items == 0:
-        print(f"ingesting {house}'s drawings", flush=True)
-        print(ingest(manifest(data, house, work / f"{house}.jsonl"), settings, sf).summary(), flush=True)
+        print(f"ingesting {what}", flush=True)
+        print(ingest(items(), settings, sf).summary(), flush=True)
     return settings, sf
 
 
