@@ -29,6 +29,7 @@ from app.main import create_app
 from app.serving import filters, hybrid
 from app.serving.composite import combine
 from app.serving.query import SearchRefused
+from index.candidates import best_first
 from tests.helpers.postgres import backend_database
 from tests.helpers.service import stack
 from training.synthetic.shapes import generate_dataset
@@ -205,16 +206,12 @@ def _composite(client, parts, **body) -> dict:
 
 
 def _canonical(hits: list[tuple[int, float]]) -> list[int]:
-    """Ids in ranked order, those within 1e-6 of the score before them ordered by id: FAISS's BLAS scores
-    two bit-identical stored vectors up to an ulp apart (by their rows' places in its blocks), so exact
-    copies come back in either order, and so does a reference computed row by row."""
-    out: list[list[tuple[int, float]]] = []
-    for i, s in hits:
-        if out and abs(out[-1][-1][1] - s) < 1e-6:
-            out[-1].append((i, s))
-        else:
-            out.append([(i, s)])
-    return [i for group in out for i, _ in sorted(group)]
+    """Ids in ranked order, by the candidate loop's own tie rule (``index.candidates.best_first``: a run of
+    scores each within 1e-6 of the one before, ordered by id). FAISS's BLAS scores two bit-identical
+    stored vectors up to an ulp apart (by their rows' places in its blocks), and so may a reference
+    computed row by row."""
+    _, ids = best_first(np.array([s for _, s in hits], dtype=np.float64), np.array([i for i, _ in hits]))
+    return ids.tolist()
 
 
 def _same(got: dict, expected: list, copies: tuple[int, ...] = ()) -> None:

@@ -24,6 +24,7 @@ from app.db.models import Item, Model
 from app.main import create_app
 from app.serving import filters, hybrid
 from app.serving.relevance import NOT_FITTED, load_relevance
+from index.candidates import best_first
 from tests.helpers.postgres import backend_database
 from tests.helpers.service import stack
 from training.calibration import LEVEL_DEPTH, Calibration
@@ -129,8 +130,9 @@ def _search(client, **body) -> dict:
 
 def _in_order(hits: list[tuple[int, float]]) -> list[int]:
     """Ids best first, ties by id, where a tie is within float noise (copies of one image are scored a few
-    ulps apart by the index's product and by the reference's)."""
-    return [i for i, _ in sorted(hits, key=lambda h: (-round(h[1], 6), h[0]))]
+    ulps apart by the index's product and by the reference's): the candidate loop's rule, ``best_first``."""
+    _, ids = best_first(np.array([s for _, s in hits], dtype=np.float64), np.array([i for i, _ in hits]))
+    return ids.tolist()
 
 
 def _same(got: list[dict], expected: list[hybrid.Ranked], relevance: dict[int, float]) -> None:
