@@ -95,9 +95,10 @@ def _sqlite(session: Session, query: str, conditions: list, limit: int) -> list[
     ``limit`` hits and there are more matches. Joining every match (a common word matches most items)
     before the cut cost more than scoring them."""
     depth = SQLITE_DEPTH * limit
+    match = text("items_lexical MATCH :lexical_query").bindparams(lexical_query=query)
     matches = (
         select(_FTS.c.rowid, literal_column("rank").label("rank"))  # rank: bm25(), lower for better matches
-        .where(text("items_lexical MATCH :lexical_query").bindparams(lexical_query=query))
+        .where(match)
         .order_by(literal_column("rank"), _FTS.c.rowid)
         .limit(depth)
         .subquery()
@@ -114,7 +115,7 @@ def _sqlite(session: Session, query: str, conditions: list, limit: int) -> list[
     every = (
         select(Item.id, score)
         .select_from(_FTS.join(Item.__table__, Item.id == _FTS.c.rowid))
-        .where(text("items_lexical MATCH :lexical_query").bindparams(lexical_query=query), *conditions)
+        .where(match, *conditions)
         .order_by(score.desc(), Item.id)
         .limit(limit)
     )
