@@ -10,6 +10,10 @@ TORCH_INDEX ?=
 
 .PHONY: install demo test test-fast lint bench-search docker-test clean
 
+# Some shells set this (CI containers, sandboxes); it stops pytest caching its rewritten test modules,
+# which made every worker recompile ~500 of them (hypothesis's and schemathesis's included): 6 s a worker.
+unexport PYTHONDONTWRITEBYTECODE
+
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
