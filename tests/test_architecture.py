@@ -16,14 +16,16 @@ from pathlib import Path
 import pytest
 
 
-@functools.cache
-def _parse(source: str) -> ast.Module:
-    """``ast.parse`` in a fresh interpreter. CPython 3.11.7's AST constructor keeps one recursion
-    counter per interpreter, which a failed or concurrent parse elsewhere in the process can leave
-    off: "AST constructor recursion depth mismatch" (cpython gh-106905), seen late in this suite.
-    AST nodes pickle, so the tree comes back whole."""
-    script = "import ast, pickle, sys; sys.stdout.buffer.write(pickle.dumps(ast.parse(sys.stdin.read())))"
-    done = subprocess.run([sys.executable, "-c", script], input=source.encode(), capture_output=True, check=True)
+def _parse_all(sources: dict[str, str]) -> dict[str, ast.Module]:
+    """``ast.parse`` of each source, in one fresh interpreter. CPython 3.11.7's AST constructor keeps
+    one recursion counter per interpreter, which a failed or concurrent parse elsewhere in the process
+    can leave off: "AST constructor recursion depth mismatch" (cpython gh-106905), seen late in this
+    suite. AST nodes pickle, so the trees come back whole (one interpreter for all: one each took 12 s)."""
+    script = (
+        "import ast, pickle, sys; sources = pickle.loads(sys.stdin.buffer.read()); "
+        "sys.stdout.buffer.write(pickle.dumps({k: ast.parse(v) for k, v in sources.items()}))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(sources), capture_output=True, check=True)
     return pickle.loads(done.stdout)
 
 
@@ -44,11 +46,16 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
+@functools.cache
+def _trees() -> dict[str, ast.Module]:
+    return _parse_all({name: path.read_text() for name, path in MODULES.items()})
+
+
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_modules_and_functions_stay_small(name):
     source = MODULES[name].read_text()
     assert len(source.splitlines()) <= MAX_MODULE_LINES
-    for node in ast.walk(_parse(source)):
+    for node in ast.walk(_trees()[name]):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             body = node.body
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):

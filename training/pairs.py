@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from torchvision import transforms as T
 
 from crossmodal_kernel.images import open_image
 from training.config import AugmentConfig
@@ -82,6 +81,10 @@ def load_pairs(
 
 def train_transform(cfg: AugmentConfig, image_size: int, mean, std) -> Callable:
     """The augmentation policy of ``cfg`` (each part switchable) followed by the model's normalisation."""
+    # Imported here: torchvision's import pulls in torch._dynamo (1.4 s), and this module is on the
+    # API's import path (the evaluation sets' stable split), which never augments.
+    from torchvision import transforms as T
+
     steps: list = [T.RandomResizedCrop(image_size, scale=cfg.crop_scale, interpolation=T.InterpolationMode.BICUBIC)]
     if cfg.flip:
         steps.append(T.RandomHorizontalFlip())
