@@ -204,6 +204,12 @@ class Settings(BaseSettings):
         description="How a worker starts a job's process: `fork` from a server process that imported torch and the "
         "handlers once (milliseconds a job), or `exec` a fresh `python -m app.jobs.child` (seconds of imports a job).",
     )
+    job_kinds: str = Field(
+        "",
+        description="The job kinds a worker claims (comma-separated), e.g. `finetune,promote` for a worker on a GPU "
+        "machine and `ingest,embed,reindex` for others; empty: every kind. Its fork server imports only those kinds' "
+        "handlers ahead of jobs.",
+    )
     promotion_metric: str = Field(
         "t2i_R@1", description="The evaluation metric a candidate must beat the active model on to be promoted."
     )
@@ -274,6 +280,12 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, v: str) -> str:
         return v.upper()
+
+    @property
+    def claimed_kinds(self) -> list[str] | None:
+        """``job_kinds`` as a list; None when empty (every kind)."""
+        kinds = [k.strip() for k in self.job_kinds.split(",") if k.strip()]
+        return kinds or None
 
     @property
     def db_pool_size(self) -> int:

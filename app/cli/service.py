@@ -64,6 +64,10 @@ def _reuse_port_socket(host: str, port: int):
 def worker(
     max_jobs: Annotated[int | None, typer.Option(help="Exit after this many jobs.")] = None,
     idle_exit: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+    kinds: Annotated[
+        str | None,
+        typer.Option(help="Job kinds to claim, comma-separated (default: CROSSMODAL_JOB_KINDS, else every kind)."),
+    ] = None,
 ) -> None:
     """Claim and run queued jobs (each in a child process) until stopped; scale out by running more."""
     import signal
@@ -71,11 +75,13 @@ def worker(
     from app.jobs.worker import Worker
 
     settings = setup()
+    if kinds is not None:
+        settings = settings.model_copy(update={"job_kinds": kinds})
     try:
         sf = session_factory(settings)
+        job_worker = Worker(settings, sf)
     except USER_ERRORS as e:
         raise fail(e) from e
-    job_worker = Worker(settings, sf)
     signal.signal(signal.SIGTERM, lambda *_: job_worker.stop.set())  # finish up: the job is requeued
     try:
         ran = job_worker.run(max_jobs=max_jobs, idle_exit=idle_exit)

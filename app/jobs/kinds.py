@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -153,9 +153,18 @@ def handler_for(kind: str) -> Handler:
     return target
 
 
-def builtin_handler_modules() -> list[str]:
-    """The modules of the built-in kinds' handlers (what a worker's fork server imports ahead of jobs)."""
-    return sorted({target.split(":")[0] for target in _HANDLERS.values() if isinstance(target, str)})
+def builtin_handler_modules(kinds: Collection[str] | None = None) -> list[str]:
+    """The modules of the built-in handlers of ``kinds`` (None: every kind): what a worker's fork server
+    imports ahead of jobs."""
+    chosen = _HANDLERS if kinds is None else {k: v for k, v in _HANDLERS.items() if k in kinds}
+    return sorted({target.split(":")[0] for target in chosen.values() if isinstance(target, str)})
+
+
+def check_kinds(kinds: Collection[str]) -> None:
+    """Raise ``ValueError`` naming any of ``kinds`` that no handler runs (a worker would wait forever)."""
+    unknown = sorted(set(kinds) - set(known_kinds()))
+    if unknown:
+        raise ValueError(f"unknown job kinds {unknown}; known: {', '.join(known_kinds())}")
 
 
 def known_kinds() -> list[str]:

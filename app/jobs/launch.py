@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
 
@@ -33,8 +34,18 @@ from app.jobs import child
 from app.jobs.kinds import builtin_handler_modules
 from crossmodal_kernel.processes import die_with_parent
 
-# Imported once by the fork server: the child's own module and every built-in handler's.
-PRELOAD = ["app.jobs.child", *builtin_handler_modules()]
+# Libraries that training and evaluation import where they use them (kept off the API's import path).
+HANDLER_LIBRARIES = ("torchvision.transforms", "sklearn.linear_model")
+
+
+def preload(kinds: Collection[str] | None = None) -> list[str]:
+    """What the fork server imports once: the child's own module, the built-in handlers of ``kinds``
+    (None: every kind) and, with any of them, :data:`HANDLER_LIBRARIES`."""
+    handlers = builtin_handler_modules(kinds)
+    return ["app.jobs.child", *handlers, *(HANDLER_LIBRARIES if handlers else ())]
+
+
+PRELOAD = preload()
 
 
 class JobProcess(Protocol):
@@ -77,15 +88,17 @@ _ready_lock = threading.Lock()
 _ready = False
 
 
-def ready(mode: str = "fork") -> None:
-    """Start the fork server and wait until it has imported :data:`PRELOAD`: the first call in a process
+def ready(mode: str = "fork", kinds: Collection[str] | None = None) -> None:
+    """Start the fork server and wait until it has imported ``preload(kinds)``: the first call in a process
     forks one empty process from it and takes those seconds; later calls return at once (a server
-    that died is started again by the next :func:`start`)."""
+    that died is started again by the next :func:`start`). What a server imported is only a head start:
+    a job of another kind imports its handler in its own process."""
     global _ready
     if mode != "fork" or _ready:
         return
     with _ready_lock:
         if not _ready:
+            _context.set_forkserver_preload(preload(kinds))
             probe = _context.Process(target=_nothing)
             probe.start()
             probe.join()

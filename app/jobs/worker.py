@@ -32,6 +32,7 @@ from app.config import Settings, settings_env
 from app.db.models import JobStatus
 from app.jobs import launch, queue
 from app.jobs.child import EXIT_REQUEUE
+from app.jobs.kinds import check_kinds
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ class Worker:
         self.session_factory = session_factory
         self.worker_id = worker_id or new_worker_id()
         self.stop = threading.Event()
+        self.kinds = settings.claimed_kinds  # None: every kind
+        if self.kinds is not None:
+            check_kinds(self.kinds)
 
     def run(self, max_jobs: int | None = None, idle_exit: bool = False) -> int:
         """Work until :attr:`stop` is set (or ``max_jobs`` ran, or the queue is empty with ``idle_exit``)."""
@@ -72,9 +76,9 @@ class Worker:
             log.warning("job %d: its worker stopped heart-beating; requeued", job_id)
         for job_id in failed:
             log.error("job %d: its worker stopped heart-beating too often; failed", job_id)
-        launch.ready(self.settings.job_start)  # before a claim: a lease must not wait on the imports
+        launch.ready(self.settings.job_start, self.kinds)  # before a claim: a lease must not wait on the imports
         with self.session_factory() as session:
-            job = queue.claim(session, self.worker_id)
+            job = queue.claim(session, self.worker_id, self.kinds)
             session.commit()
             if job is None:
                 return False

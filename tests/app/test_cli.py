@@ -187,3 +187,10 @@ def test_serve_hands_uvicorn_the_keep_alive_setting_in_every_mode(env, monkeypat
     result = run("serve", "--no-worker", "--workers", workers)
     assert result.exit_code == 0, result.output
     assert len(calls) == 1 and calls[0]["timeout_keep_alive"] == 90
+
+
+def test_a_worker_for_an_unknown_kind_says_which_kinds_exist(env):
+    assert run("db", "upgrade").exit_code == 0
+    result = run("worker", "--kinds", "ingest,fine-tune")
+    assert result.exit_code != 0 and "unknown job kinds ['fine-tune']" in result.output
+    assert "finetune" in result.output

@@ -96,8 +96,28 @@ def test_cancel_stops_a_running_job_within_a_step(env):
 
 
 def _worker_process(settings, *args: str) -> subprocess.Popen:
+    """`crossmodal worker` for the test kinds: its fork server imports none of the built-in handlers."""
     env = {**os.environ, **settings_env(settings)}
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", *args], env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--kinds", "test-record,test-steps", *args], env=env
+    )
+
+
+def test_a_worker_claims_only_its_kinds(env):
+    settings, sf, tmp = env
+    # exec: this process's fork server keeps what it imports (every handler) for the tests that need them
+    settings = settings.model_copy(update={"job_kinds": "test-record", "job_start": "exec"})
+    other = submit(sf, "test-fail", {})
+    mine = submit(sf, "test-record", {"ledger": str(tmp / "ledger")})
+    worker = Worker(settings, sf)
+    assert worker.run_once() and not worker.run_once()
+    assert job(sf, mine).status == "succeeded" and job(sf, other).status == "queued"
+
+
+def test_a_worker_for_an_unknown_kind_does_not_start(env):
+    settings, sf, _ = env
+    with pytest.raises(ValueError, match=r"unknown job kinds \['fine-tune'\]; known: .*finetune"):
+        Worker(settings.model_copy(update={"job_kinds": "fine-tune, ingest"}), sf)
 
 
 def test_a_job_whose_worker_is_killed_is_resumed_by_another(env):
