@@ -318,7 +318,8 @@ def _run_words(
         _check(snap, settings, opts)
         _check_dedupe(opts)
         mapping = _relevance(snap, query, opts)
-        ahead = _lexical_ahead(state, session_factory, words, opts, window) if mode == "hybrid" else None
+        where = filters.sql_clause(opts.filter, session_factory.kw["bind"].dialect.name) if opts.filter else None
+        ahead = _lexical_ahead(state, session_factory, words, opts, where, window) if mode == "hybrid" else None
         if mode == "hybrid" or mapping is not None:  # lexical mode encodes the query for relevance alone
             te = time.perf_counter()
             depth = None if opts.filter or mode != "hybrid" else window
@@ -327,7 +328,6 @@ def _run_words(
     loaded = snap.indexes[opts.target]
     vectors = _stored_vectors(loaded)
     with session_factory() as session:
-        where = filters.sql_clause(opts.filter, session.get_bind().dialect.name) if opts.filter else None
         found = _Candidates(session, where, timings, ids_only=True)
         ts = time.perf_counter()
         try:
@@ -355,14 +355,14 @@ def _run_words(
 
 
 def _lexical_ahead(
-    state: SearchState, session_factory: sessionmaker, words: list[str], opts: SearchOptions, depth: int
+    state: SearchState, session_factory: sessionmaker, words: list[str], opts: SearchOptions, where, depth: int
 ):
     """Hybrid mode's lexical list, read on the state's lexical pool while this thread encodes the query and
-    reads the vector list: the database and the encoder both let go of the GIL, so on two cores they overlap."""
+    reads the vector list: the database and the encoder both let go of the GIL, so on two cores they overlap.
+    ``where`` (the filter's clause, or None) is the one the vector list uses too."""
 
     def read() -> list[tuple[int, float]]:
         with session_factory() as session:
-            where = filters.sql_clause(opts.filter, session.get_bind().dialect.name) if opts.filter else None
             return lexical.search(session, words, opts.target.value, depth, where)
 
     return state.lexical_pool.submit(read)
