@@ -31,12 +31,15 @@ def test_clip_loss_of_perfectly_aligned_orthogonal_pairs_is_small():
 class _Fake:
     """Just enough of a LoadedModel for train_heads: heads at model.visual.head / model.text.proj."""
 
-    def __init__(self):
+    def __init__(self, seed: int = 0):
         self.model = torch.nn.Module()
         self.model.visual = torch.nn.Module()
-        self.model.visual.head = torch.nn.Linear(6, 4, bias=False)
         self.model.text = torch.nn.Module()
-        self.model.text.proj = torch.nn.Linear(5, 4, bias=False)
+        # Seeded heads: drawn from the global RNG, a test's start depended on the tests run before it.
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.model.visual.head = torch.nn.Linear(6, 4, bias=False)
+            self.model.text.proj = torch.nn.Linear(5, 4, bias=False)
         self.model.logit_scale = torch.nn.Parameter(torch.tensor(0.0))
 
 

@@ -26,8 +26,9 @@ def _data(n_concepts=16, houses=3, seed=0):
 @pytest.mark.parametrize("siblings", ["mask", "positive", "negative"])
 def test_every_sibling_rule_learns_the_alignment(siblings):
     img, txt, groups = _data()
+    # At lr 1e-2, one start of the heads in ten ended below the bar; at 3e-2 each of 20 reached R@1 >= 0.94.
     fake = _Fake()
-    cfg = BootstrapConfig(epochs=120, batch_size=48, lr=1e-2, siblings=siblings, feature_dropout=0.0)
+    cfg = BootstrapConfig(epochs=120, batch_size=48, lr=3e-2, siblings=siblings, feature_dropout=0.0)
     report, _ = fit_heads(fake.model.visual.head, fake.model.text.proj, img, txt, cfg, groups=groups)
     with torch.no_grad():
         a = F.normalize(fake.model.visual.head(img[:16]), dim=-1).numpy()
