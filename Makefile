@@ -36,7 +36,8 @@ test: install
 	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 # The edit-test loop: the unmarked tests (no real model, no processes that each load torch, no PostgreSQL,
-# no browser): 2 min 11 s to 3 min 52 s on two 2-core machines (44 s of it collection). `make test` and CI run every test.
+# no browser): 2 min 8 s on this session's 2-core machine (3 min 52 s on a slower one, before its collection
+# and imports were cut). `make test` and CI run every test.
 test-fast: install
 	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not slow and not postgres and not browser"
 
