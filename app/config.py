@@ -271,10 +271,10 @@ class Settings(BaseSettings):
     def _ladder(cls, v: str) -> str:
         from index.factory import KINDS
 
-        unknown = [k for k in v.split(",") if k.strip() and k.strip() not in KINDS]
+        unknown = [k for k in comma_list(v) if k not in KINDS]
         if unknown:
             raise ValueError(f"index_ladder: unknown kinds {unknown}; expected some of {KINDS}")
-        return ",".join(k.strip() for k in v.split(",") if k.strip())
+        return ",".join(comma_list(v))
 
     @field_validator("log_level")
     @classmethod
@@ -284,8 +284,7 @@ class Settings(BaseSettings):
     @property
     def claimed_kinds(self) -> list[str] | None:
         """``job_kinds`` as a list; None when empty (every kind)."""
-        kinds = [k.strip() for k in self.job_kinds.split(",") if k.strip()]
-        return kinds or None
+        return comma_list(self.job_kinds) or None
 
     @property
     def db_pool_size(self) -> int:
@@ -297,6 +296,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'crossmodal.db').resolve()}"
+
+
+def comma_list(value: str) -> list[str]:
+    """The entries of a comma-separated setting, stripped, empty ones left out (``" a, ,b"``: ``["a", "b"]``)."""
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
 from app.api.errors import ApiError, where
-from app.config import Settings
+from app.config import Settings, comma_list
 from app.values import IdNumber, WholeNumber
 from crossmodal_kernel.modality import Modality
 
@@ -159,7 +159,7 @@ def knn_results(hits: list, num_images: int, base_url: str) -> list[dict[str, An
 
 def cors_options(settings: Settings) -> dict[str, Any] | None:
     """Starlette ``CORSMiddleware`` arguments from ``CROSSMODAL_CORS_ALLOW_ORIGINS``, or None (no CORS)."""
-    origins = [o.strip() for o in settings.cors_allow_origins.split(",") if o.strip()]
+    origins = comma_list(settings.cors_allow_origins)
     if not origins:
         return None
     return {

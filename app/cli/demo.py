@@ -18,7 +18,7 @@ import typer
 from sqlalchemy import func, select
 
 from app.cli.common import fail, session_factory, setup
-from app.config import Settings
+from app.config import Settings, comma_list
 
 # The demo's first example query on each data set; the end-to-end tests check its rank-1 answer.
 DEMO_QUERY = "a large red circle in the top left"
@@ -51,7 +51,7 @@ def demo(
     upgrade(settings.resolved_database_url)
     sf = session_factory(settings)
     typer.echo("1/4 data")
-    kind, train_manifest, indexed = _prepare(settings, data, n, [h.strip() for h in houses.split(",") if h.strip()])
+    kind, train_manifest, indexed = _prepare(settings, data, n, comma_list(houses))
     _refuse_mixing(sf, indexed)
     _bootstrap(settings, sf, train_manifest)
     typer.echo(f"3/4 ingesting {indexed}")

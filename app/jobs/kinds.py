@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
+from app.config import comma_list
 from app.values import IdNumber, WholeNumber
 from training.config import DataConfig, TrainConfig
 
@@ -173,5 +174,5 @@ def known_kinds() -> list[str]:
 
 
 def _load_plugins() -> None:
-    for name in filter(None, (m.strip() for m in os.environ.get("CROSSMODAL_JOB_PLUGINS", "").split(","))):
+    for name in comma_list(os.environ.get("CROSSMODAL_JOB_PLUGINS", "")):
         importlib.import_module(name)

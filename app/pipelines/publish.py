@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
+from app.config import Settings, comma_list
 from app.db import crud
 from app.db.models import Item, Model
 from app.progress import Reporter, quiet
@@ -37,7 +37,7 @@ def index_policy(settings: Settings) -> pipeline.IndexPolicy:
         memory_budget_bytes=settings.index_memory_budget_bytes,
         target_recall=settings.index_target_recall,
         gpu=faiss_gpu(),
-        ladder=tuple(k for k in settings.index_ladder.split(",") if k),
+        ladder=tuple(comma_list(settings.index_ladder)),
     )
 
 
