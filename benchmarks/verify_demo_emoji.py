@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from app.cli import app as cli
 from app.cli.demo import EMOJI_QUERIES
-from app.config import get_settings
+from app.config import comma_list, get_settings
 from app.main import create_app
 
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED: the demo exited with {result.exit_code}: {result.exception!r}", file=sys.stderr)
         return 1
     print(f"demo took {time.perf_counter() - started:.0f} s (data in {data})")
-    houses = {h.strip() for h in args.houses.split(",")}
+    houses = set(comma_list(args.houses))
     with TestClient(create_app(get_settings())) as client:
         tops = {}
         for query in EMOJI_QUERIES:
