@@ -27,18 +27,25 @@ function showError(text) {
   $("message").hidden = !text;
 }
 
+// Searches can overlap (a weight edited, then a part removed at once): only the latest one is shown,
+// whichever answers last.
+let latestCall = 0;
+
 async function call(url, init, label) {
+  const mine = ++latestCall;
   showError("");
   $("summary").textContent = "searching…";
   let response;
   try {
     response = await fetch(url, init);
   } catch (err) {
+    if (mine !== latestCall) return;
     $("summary").textContent = "";
     showError(`The server did not answer: ${err.message}`);
     return;
   }
   const body = await response.json().catch(() => ({}));
+  if (mine !== latestCall) return;
   if (!response.ok) {
     $("summary").textContent = "";
     showError(body.detail ? `${body.detail} (${response.status})` : `Error ${response.status}`);

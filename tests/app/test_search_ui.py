@@ -57,3 +57,26 @@ def test_scores_a_cutoff_and_dedupe_from_the_page(browser, site):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
     assert not errors
+
+
+def test_of_two_overlapping_searches_the_later_one_is_shown(browser, site):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(site + "/")
+    held = []  # the searches' requests, answered in the order the test chooses
+    page.route("**/v1/search/text", lambda route: held.append(route))
+    for query in ("a red circle", "a blue square"):
+        page.fill("#query", query)
+        page.click("#text-form button")
+    for _ in range(200):  # the route handler runs as the page's events are dispatched: up to 10 s
+        if len(held) == 2:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 2
+    with page.expect_response("**/v1/search/text"):
+        held[1].continue_()
+    page.wait_for_function("document.getElementById('summary').textContent.includes('a blue square')")
+    with page.expect_response("**/v1/search/text"):
+        held[0].continue_()  # the earlier search answers last
+    page.wait_for_timeout(500)  # what a stale answer would have rendered, it renders within milliseconds
+    summary = page.inner_text("#summary")
+    assert "a blue square" in summary and "a red circle" not in summary
