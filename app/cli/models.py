@@ -28,13 +28,27 @@ def bootstrap(
             "database: apt-get install wordnet-base, or CROSSMODAL_WORDNET_DIR).",
         ),
     ] = 0,
+    feature_dropout: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Dropout on the frozen image features the image head reads (0.5 is the emoji recipe: it lifts "
+            "held-out concepts and drawing styles there and costs the synthetic world; docs/findings.md F30).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Train a model's projection heads (LiT-style) and make it the active model."""
     from app.pipelines.bootstrap import bootstrap_model
     from training.bootstrap import BootstrapConfig
 
     settings = setup()
-    cfg = BootstrapConfig(epochs=epochs, num_workers=settings.num_workers, synonym_wordings=synonym_wordings)
+    cfg = BootstrapConfig(
+        epochs=epochs,
+        num_workers=settings.num_workers,
+        synonym_wordings=synonym_wordings,
+        feature_dropout=feature_dropout,
+    )
     if image_views is not None:  # otherwise the bootstrap's default
         cfg = dataclasses.replace(cfg, image_views=image_views)
     try:

@@ -173,6 +173,28 @@ def test_bootstrap_with_synonyms_says_how_to_get_wordnet(env, monkeypatch):
     assert "apt-get install wordnet-base" in result.output and "Traceback" not in result.output
 
 
+def test_bootstrap_options_reach_the_recipe(env, monkeypatch):
+    """--feature-dropout (the emoji recipe's opt-in) and --image-views reach BootstrapConfig; an
+    out-of-range dropout is refused before anything trains."""
+    import app.pipelines.bootstrap
+
+    seen = []
+
+    def capture(settings, sf, manifest, base, cfg):
+        seen.append(cfg)
+        raise ValueError("captured")
+
+    monkeypatch.setattr(app.pipelines.bootstrap, "bootstrap_model", capture)
+    assert run("db", "upgrade").exit_code == 0
+    manifest = str(env / "manifest.csv")
+    result = run("bootstrap", manifest, "--feature-dropout", "0.5", "--image-views", "2")
+    assert "captured" in result.output and "Traceback" not in result.output
+    assert seen[0].feature_dropout == 0.5 and seen[0].image_views == 2
+    assert run("bootstrap", manifest).exit_code != 0 and seen[1].feature_dropout == 0.0
+    refused = run("bootstrap", manifest, "--feature-dropout", "1.5")
+    assert refused.exit_code == 2 and len(seen) == 2
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_hands_uvicorn_the_keep_alive_setting_in_every_mode(env, monkeypatch, workers):
     """The keep-alive timeout outlasts clients' idle expiry on every path (a server closing an idle
