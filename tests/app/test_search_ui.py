@@ -8,7 +8,7 @@ import re
 import pytest
 
 from app.main import create_app
-from tests.helpers.browser import ARTIFACTS
+from tests.helpers.browser import screenshot
 from tests.helpers.service import free_port, ingested, serving
 
 
@@ -54,8 +54,7 @@ def test_scores_a_cutoff_and_dedupe_from_the_page(browser, site):
     with page.expect_response(lambda r: "/v1/search/image" in r.url) as answer:  # "similar" on the first hit
         page.locator("#results button").first.click()
     assert answer.value.status == 200
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
+    screenshot(page, "search")
     assert not errors
 
 

@@ -28,7 +28,7 @@ from app.db.models import Item
 from app.main import create_app
 from app.pipelines.ingest import ingest
 from app.serving.query import SearchRefused
-from tests.helpers.browser import ARTIFACTS
+from tests.helpers.browser import screenshot
 from tests.helpers.service import free_port, make_settings, serving, stack
 from training.synthetic.shapes import SyntheticDataset
 
@@ -257,8 +257,7 @@ def test_clip_front_end_searches_and_shows_our_images(browser, live, data):
         page.set_input_files("#filechooser", str(data.image(7)))
     assert upload.value.status == 200 and upload.value.request.post_data_json["image"]
     page.wait_for_function(RENDERED, arg=live.base, timeout=20_000)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "clip-front.png"), full_page=True)
+    screenshot(page, "clip-front")
     assert errors == []
 
 
