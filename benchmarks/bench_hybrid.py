@@ -59,22 +59,25 @@ from benchmarks._report import record  # noqa: E402
 SUBSETS = ("train", "val", "heldout_concepts")
 PG_LEXICAL, PG_HYBRID = "lexical (PostgreSQL)", "default fusion, PostgreSQL's lexical list"
 REPORTED = {"train": "train concepts", "heldout_concepts": "held-out concepts"}
-# (label, fusion, rrf k, vector weight); the first is the service's default
+# (label, fusion, rrf k, vector weight, relevance swing); the first is the service's default. The swing moves
+# one query's vector weight with the calibrated relevance r of the vector list's first hit (weight + swing * (2r - 1),
+# app.serving.hybrid.vector_weight): a list the model is unsure of counts less.
 _DEFAULTS = Settings.model_fields
-DEFAULT = (
-    f"default: {_DEFAULTS['hybrid_fusion'].default} k={_DEFAULTS['hybrid_rrf_k'].default:g}",
-    _DEFAULTS["hybrid_fusion"].default,
-    _DEFAULTS["hybrid_rrf_k"].default,
-    _DEFAULTS["hybrid_vector_weight"].default,
-)
-VARIANTS: tuple[tuple[str, str, float, float], ...] = (
+_FUSION, _K = _DEFAULTS["hybrid_fusion"].default, _DEFAULTS["hybrid_rrf_k"].default
+_W, _SWING = _DEFAULTS["hybrid_vector_weight"].default, _DEFAULTS["hybrid_relevance_swing"].default
+DEFAULT = (f"default: {_FUSION} k={_K:g}, weight {_W:g} ± {_SWING:g} by relevance", _FUSION, _K, _W, _SWING)
+VARIANTS: tuple[tuple[str, str, float, float, float], ...] = (
     DEFAULT,
-    *((f"rrf k={k}", "rrf", k, 0.5) for k in (0, 2, 3, 5, 10, 20, 60, 100)),
-    ("rrf k=1, vector 0.7", "rrf", 1, 0.7),
-    ("rrf k=1, vector 0.3", "rrf", 1, 0.3),
-    ("relative, vector 0.5", "relative", 0, 0.5),
-    ("relative, vector 0.7", "relative", 0, 0.7),
-    ("relative, vector 0.3", "relative", 0, 0.3),
+    ("rrf k=1, fixed weights (the default before)", "rrf", 1, 0.5, 0.0),
+    *((f"rrf k={k}", "rrf", k, 0.5, 0.0) for k in (0, 2, 3, 5, 10, 20, 60, 100)),
+    ("rrf k=1, vector 0.7", "rrf", 1, 0.7, 0.0),
+    ("rrf k=1, vector 0.3", "rrf", 1, 0.3, 0.0),
+    ("rrf k=1, weight 0.5 ± 0.3 by relevance", "rrf", 1, 0.5, 0.3),
+    ("rrf k=1, weight 0.5 ± 0.4 by relevance", "rrf", 1, 0.5, 0.4),
+    ("relative, vector 0.5", "relative", 0, 0.5, 0.0),
+    ("relative, vector 0.7", "relative", 0, 0.7, 0.0),
+    ("relative, vector 0.3", "relative", 0, 0.3, 0.0),
+    ("relative, weight 0.5 ± 0.2 by relevance", "relative", 0, 0.5, 0.2),
 )
 SETS = ("short name", "keywords", "other keywords")
 
@@ -208,6 +211,7 @@ def measure(state, sf, settings, queries: list[dict], window: int, pg_sf=None) -
     """Per (query set, subset): R@1, R@10 and nDCG@10 of vector, lexical and every fusion variant
     (and, with ``pg_sf``, lexical and the default fusion with PostgreSQL's lexical list)."""
     ranks: dict[tuple[str, str, str], list[int | None]] = {}
+    tops: dict[tuple[str, str], list[float]] = {}
     for q in queries:
         response, _ = run_search(
             state, sf, settings, QueryInput("text", q["text"]), SearchOptions(k=window, mode="vector")
@@ -215,16 +219,43 @@ def measure(state, sf, settings, queries: list[dict], window: int, pg_sf=None) -
         vector = [(hit.id, hit.score) for hit in response.data]
         lex = lexical_list(sf, q["text"], window)
         rankings = {"vector": [i for i, _ in vector], "lexical": [i for i, _ in lex]}
-        for label, fusion, k, w in VARIANTS:
-            rankings[label] = [r.id for r in hybrid.fuse(vector, lex, fusion, k, w)]  # type: ignore[arg-type]
+        top = response.data[0].relevance if response.data else None  # None: the model has no calibration
+        if top is not None:
+            tops.setdefault((q["set"], q["subset"]), []).append(top)
+        for label, fusion, k, w, swing in VARIANTS:
+            weight = hybrid.vector_weight(w, swing, top)
+            rankings[label] = [r.id for r in hybrid.fuse(vector, lex, fusion, k, weight)]  # type: ignore[arg-type]
         if pg_sf is not None:
             pg = lexical_list(pg_sf, q["text"], window)
             rankings[PG_LEXICAL] = [i for i, _ in pg]
-            label, fusion, k, w = VARIANTS[0]
-            rankings[PG_HYBRID] = [r.id for r in hybrid.fuse(vector, pg, fusion, k, w)]  # type: ignore[arg-type]
+            _, fusion, k, w, swing = DEFAULT
+            weight = hybrid.vector_weight(w, swing, top)
+            rankings[PG_HYBRID] = [r.id for r in hybrid.fuse(vector, pg, fusion, k, weight)]
         for method, ids in rankings.items():
             ranks.setdefault((q["set"], q["subset"], method), []).append(rank_of(ids, q["relevant"]))
-    return {" | ".join(key): scores(r) for key, r in ranks.items()}
+    out = {" | ".join(key): scores(r) for key, r in ranks.items()}
+    for (query_set, subset), values in tops.items():  # how sure the model was of its first hit, per cell
+        out[f"{query_set} | {subset} | top relevance"] = {"mean": float(np.mean(values)), "n": len(values)}
+    return out
+
+
+def service_agrees(state, sf, settings, queries: list[dict], window: int) -> list[int]:
+    """[same, of]: how many of ``queries`` the service's hybrid mode ranks (first 10 hits) exactly as the default
+    row's fusion of the same two lists, computed here."""
+    same = 0
+    for q in queries:
+        listed, _ = run_search(
+            state, sf, settings, QueryInput("text", q["text"]), SearchOptions(k=window, mode="vector")
+        )
+        top = listed.data[0].relevance if listed.data else None
+        _, fusion, k, w, swing = DEFAULT
+        vector = [(hit.id, hit.score) for hit in listed.data]
+        lex = lexical_list(sf, q["text"], window)
+        fused = hybrid.fuse(vector, lex, fusion, k, hybrid.vector_weight(w, swing, top))
+        query = QueryInput("text", q["text"])
+        served, _ = run_search(state, sf, settings, query, SearchOptions(k=10, mode="hybrid"))
+        same += [hit.id for hit in served.data] == [r.id for r in fused[:10]]
+    return [same, len(queries)]
 
 
 def latency(state, sf, settings, queries: list[dict], repeats: int) -> dict:
@@ -312,6 +343,18 @@ def markdown(result: dict) -> str:
                 f"- {query_set}, {name}: "
                 + "; ".join(_against_best(quality, query_set, subset, m) for m in ("R@10", "R@1"))
             )
+    tops = [
+        f"{query_set}, {name} {quality[key]['mean']:.2f}"
+        for query_set in SETS
+        for subset, name in REPORTED.items()
+        if (key := f"{query_set} | {subset} | top relevance") in quality
+    ]
+    if tops:
+        lines += ["", "Mean calibrated relevance of the vector list's first hit: " + "; ".join(tops) + "."]
+    if "service_agrees" in result:
+        same, of = result["service_agrees"]
+        lines += ["", f"The service's hybrid mode (`run_search`) ranked the first 10 hits of {same} of {of} sampled "
+                  "queries exactly as the default row's fusion computed here."]  # fmt: skip
     lines += ["", "Latency of `run_search` (k=10, SQLite, batcher on), p50 over vector mode's in the same run:"]
     lines += ["", "| query | mode | p50 ms | p90 ms | p50 / vector |", "|---|---|---|---|---|"]
     for how, modes in result["latency"].items():
@@ -352,6 +395,7 @@ def main(argv: list[str] | None = None) -> dict:
         quality = measure(state, sf, settings, queries, args.window, pg_sf)
     rng = np.random.default_rng(0)
     sample = [queries[i] for i in rng.permutation(len(queries))[: args.latency_queries]]
+    agrees = service_agrees(state, sf, settings, sample, args.window)
     timing = {"query vector cached": latency(state, sf, settings, sample, args.latency_repeats)}
     state.query_cache = QueryCache(0)  # every query encoded, as a first search of a text is
     timing["query encoded"] = latency(state, sf, settings, sample, args.latency_repeats)
@@ -364,6 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
         "queries": {s: sum(q["set"] == s for q in queries) for s in SETS},
         "quality": quality,
         "latency": timing,
+        "service_agrees": agrees,
         "seconds": round(time.perf_counter() - t0, 1),
         "command": "python benchmarks/bench_hybrid.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }

@@ -13,6 +13,10 @@ similarity, the lexical list :func:`lexical_score` of the engine's score. Fusion
 - ``relative``: each list's scores min-max scaled to [0, 1] over the list (Weaviate's relative
   score fusion), then ``w * vector + (1 - w) * lexical``; a list that does not have the hit adds 0.
 
+The vector weight ``w`` is set per query (:func:`vector_weight`): ``CROSSMODAL_HYBRID_VECTOR_WEIGHT``
+moved by up to ``CROSSMODAL_HYBRID_RELEVANCE_SWING`` with the calibrated relevance of the vector
+list's first hit, when the model has a calibration for the query's direction.
+
 Every mode then applies the same rules to its ranked list: ``min_score`` drops hits whose
 ``score`` (the fused score in hybrid mode, the lexical score in lexical mode) is below it;
 ``dedupe`` drops a hit whose stored vector is at least that close to a better hit kept (a hit
@@ -74,6 +78,15 @@ def lexical_only(lexical: Scored) -> list[Ranked]:
         Ranked(item_id, lexical_score(raw), None, Part(rank, lexical_score(raw)))
         for rank, (item_id, raw) in enumerate(lexical, start=1)
     ]
+
+
+def vector_weight(base: float, swing: float, top_relevance: float | None) -> float:
+    """One query's vector weight: ``base`` moved by up to ``swing`` with the calibrated relevance ``r`` of the
+    vector list's first hit, ``base + swing * (2r - 1)`` clipped to [0, 1]; ``base`` when there is no relevance.
+    A model sure of its best hit is trusted over the words, one unsure of it (a concept it never learnt) less."""
+    if top_relevance is None:
+        return base
+    return min(1.0, max(0.0, base + swing * (2.0 * float(top_relevance) - 1.0)))
 
 
 def fuse(vector: Scored, lexical: Scored, fusion: Fusion, rrf_k: float, vector_weight: float) -> list[Ranked]:

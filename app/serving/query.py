@@ -327,6 +327,7 @@ def _run_words(
             timings["encode"] = (time.perf_counter() - te) * 1000
     loaded = snap.indexes[opts.target]
     vectors = _stored_vectors(loaded)
+    weight: float | None = None  # hybrid: this query's vector weight
     with session_factory() as session:
         found = _Candidates(session, where, timings, ids_only=True)
         ts = time.perf_counter()
@@ -336,9 +337,10 @@ def _run_words(
             if mode == "hybrid":
                 vector = _vector_list(snap, xq, opts, found, _allowed(session, settings, opts, where), window, first)
                 lex = ahead.result() if ahead is not None else []
-                fused = hybrid.fuse(
-                    vector, lex, settings.hybrid_fusion, settings.hybrid_rrf_k, settings.hybrid_vector_weight
+                weight = hybrid.vector_weight(
+                    settings.hybrid_vector_weight, settings.hybrid_relevance_swing, judge.first(vector)
                 )
+                fused = hybrid.fuse(vector, lex, settings.hybrid_fusion, settings.hybrid_rrf_k, weight)
                 ranked = hybrid.cut(judge.keep(fused), opts.min_score, opts.dedupe, vectors)
             else:
                 ranked = _lexical_ranked(session, words, opts, where, vectors, judge.keep)
@@ -351,7 +353,9 @@ def _run_words(
         judged = judge.note(page)
         timings["search"] = (time.perf_counter() - ts) * 1000 - timings["hydrate"]
     info = snap.relevance.info(query.kind, opts.target.value)
-    return relevance.attach(_response(snap, loaded, opts, mode, found.rows, page, t0), judged, info)
+    response = relevance.attach(_response(snap, loaded, opts, mode, found.rows, page, t0), judged, info)
+    response.vector_weight = weight
+    return response
 
 
 def _lexical_ahead(

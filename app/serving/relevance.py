@@ -162,6 +162,12 @@ class Judgement:
                 self.values |= dict(zip(ids, found, strict=True))
         return {r.id: self.values.get(r.id) for r in ranked}
 
+    def first(self, scored: Sequence[tuple[int, float]]) -> float | None:
+        """The relevance of the first of a vector list's (id, cosine) hits: None without one, a map or a level."""
+        if not scored or self.mapping is None or self.level is None:
+            return None
+        return of_scores(self.mapping, self.level, [scored[0][1]])[0]
+
     def keep(self, ranked: list[Ranked]) -> list[Ranked]:
         """``ranked`` without the hits under ``min_relevance`` (and those with no relevance), when it is set."""
         if self.min_relevance is None:

@@ -123,6 +123,12 @@ class SearchResponse(BaseModel):
     count: int
     mode: Mode = Field("vector", description="The mode that ranked these results.")
     relevance: RelevanceInfo | None = Field(None, description="What the hits' `relevance` rests on, or why it is null.")
+    vector_weight: float | None = Field(
+        None,
+        description="Hybrid mode: the vector list's weight in this query's fusion (the lexical list's is 1 minus it): "
+        "the configured weight moved with the calibrated relevance of the vector list's first hit (docs/api.md: "
+        "Hybrid search). Null in the other modes.",
+    )
     model: ModelInfo
     index: IndexInfo
     took_ms: float

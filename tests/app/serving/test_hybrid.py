@@ -58,6 +58,17 @@ def test_rrf_weights_and_k():
     assert [(r.id, round(r.score, 6)) for r in fused] == [(1, 0.8), (2, 0.2)]
 
 
+def test_the_vector_weight_moves_with_the_relevance_of_the_vector_lists_first_hit():
+    assert hybrid.vector_weight(0.5, 0.2, None) == 0.5  # no calibration: the configured weight
+    assert [hybrid.vector_weight(0.5, 0.2, r) for r in (0.0, 0.25, 0.5, 1.0)] == pytest.approx([0.3, 0.4, 0.5, 0.7])
+    assert hybrid.vector_weight(0.6, 0.0, 0.9) == 0.6  # no swing: fixed
+    assert hybrid.vector_weight(0.9, 0.5, 1.0) == 1.0 and hybrid.vector_weight(0.1, 0.5, 0.0) == 0.0  # within [0, 1]
+    # a list the model is sure of wins the tie of two first hits; one it is unsure of loses it
+    vector, lexical = [(1, 0.9), (2, 0.1)], [(3, 5.0), (4, 1.0)]
+    assert hybrid.fuse(vector, lexical, "rrf", 1.0, hybrid.vector_weight(0.5, 0.2, 0.9))[0].id == 1
+    assert hybrid.fuse(vector, lexical, "rrf", 1.0, hybrid.vector_weight(0.5, 0.2, 0.1))[0].id == 3
+
+
 def test_relative_fusion_scales_each_list_to_0_1():
     fused = hybrid.fuse([(1, 0.5), (2, 0.3), (3, 0.1)], [(3, 3.0), (2, 1.0)], "relative", 0, 0.5)
     # vector: 1 -> 1, 2 -> 0.5, 3 -> 0; lexical (3/4 and 1/2 scaled): 3 -> 1, 2 -> 0

@@ -89,6 +89,15 @@ def _live(sf, target: str, spec: dict | None) -> list[int]:
         return sorted(i for i, m in rows if parsed is None or filters.matches(m, parsed))
 
 
+def _weight(settings, mapping, level, vec) -> float:
+    """Hybrid's vector weight for this query: the configured one moved by the swing with the relevance of the
+    vector list's best hit (0.5 -> 0.3 at relevance 0, 0.7 at 1 with the defaults)."""
+    if not vec:
+        return settings.hybrid_vector_weight
+    top = float(mapping(np.array([vec[0][1]]), level)[0])
+    return float(np.clip(settings.hybrid_vector_weight + settings.hybrid_relevance_swing * (2 * top - 1), 0, 1))
+
+
 def _reference(client, sf, settings, mode, mapping, target="image", spec=None, min_score=None, min_relevance=None,
                dedupe=None, query=QUERY) -> tuple[list[hybrid.Ranked], dict[int, float]]:  # fmt: skip
     """The ranking and each hit's relevance, from scratch (see the module docstring)."""
@@ -104,7 +113,7 @@ def _reference(client, sf, settings, mode, mapping, target="image", spec=None, m
         ranked = hybrid.lexical_only(lex)
     else:
         ranked = hybrid.fuse(vec[:WINDOW], lex[:WINDOW], settings.hybrid_fusion, settings.hybrid_rrf_k,
-                             settings.hybrid_vector_weight)  # fmt: skip
+                             _weight(settings, mapping, level, vec))  # fmt: skip
     relevance = {i: float(mapping(np.array([c]), level)[0]) for i, c in cos.items()}
     if min_score is not None:
         ranked = [r for r in ranked if r.score >= min_score]
@@ -178,6 +187,13 @@ def test_every_hit_carries_its_relevance_and_min_relevance_equals_brute_force(sv
                 assert got["relevance"]["calibrated"] and got["relevance"]["method"] == method
                 expected, relevance = _reference(client, sf, settings, mode, mapping, target, spec, min_relevance=floor)
                 _same(got["data"], expected, relevance)
+                if mode == "hybrid":  # the weight it fused with, moved off the configured one by the relevance
+                    everything = _cosines(client, target, _live(sf, target, None), QUERY)
+                    level = np.mean(sorted(everything.values())[-LEVEL_DEPTH:])
+                    vec = sorted(((i, everything[i]) for i in _live(sf, target, spec)), key=lambda h: (-h[1], h[0]))
+                    assert got["vector_weight"] == pytest.approx(_weight(settings, mapping, level, vec), abs=1e-6)
+                else:
+                    assert got["vector_weight"] is None
 
 
 @pytest.mark.parametrize("mode", MODES)
