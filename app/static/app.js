@@ -121,6 +121,8 @@ function render(body, label) {
     `${label}: ${body.count} result(s) by ${body.mode || "vector"} from the ${body.index.modality} index ` +
     `(${body.index.ntotal} vectors) ` +
     `in ${body.took_ms.toFixed(1)} ms` +
+    (body.vector_weight != null ? ` · weights: meaning ${body.vector_weight.toFixed(2)}, words ` +
+      `${(1 - body.vector_weight).toFixed(2)}` : "") +
     (body.relevance && !body.relevance.calibrated ? ` · no relevance: ${body.relevance.reason}` : "");
 }
 

@@ -1,5 +1,6 @@
 """The search page's mode selector in a real browser: the chosen mode reaches the API, the summary names
-the mode that ranked, and a lexical or hybrid hit shows where each list placed it."""
+the mode that ranked (and, for hybrid, the weights it fused with), and a lexical or hybrid hit shows where each
+list placed it."""
 
 from __future__ import annotations
 
@@ -36,8 +37,12 @@ def test_the_mode_selector(browser, site):
     assert "by lexical" in page.inner_text("#summary")
     first = page.locator("#results .score").first.inner_text()
     assert "words #1" in first and "meaning" not in first
+    assert "weights" not in page.inner_text("#summary")
     page.select_option("#mode", "hybrid")
-    assert _search(page)["mode"] == "hybrid" and "by hybrid" in page.inner_text("#summary")
+    with page.expect_response(lambda r: "/v1/search/text" in r.url) as answer:
+        assert _search(page)["mode"] == "hybrid" and "by hybrid" in page.inner_text("#summary")
+    weight = answer.value.json()["vector_weight"]  # the weight the fusion used for this query, on the page
+    assert f"weights: meaning {weight:.2f}, words {1 - weight:.2f}" in page.inner_text("#summary")
     page.select_option("#mode", "vector")
     assert _search(page)["mode"] == "vector"
     shown = page.locator("#results .score").first.inner_text()
