@@ -8,7 +8,7 @@ only the heads is then trained and scored on features alone: seconds, not minute
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,24 @@ class Split:
     groups: list[str]  # concept per training row
     houses: list[str]
     sets: dict[str, EvalPairs] = field(default_factory=dict)  # "val-apple" -> its rows
+    extra: list[tuple[str, str]] = field(default_factory=list)  # more training rows (--extra-train), by recipe
+    extra_captions: list[tuple[str, ...]] = field(default_factory=list)
+    extra_groups: list[str] = field(default_factory=list)
+
+    def with_extra(self) -> Split:
+        """This split with the extra rows among its training rows (its evaluation sets unchanged)."""
+        return replace(self, train=self.train + self.extra, captions=self.captions + self.extra_captions,
+                       groups=self.groups + self.extra_groups, houses=self.houses + ["extra"] * len(self.extra),
+                       extra=[], extra_captions=[], extra_groups=[])  # fmt: skip
+
+
+def add_extra(split: Split, manifest: Path) -> None:
+    """``manifest``'s rows as ``split``'s extra training rows (e.g. ``crossmodal datasets openclipart``'s);
+    a row without a concept is its own."""
+    rows = manifest_pairs(manifest)
+    split.extra = list(zip(rows.images, rows.texts, strict=True))
+    split.extra_captions = list(rows.captions or [() for _ in rows.images])
+    split.extra_groups = [f"extra:{c or i}" for i, c in enumerate(rows.concepts or [None] * len(rows.images))]
 
 
 def load_split(root: Path) -> Split:
@@ -77,14 +95,14 @@ def feature_bank(loaded, splits: Sequence[Split], cfg: BootstrapConfig, progress
     """Features of every image and text the splits use, through the on-disk cache."""
     root = Path(cfg.feature_cache).expanduser() if cfg.feature_cache not in ("auto", "off", "") else None
     root = features.default_cache_dir() if cfg.feature_cache == "auto" else root
-    paths = sorted({p for s in splits for p in [*(i for i, _ in s.train), *(x for e in s.sets.values()
-                                                                              for x in e.images)]})  # fmt: skip
+    paths = sorted({p for s in splits for p in [*(i for i, _ in s.train + s.extra),
+                                                *(x for e in s.sets.values() for x in e.images)]})  # fmt: skip
     hashes = features.hash_images(paths)
     store = features.FeatureStore(root, features.tower_identity(loaded, "image"), features.CLEAN)
     image = features.image_features(loaded, paths, hashes, store, cfg.encode_batch_size, cfg.num_workers, progress)
     texts: set[str] = set()
     for s in splits:
-        for (_, name), caps in zip(s.train, s.captions, strict=True):
+        for (_, name), caps in zip(s.train + s.extra, s.captions + s.extra_captions, strict=True):
             texts.update(wordings(name, caps))
         for e in s.sets.values():
             texts.update(e.texts)

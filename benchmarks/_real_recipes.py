@@ -32,7 +32,8 @@ EMOJI = (
 #   cfg: BootstrapConfig fields; captions: train on the keyword captions too (default True);
 #   head: ("mlp", hidden width) instead of the model's linear heads; views: augmented views per image
 #   (with "augment", an AugmentConfig dict); wise: WiSE-FT alpha between the untrained and trained heads;
-#   features: "global" (the pyramid's 1x1 level only) or "scaled" (each feature over its std).
+#   features: "global" (the pyramid's 1x1 level only) or "scaled" (each feature over its std);
+#   extra: also train on the --extra-train manifest's rows.
 OLD = {"siblings": "negative", "caption_weight": 0.0, "feature_dropout": 0.0}  # BootstrapConfig before issue 23
 MASK = {**OLD, "siblings": "mask"}
 DROP = {"feature_dropout": 0.5}
@@ -62,6 +63,9 @@ BOOTSTRAP_VARIANTS: dict[str, dict] = {
         "augment": {"crop_scale": (0.7, 1.0), "colour_jitter": 0.5},
     },  # fmt: skip
     # Explored on one seed while choosing the default (docs/findings.md)
+    # more concepts: another source's drawings and words among the training rows (--extra-train)
+    f"{DEFAULT} + openclipart": {"cfg": {}, "extra": True},
+    f"{EMOJI} + openclipart": {"cfg": DROP, "extra": True},
     "names + mask": {"cfg": MASK, "captions": False},
     "names + mask + MLP 1024": {"cfg": MASK, "captions": False, "head": ("mlp", 1024)},
     "names + mask + feature dropout 0.5": {"cfg": {**MASK, "feature_dropout": 0.5}, "captions": False},
@@ -82,7 +86,9 @@ BOOTSTRAP_VARIANTS: dict[str, dict] = {
 
 def baseline_of(name: str) -> str:
     """The same-run baseline a recipe's difference is taken against."""
-    return EMOJI if name.startswith(EMOJI + " +") else BASELINE
+    if name.startswith(EMOJI + " +"):
+        return EMOJI
+    return DEFAULT if name.startswith(DEFAULT + " +") else BASELINE
 
 
 def relabel_v1(result: dict) -> dict:
@@ -201,6 +207,10 @@ def bootstrap_run(loaded, bank: FeatureBank, split: Split, seed: int, recipe: di
                   views_cache: dict) -> tuple[dict, dict, tuple[nn.Module, nn.Module]]:  # fmt: skip
     """Train one recipe's heads on ``split`` with ``seed``; its metrics per split letter, its report, its heads."""
     cfg = replace(base, seed=seed, **recipe.get("cfg", {}))
+    if recipe.get("extra"):
+        if not split.extra:
+            raise SystemExit("this recipe trains on extra rows too: give --extra-train MANIFEST")
+        split = split.with_extra()
     img = bank.images([p for p, _ in split.train])
     views = recipe.get("views", 0)
     if views:

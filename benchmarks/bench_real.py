@@ -39,7 +39,7 @@ from app.runtime import apply_runtime_defaults  # noqa: E402
 apply_runtime_defaults()
 
 from benchmarks import _real_recipes as recipes  # noqa: E402
-from benchmarks._real_data import SPLITS, feature_bank, load_split  # noqa: E402
+from benchmarks._real_data import SPLITS, add_extra, feature_bank, load_split  # noqa: E402
 from benchmarks._real_report import markdown  # noqa: E402
 from benchmarks._report import record  # noqa: E402
 from crossmodal_kernel.loading import load_model  # noqa: E402
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--synthetic-seeds", default="none",
                     help="also run bench_quality's default recipe on the synthetic world with the old and the new "
                     "defaults, for these seeds (e.g. 0)")  # fmt: skip
+    ap.add_argument("--extra-train", type=Path, default=None,
+                    help="a manifest of more training rows, used by the recipes marked '+ openclipart' (e.g. "
+                    "`crossmodal datasets openclipart data/openclipart`'s manifest.jsonl)")  # fmt: skip
     ap.add_argument("--num-workers", type=int, default=1)
     ap.add_argument("--feature-cache", default="auto")
     ap.add_argument("--tag", default="", help="appended to the recorded section's name")
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = [int(s) for s in args.seeds.split(",")]
     folders = [Path(p) for p in args.data.split(",")]
     splits = [load_split(p) for p in folders]
+    for split in splits if args.extra_train else ():
+        add_extra(split, args.extra_train)
     loaded = load_model(args.model, "cpu")
     base = BootstrapConfig(num_workers=args.num_workers, feature_cache=args.feature_cache)
     if args.epochs:

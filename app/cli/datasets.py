@@ -43,5 +43,32 @@ def emoji(
     typer.echo(f"manifests in {out}: train.jsonl, val.jsonl, trainval.jsonl, heldout_*.jsonl, eval/*.jsonl")
 
 
+@datasets_app.command("openclipart")
+def openclipart(
+    out: Annotated[Path, typer.Argument(help="Folder to write the rendered drawings and the manifest into.")],
+    source: Annotated[
+        Path | None,
+        typer.Option(help="Folder of SVGs [default: $CROSSMODAL_OPENCLIPART_DIR, else Debian's openclipart-svg]."),
+    ] = None,
+    size: Annotated[int, typer.Option(min=16, max=1024, help="Side of the square PNGs, in pixels.")] = 64,
+) -> None:
+    """Openclipart's public-domain drawings (Debian's openclipart-svg, 8,121 SVGs) rendered to PNG, with
+    their titles and keywords as captions: noisy training rows with concepts the emoji sets lack.
+
+    Needs `apt-get install openclipart-svg librsvg2-bin`. Writes OUT/manifest.jsonl (split `train`);
+    bench_real.py --extra-train reads it.
+    """
+    from app.progress import Bars
+    from training.openclipart import OpenclipartError, build_openclipart
+
+    try:
+        with Bars() as progress:
+            summary = build_openclipart(out, source, size, progress=progress)
+    except (OpenclipartError, OSError) as e:
+        raise fail(e) from e
+    skipped = ", ".join(f"{k} {v}" for k, v in summary["skipped"].items() if v) or "none"
+    typer.echo(f"{summary['rows']} of {summary['drawings']} drawings in {out / 'manifest.jsonl'} (skipped: {skipped})")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(datasets_app, name="datasets")

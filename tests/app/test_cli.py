@@ -216,3 +216,25 @@ def test_a_worker_for_an_unknown_kind_says_which_kinds_exist(env):
     result = run("worker", "--kinds", "ingest,fine-tune")
     assert result.exit_code != 0 and "unknown job kinds ['fine-tune']" in result.output
     assert "finetune" in result.output
+
+
+def test_datasets_openclipart_renders_a_folder_and_says_what_it_skipped(env, monkeypatch):
+    import shutil
+
+    if shutil.which("rsvg-convert") is None:
+        pytest.skip("apt-get install librsvg2-bin")
+    from tests.helpers.openclipart import svg, write_svg
+
+    source = env / "svg"
+    write_svg(source, "food/beer.svg", svg("Cold Beer", keywords=("food",)))
+    write_svg(source, "food/cake.svg", svg("Cake"))
+    write_svg(source, "food/broken.svg", "<svg><rect")
+    result = run("datasets", "openclipart", str(env / "oc"), "--source", str(source), "--size", "32")
+    assert result.exit_code == 0, result.output
+    assert "2 of 3 drawings" in result.output and "render_failed 1" in result.output
+    assert (env / "oc" / "manifest.jsonl").read_text().count("\n") == 2
+    monkeypatch.setattr("training.openclipart.SOURCE_DIRS", (env / "nothing",))
+    monkeypatch.delenv("CROSSMODAL_OPENCLIPART_DIR", raising=False)
+    missing = run("datasets", "openclipart", str(env / "oc2"))
+    assert missing.exit_code != 0 and "apt-get install openclipart-svg" in missing.output
+    assert "Traceback" not in missing.output
