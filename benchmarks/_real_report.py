@@ -4,6 +4,7 @@ baseline, the fine-tunes, the ceilings, and the issue's goals."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -101,12 +102,24 @@ def goals(runs: list[dict], baseline: list[dict] | None) -> str:
     return "; ".join(out) + "."
 
 
+def _extra_rows(manifest: str | None) -> str:
+    """What the `+ openclipart` rows add, counted from the manifest when it is still there."""
+    path = Path(manifest) if manifest and manifest != "None" else None
+    n = sum(1 for _ in path.open()) if path is not None and path.is_file() else None
+    count = f"its {n:,} rows" if n is not None else "its rows"
+    return (f"`… + openclipart` rows also train on `{manifest}` ({count}: Debian's openclipart-svg drawings, many "
+            "artists, each named by its own title and keywords, `crossmodal datasets openclipart`), each its own "
+            "concept, under the same recipe; their baseline is the same recipe without them.\n")  # fmt: skip
+
+
 def markdown(result: dict, args) -> str:
     from benchmarks._real_recipes import BASELINE, DEFAULT, EMOJI, baseline_of
 
     boot, ft, analyses = result["bootstrap"], result["finetune"], result["analyses"]
     seeds, data = args.seeds, args.data
-    what = {"finetune": ", fine-tuning", "synthetic": ", the synthetic check"}.get(args.tag, "")
+    what = {"finetune": ", fine-tuning", "synthetic": ", the synthetic check",
+            "finetune-ablations": ", fine-tuning ablations", "openclipart": ", more concepts from openclipart"}.get(
+        args.tag, "")  # fmt: skip
     parts = [f"## Real data: emoji by four design houses{what} (`benchmarks/bench_real.py`)\n",
              f"`{args.model}`; datasets `{data}` (one per split salt), seeds {seeds}: every figure is the mean ± sd "
              "over all (salt, seed) runs; in brackets the paired difference in t2i R@1 points against the "
@@ -132,15 +145,18 @@ def markdown(result: dict, args) -> str:
                   "had not seen); augmented views are drawn once per policy (seed 0) and shared by the training seeds. "
                   "Verdict: a paired difference beyond two standard errors (and 0.5 points).\n",
                   *recipe_table(boot, lambda n: None if n == BASELINE else baseline_of(n)), ""]  # fmt: skip
+        if any(name.endswith("+ openclipart") for name in boot):
+            parts.append(_extra_rows(getattr(args, "extra_train", None)))
         for name in (DEFAULT, EMOJI):
             if name in boot:
                 parts += [f"Every metric of `{name}`:\n", *detail_table(boot[name]), "",
                           "Per-house sets:\n", *per_house(boot[name]), "",
                           f"Goals for `{name}`: {goals(boot[name], boot.get(BASELINE))}\n"]  # fmt: skip
         shares = {k: np.mean([r["siblings_share"] for r in v]) for k, v in boot.items()}
-        parts.append(f"Rows that share a batch of 256 with a sibling (same concept or same drawn caption): "
-                     f"{shares.get(BASELINE, float('nan')):.1%} of rows per step; under `mask` none of those pairs "
-                     "is pushed apart.\n")  # fmt: skip
+        if BASELINE in boot:
+            parts.append(f"Rows that share a batch of 256 with a sibling (same concept or same drawn caption): "
+                         f"{shares[BASELINE]:.1%} of rows per step; under `mask` none of those pairs "
+                         "is pushed apart.\n")  # fmt: skip
     if ft:
         parts += [
             "### Fine-tuning (the trainer, towers locked as `finetune` defaults)\n",
