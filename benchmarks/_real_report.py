@@ -112,6 +112,18 @@ def _extra_rows(manifest: str | None) -> str:
             "concept, under the same recipe; their baseline is the same recipe without them.\n")  # fmt: skip
 
 
+def _ft_baseline(ft: dict) -> Callable[[str], str | None]:
+    """A fine-tune's same-run baseline: `masked` for the `masked + …` rows (what they add to it), `plain` for
+    `masked` itself and any other."""
+
+    def of(name: str) -> str | None:
+        if name == "plain" or "plain" not in ft:
+            return None
+        return "masked" if name.startswith("masked +") and "masked" in ft else "plain"
+
+    return of
+
+
 def markdown(result: dict, args) -> str:
     from benchmarks._real_recipes import BASELINE, DEFAULT, EMOJI, baseline_of
 
@@ -164,9 +176,10 @@ def markdown(result: dict, args) -> str:
             f"({args.ft_ablation_seeds or 'all'} for the recipes beyond plain and masked): "
             f"{args.ft_steps} steps at batch {args.ft_batch_size} (the default 300 cut short for 2 shared "
             f"CPU cores), each from its bootstrap: `plain` from the old bootstrap with siblings as "
-            f"negatives, the others from `{EMOJI}` with `data.group_column: concept`. Seconds include the "
-            "bootstrap checkpoint, training and scoring.\n",
-            *recipe_table(ft, lambda n: None if n == "plain" or "plain" not in ft else "plain"),
+            f"negatives, the others from `{EMOJI}` with `data.group_column: concept`; the `masked + …` rows are "
+            "compared with `masked`, `masked` with `plain`. Seconds include the bootstrap checkpoint, training "
+            "and scoring.\n",
+            *recipe_table(ft, _ft_baseline(ft)),
             "",
         ]
     if analyses:
