@@ -71,3 +71,46 @@ def test_runs_split_by_salt_merge_into_one_recorded_run(tmp_path, fake_model, mo
     merged = bench_real.main(["--merge", ",".join(parts)])
     assert len(merged["bootstrap"]["default"]) == 4 and "salt1" in merged["args"]["data"]
     assert "<!-- real-emoji:begin -->" in doc.read_text()
+
+
+def test_extra_training_rows_reach_only_the_recipes_marked_for_them(tmp_path, fake_model, monkeypatch):
+    """--extra-train adds a manifest's rows (openclipart's, say) to the '+ openclipart' recipes' training rows,
+    paired with the same recipe without them; a marked recipe without the flag is refused."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    data = fake_emoji(tmp_path / "salt0")
+    extra = tmp_path / "extra"
+    (extra / "images").mkdir(parents=True)
+    rows = []
+    for i in range(5):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, dtype=np.uint8)).save(extra / "images" / f"e{i}.png")
+        rows.append({"image": f"images/e{i}.png", "text": f"extra {i}", "captions": [f"extra {i}", "kw"],
+                     "split": "train", "concept": f"openclipart:e{i}"})  # fmt: skip
+    (extra / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen: list[int] = []
+    fit = _real_recipes.fit_heads
+
+    def counting(image_head, text_head, img, *args, **kwargs):
+        seen.append(len(img))
+        return fit(image_head, text_head, img, *args, **kwargs)
+
+    monkeypatch.setattr(_real_recipes, "fit_heads", counting)
+    common = ["--data", str(data), "--seeds", "0", "--ft-variants", "none", "--epochs", "1", "--analyses", "none",
+              "--num-workers", "0", "--no-record", "--feature-cache", str(tmp_path / "cache")]  # fmt: skip
+    result = bench_real.main([*common, "--variants", "default,default + openclipart",
+                              "--extra-train", str(extra / "manifest.jsonl")])  # fmt: skip
+    assert seen == [24, 24 + 5]  # 8 train concepts x 3 houses, then the 5 extra rows beside them
+    assert set(result["bootstrap"]) == {"default", "default + openclipart"}
+    with pytest.raises(SystemExit, match="--extra-train"):
+        bench_real.main([*common, "--variants", "default + openclipart"])
+
+
+def test_fine_tunes_are_paired_with_what_they_add_to():
+    from benchmarks._real_report import _ft_baseline
+
+    of = _ft_baseline({"plain": [], "masked": [], "masked + queue 1024": []})
+    assert of("plain") is None and of("masked") == "plain" and of("masked + queue 1024") == "masked"
+    assert _ft_baseline({"masked": [], "masked + SimCLR auxiliary": []})("masked + SimCLR auxiliary") is None
