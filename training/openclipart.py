@@ -15,6 +15,7 @@ counted and left out; a run where most fail is an error.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+
+from crossmodal_kernel import atomic
 
 SOURCE_DIRS = (Path("/usr/share/openclipart/svg"),)
 PACKAGE = "openclipart-svg"
@@ -152,28 +155,31 @@ def capped(rows: list[dict], per_text: int = PER_TEXT) -> list[dict]:
 
 
 def render(svg: Path, png: Path, size: int, timeout: float = 20.0) -> bool:
-    """``svg`` fitted into a ``size`` x ``size`` transparent square, centred, as ``png``; False if it fails."""
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_suffix(".raw.png")
+    """``svg`` fitted into a ``size`` x ``size`` transparent square, centred, as ``png``; False if it fails.
+    ``png`` appears whole or not at all (a killed run leaves no half-written drawing for the next to keep)."""
     try:
         done = subprocess.run(
-            [RENDERER, "-w", str(size), "-h", str(size), "-a", "-f", "png", "-o", str(tmp), str(svg)],
+            [RENDERER, "-w", str(size), "-h", str(size), "-a", "-f", "png", str(svg)],
             capture_output=True,
             timeout=timeout,
             check=False,
         )
-        if done.returncode != 0 or not tmp.exists():
+        if done.returncode != 0 or not done.stdout:
             return False
-        with Image.open(tmp) as raw:
+        with Image.open(io.BytesIO(done.stdout)) as raw:
             drawn = raw.convert("RGBA")
         canvas = Image.new("RGBA", (size, size), (0, 0, 0, 0))
         canvas.paste(drawn, ((size - drawn.width) // 2, (size - drawn.height) // 2))
-        canvas.save(png)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        tmp = atomic.temp_sibling(png)
+        try:
+            canvas.save(tmp, format="PNG")
+            os.replace(tmp, png)
+        finally:
+            tmp.unlink(missing_ok=True)
         return True
     except (subprocess.TimeoutExpired, OSError, ValueError):
         return False
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _package_version() -> str | None:
@@ -207,19 +213,19 @@ def build_openclipart(
             if progress is not None:
                 progress("render openclipart", done[0], len(svgs))
 
-    def one(svg: Path) -> tuple[Words, bool]:
-        png = images / svg.relative_to(folder).with_suffix(".png")
+    pngs = [images / svg.relative_to(folder).with_suffix(".png") for svg in svgs]
+
+    def one(svg: Path, png: Path) -> tuple[Words, bool]:
         ok = png.exists() or render(svg, png, size)
         advance()
         return read_words(svg), ok
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        read = list(pool.map(one, svgs))
+        read = list(pool.map(one, svgs, pngs))
     collections = collection_titles([w.title for w, _ in read])
     results: list[tuple[str, dict | None]] = []
-    for svg, (words, ok) in zip(svgs, read, strict=True):
-        image = (images / svg.relative_to(folder).with_suffix(".png")).relative_to(out).as_posix()
-        row = row_for(svg, folder, image, words, collections) if ok else None
+    for svg, png, (words, ok) in zip(svgs, pngs, read, strict=True):
+        row = row_for(svg, folder, png.relative_to(out).as_posix(), words, collections) if ok else None
         results.append(("render_failed" if not ok else "ok" if row is not None else "no_words", row))
     return _write(out, folder, svgs, results, size)
 
@@ -230,9 +236,8 @@ def _write(out: Path, folder: Path, svgs: Sequence[Path], results: list[tuple[st
     rows = capped(usable)
     counts["same_text_beyond_cap"] = len(usable) - len(rows)
     if len(usable) < len(svgs) / 2:
-        raise OpenclipartError(f"only {len(rows)} of {len(svgs)} drawings could be used from {folder}: {counts}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        raise OpenclipartError(f"only {len(usable)} of {len(svgs)} drawings could be used from {folder}: {counts}")
+    atomic.write_text(out / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     summary = {
         "source": str(folder),
         "package": PACKAGE,
@@ -243,5 +248,5 @@ def _write(out: Path, folder: Path, svgs: Sequence[Path], results: list[tuple[st
         "skipped": {k: v for k, v in counts.items() if k != "ok"},
         "named_by_file_name": sum(r["named_by"] == "file name" for r in rows),
     }
-    (out / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic.write_text(out / "dataset.json", json.dumps(summary, indent=2) + "\n")
     return summary
