@@ -207,11 +207,13 @@ def lexical_list(sf, text: str, window: int) -> list[tuple[int, float]]:
         return lexical.search(session, lexical.terms(text), "image", window)
 
 
-def measure(state, sf, settings, queries: list[dict], window: int, pg_sf=None) -> dict:
+def measure(state, sf, settings, queries: list[dict], window: int, pg_sf=None) -> tuple[dict, dict[str, list[int]]]:
     """Per (query set, subset): R@1, R@10 and nDCG@10 of vector, lexical and every fusion variant
-    (and, with ``pg_sf``, lexical and the default fusion with PostgreSQL's lexical list)."""
+    (and, with ``pg_sf``, lexical and the default fusion with PostgreSQL's lexical list); and each query
+    text's first 10 ids under the default fusion, for :func:`service_agrees`."""
     ranks: dict[tuple[str, str, str], list[int | None]] = {}
     tops: dict[tuple[str, str], list[float]] = {}
+    default_top10: dict[str, list[int]] = {}
     for q in queries:
         response, _ = run_search(
             state, sf, settings, QueryInput("text", q["text"]), SearchOptions(k=window, mode="vector")
@@ -225,6 +227,7 @@ def measure(state, sf, settings, queries: list[dict], window: int, pg_sf=None) -
         for label, fusion, k, w, swing in VARIANTS:
             weight = hybrid.vector_weight(w, swing, top)
             rankings[label] = [r.id for r in hybrid.fuse(vector, lex, fusion, k, weight)]  # type: ignore[arg-type]
+        default_top10[q["text"]] = rankings[DEFAULT[0]][:10]
         if pg_sf is not None:
             pg = lexical_list(pg_sf, q["text"], window)
             rankings[PG_LEXICAL] = [i for i, _ in pg]
@@ -236,25 +239,16 @@ def measure(state, sf, settings, queries: list[dict], window: int, pg_sf=None) -
     out = {" | ".join(key): scores(r) for key, r in ranks.items()}
     for (query_set, subset), values in tops.items():  # how sure the model was of its first hit, per cell
         out[f"{query_set} | {subset} | top relevance"] = {"mean": float(np.mean(values)), "n": len(values)}
-    return out
+    return out, default_top10
 
 
-def service_agrees(state, sf, settings, queries: list[dict], window: int) -> list[int]:
+def service_agrees(state, sf, settings, queries: list[dict], default_top10: dict[str, list[int]]) -> list[int]:
     """[same, of]: how many of ``queries`` the service's hybrid mode ranks (first 10 hits) exactly as the default
-    row's fusion of the same two lists, computed here."""
+    row's fusion of the same two lists, computed by :func:`measure`."""
     same = 0
     for q in queries:
-        listed, _ = run_search(
-            state, sf, settings, QueryInput("text", q["text"]), SearchOptions(k=window, mode="vector")
-        )
-        top = listed.data[0].relevance if listed.data else None
-        _, fusion, k, w, swing = DEFAULT
-        vector = [(hit.id, hit.score) for hit in listed.data]
-        lex = lexical_list(sf, q["text"], window)
-        fused = hybrid.fuse(vector, lex, fusion, k, hybrid.vector_weight(w, swing, top))
-        query = QueryInput("text", q["text"])
-        served, _ = run_search(state, sf, settings, query, SearchOptions(k=10, mode="hybrid"))
-        same += [hit.id for hit in served.data] == [r.id for r in fused[:10]]
+        served, _ = run_search(state, sf, settings, QueryInput("text", q["text"]), SearchOptions(k=10, mode="hybrid"))
+        same += [hit.id for hit in served.data] == default_top10[q["text"]]
     return [same, len(queries)]
 
 
@@ -392,10 +386,10 @@ def main(argv: list[str] | None = None) -> dict:
     state.refresh(force=True)
     t0 = time.perf_counter()
     with postgres_copy(sf, args.postgres) as pg_sf:
-        quality = measure(state, sf, settings, queries, args.window, pg_sf)
+        quality, default_top10 = measure(state, sf, settings, queries, args.window, pg_sf)
     rng = np.random.default_rng(0)
     sample = [queries[i] for i in rng.permutation(len(queries))[: args.latency_queries]]
-    agrees = service_agrees(state, sf, settings, sample, args.window)
+    agrees = service_agrees(state, sf, settings, sample, default_top10)
     timing = {"query vector cached": latency(state, sf, settings, sample, args.latency_repeats)}
     state.query_cache = QueryCache(0)  # every query encoded, as a first search of a text is
     timing["query encoded"] = latency(state, sf, settings, sample, args.latency_repeats)

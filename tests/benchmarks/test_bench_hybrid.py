@@ -38,7 +38,7 @@ def test_measure_and_report_on_a_small_stack(tmp_path):
         queries = bench_hybrid.build_queries(s.session_factory, words)
         state = SearchState(s.settings, s.session_factory)
         state.refresh(force=True)
-        quality = bench_hybrid.measure(state, s.session_factory, s.settings, queries, 10)
+        quality, _ = bench_hybrid.measure(state, s.session_factory, s.settings, queries, 10)
         timing = bench_hybrid.latency(state, s.session_factory, s.settings, queries[:3], 1)
         state.stop()
     assert {q["set"] for q in queries} == {"short name", "keywords"}
