@@ -89,6 +89,14 @@ def _live(sf, target: str, spec: dict | None) -> list[int]:
         return sorted(i for i, m in rows if parsed is None or filters.matches(m, parsed))
 
 
+def _level_and_cosines(client, sf, target: str, spec: dict | None, query: str = QUERY):
+    """The query's level (its best cosines over the live items, whatever the filter) and the cosines of the items
+    the filter keeps, best first, ties by id."""
+    everything = _cosines(client, target, _live(sf, target, None), query)
+    level = np.mean(sorted(everything.values())[-LEVEL_DEPTH:])
+    return level, sorted(((i, everything[i]) for i in _live(sf, target, spec)), key=lambda h: (-h[1], h[0]))
+
+
 def _weight(settings, mapping, level, vec) -> float:
     """Hybrid's vector weight for this query: the configured one moved by the swing with the relevance of the
     vector list's best hit (0.5 -> 0.3 at relevance 0, 0.7 at 1 with the defaults)."""
@@ -101,10 +109,8 @@ def _weight(settings, mapping, level, vec) -> float:
 def _reference(client, sf, settings, mode, mapping, target="image", spec=None, min_score=None, min_relevance=None,
                dedupe=None, query=QUERY) -> tuple[list[hybrid.Ranked], dict[int, float]]:  # fmt: skip
     """The ranking and each hit's relevance, from scratch (see the module docstring)."""
-    everything = _cosines(client, target, _live(sf, target, None), query)
-    level = np.mean(sorted(everything.values())[-LEVEL_DEPTH:])  # its best over the live items, whatever the filter
-    cos = {i: everything[i] for i in _live(sf, target, spec)}
-    vec = sorted(cos.items(), key=lambda h: (-h[1], h[0]))
+    level, vec = _level_and_cosines(client, sf, target, spec, query)
+    cos = dict(vec)
     with sf() as session:
         lex = [(i, s) for i, s in lexical.search(session, lexical.terms(query), target, 10_000) if i in cos]
     if mode == "vector":
@@ -182,18 +188,19 @@ def test_every_hit_carries_its_relevance_and_min_relevance_equals_brute_force(sv
     mapping = maps[target][method]
     for mode in MODES:
         for spec in FILTERS:
+            # hybrid: the weight it fuses with, moved off the configured one by the relevance; null in other modes
+            weight = (
+                _weight(settings, mapping, *_level_and_cosines(client, sf, target, spec)) if mode == "hybrid" else None
+            )
             for floor in (None, 0.0, 0.2, 0.5, 0.7, 0.95):
                 got = _search(client, mode=mode, target=target, filter=spec, k=200, min_relevance=floor)
                 assert got["relevance"]["calibrated"] and got["relevance"]["method"] == method
                 expected, relevance = _reference(client, sf, settings, mode, mapping, target, spec, min_relevance=floor)
                 _same(got["data"], expected, relevance)
-                if mode == "hybrid":  # the weight it fused with, moved off the configured one by the relevance
-                    everything = _cosines(client, target, _live(sf, target, None), QUERY)
-                    level = np.mean(sorted(everything.values())[-LEVEL_DEPTH:])
-                    vec = sorted(((i, everything[i]) for i in _live(sf, target, spec)), key=lambda h: (-h[1], h[0]))
-                    assert got["vector_weight"] == pytest.approx(_weight(settings, mapping, level, vec), abs=1e-6)
-                else:
+                if weight is None:
                     assert got["vector_weight"] is None
+                else:
+                    assert got["vector_weight"] == pytest.approx(weight, abs=1e-6)
 
 
 @pytest.mark.parametrize("mode", MODES)
